@@ -1,0 +1,40 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point down the pipeline only:
+// pare (CLI) -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
+let package = Package(
+    name: "pare",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "pare", targets: ["pare"]),
+        .library(name: "ModelFolder", targets: ["ModelFolder"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Tensors", targets: ["Tensors"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "OrderedJSON"),
+        .target(name: "Tensors"),
+        .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
+        .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
+        .executableTarget(
+            name: "pare",
+            dependencies: [
+                "ModelFolder",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "OrderedJSONTests", dependencies: ["OrderedJSON"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(
+            name: "ModelFolderTests",
+            dependencies: ["ModelFolder"],
+            resources: [.copy("../Fixtures")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
