@@ -17,24 +17,23 @@ let package = Package(
     ],
     targets: [
         .target(name: "OrderedJSON"),
-        .target(name: "Tensors"),
+        .target(name: "CSystemShims"),
+        .target(name: "Tensors", dependencies: ["CSystemShims"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
         .executableTarget(
             name: "pare",
             dependencies: [
                 "ModelFolder",
+                "OrderedJSON",
+                "Tensors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "OrderedJSONTests", dependencies: ["OrderedJSON"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
-        .testTarget(
-            name: "ModelFolderTests",
-            dependencies: ["ModelFolder"],
-            resources: [.copy("../Fixtures")]
-        ),
+        .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,12 @@
+#ifndef PARE_CSYSTEMSHIMS_H
+#define PARE_CSYSTEMSHIMS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/// copy_file_range(2), which glibc declares only under _GNU_SOURCE (invisible to Swift).
+/// Returns bytes copied, or -1 with errno set (ENOSYS where the call does not exist).
+ssize_t pare_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out,
+                             size_t len, unsigned int flags);
+
+#endif

@@ -1,0 +1,20 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <unistd.h>
+#include "CSystemShims.h"
+
+ssize_t pare_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out,
+                             size_t len, unsigned int flags) {
+#if defined(__linux__)
+    loff_t in = off_in ? (loff_t)*off_in : 0;
+    loff_t out = off_out ? (loff_t)*off_out : 0;
+    ssize_t n = copy_file_range(fd_in, off_in ? &in : NULL, fd_out, off_out ? &out : NULL, len, flags);
+    if (off_in) *off_in = in;
+    if (off_out) *off_out = out;
+    return n;
+#else
+    (void)fd_in; (void)off_in; (void)fd_out; (void)off_out; (void)len; (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}

@@ -1,0 +1,173 @@
+import SafeTensors
+import Tensors
+
+/// A Hugging Face model as pare reads it: config, weights (one file or shards behind an
+/// index), and every other file, which is carried through unchanged.
+///
+/// Opening reads headers only. It refuses what it cannot account for: weights in formats
+/// pare cannot read, safetensors files the index does not list, or tensors stored twice.
+public final class ModelFolder: Sendable {
+    /// How the input was named.
+    public enum Layout: Sendable, Equatable {
+        /// A folder with `config.json` and weights.
+        case folder
+        /// A bare `.safetensors` file (no config, no other files).
+        case singleFile
+        /// A `*.safetensors.index.json` path; its folder is the model.
+        case index
+    }
+
+    /// A tensor and the shard that holds it.
+    public struct Tensor: Sendable, Hashable {
+        public var info: TensorInfo
+        /// Index into `shards`.
+        public var shard: Int
+    }
+
+    public let path: String
+    public let layout: Layout
+    /// The folder holding the model, or `nil` for a bare file.
+    public let root: String?
+    public let config: ModelConfig?
+    /// Weight files in reading order, as paths relative to `root` (or the file's path).
+    public let shardNames: [String]
+    public let shards: [SafeTensorsFile]
+    public let index: ShardIndex?
+    /// Every tensor, shard by shard in file order, each shard's in data order.
+    public let tensors: [Tensor]
+    /// Files other than weights, the index and config.json, relative to `root`, sorted.
+    public let otherFiles: [String]
+
+    /// Extensions of weight formats pare cannot read, with a name for the error message.
+    static let foreignWeightFormats: [(suffix: String, format: String)] = [
+        (".bin", "PyTorch pickle (.bin)"), (".pt", "PyTorch pickle (.pt)"), (".pth", "PyTorch pickle (.pth)"),
+        (".ckpt", "checkpoint (.ckpt)"), (".h5", "TensorFlow/Keras (.h5)"), (".msgpack", "Flax (.msgpack)"),
+        (".gguf", "GGUF"), (".onnx", "ONNX"), (".pkl", "pickle (.pkl)"), (".npz", "NumPy (.npz)"),
+    ]
+
+    public init(path: String) throws(ModelFolderError) {
+        self.path = path
+        guard let kind = FileSystem.kind(of: path) else { throw .notFound(path: path) }
+        let name = PathName.lastComponent(path)
+
+        var indexPath: String?
+        var weightPaths: [String] = []
+        switch kind {
+        case .file where name.hasSuffix(".safetensors.index.json"):
+            layout = .index
+            root = PathName.parent(path)
+            indexPath = path
+        case .file where name.hasSuffix(".safetensors"):
+            layout = .singleFile
+            root = nil
+            weightPaths = [path]
+        case .directory:
+            layout = .folder
+            root = path
+        default:
+            throw .notAModel(path: path)
+        }
+
+        var others: [String] = []
+        if let root {
+            let files = try Self.walk(root)
+            if let foreign = files.first(where: { file in Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) } }) {
+                let format = Self.foreignWeightFormats.first { foreign.hasSuffix($0.suffix) }!.format
+                throw .unreadableWeights(path: PathName.join(root, foreign), format: format)
+            }
+            let topLevel = files.filter { !$0.contains("/") }
+            if indexPath == nil {
+                let indexes = topLevel.filter { $0.hasSuffix(".safetensors.index.json") }
+                if indexes.count > 1 {
+                    throw .ambiguousWeights(path: root, files: indexes)
+                }
+                indexPath = indexes.first.map { PathName.join(root, $0) }
+            }
+            let topWeights = topLevel.filter { $0.hasSuffix(".safetensors") }
+            if let indexPath {
+                let indexName = PathName.lastComponent(indexPath)
+                let parsed: ShardIndex
+                do { parsed = try ShardIndex.read(path: indexPath) } catch { throw .safeTensors(error) }
+                let listed = Set(parsed.shardNames)
+                if let stray = topWeights.first(where: { !listed.contains($0) }) {
+                    throw .unlistedSafeTensors(path: PathName.join(root, stray), index: indexName)
+                }
+                weightPaths = parsed.shardNames.map { PathName.join(root, $0) }
+                index = parsed
+                others = files.filter { $0 != indexName && !listed.contains($0) && $0 != "config.json" }
+            } else {
+                guard !topWeights.isEmpty else { throw .noWeights(path: root) }
+                guard topWeights.count == 1 else { throw .ambiguousWeights(path: root, files: topWeights) }
+                weightPaths = [PathName.join(root, topWeights[0])]
+                index = nil
+                others = files.filter { $0 != topWeights[0] && $0 != "config.json" }
+            }
+            let configPath = PathName.join(root, "config.json")
+            config = FileSystem.kind(of: configPath) == .file ? try ModelConfig.read(path: configPath) : nil
+        } else {
+            index = nil
+            config = nil
+        }
+        otherFiles = others
+        let isBareFile = layout == .singleFile
+        shardNames = weightPaths.map { isBareFile ? $0 : PathName.lastComponent($0) }
+
+        var opened: [SafeTensorsFile] = []
+        for weightPath in weightPaths {
+            guard FileSystem.kind(of: weightPath) == .file else {
+                throw .safeTensors(.io(FileError(.open, path: weightPath, code: 2)))
+            }
+            do { opened.append(try SafeTensorsFile(path: weightPath)) } catch { throw .safeTensors(error) }
+        }
+        shards = opened
+
+        var all: [Tensor] = []
+        var owner: [String: Int] = [:]
+        for (i, shard) in opened.enumerated() {
+            for info in shard.tensors {
+                if let first = owner[info.name] {
+                    throw .safeTensors(.tensorInTwoShards(tensor: info.name, first: shardNames[first], second: shardNames[i]))
+                }
+                owner[info.name] = i
+                all.append(Tensor(info: info, shard: i))
+            }
+        }
+        if let index, let indexPath {
+            for (tensor, shard) in index.weightMap {
+                guard let i = owner[tensor], shardNames[i] == shard else {
+                    throw .safeTensors(.indexMissingTensor(path: indexPath, tensor: tensor, shard: shard))
+                }
+            }
+            if all.count != index.weightMap.count {
+                let listed = Set(index.weightMap.map(\.tensor))
+                let extra = all.first { !listed.contains($0.info.name) }!
+                throw .safeTensors(.indexUnlistedTensor(path: indexPath, tensor: extra.info.name, shard: shardNames[extra.shard]))
+            }
+        }
+        tensors = all
+    }
+
+    /// Every regular file below `root`, as sorted relative paths.
+    static func walk(_ root: String) throws(ModelFolderError) -> [String] {
+        var result: [String] = []
+        func visit(_ relative: String) throws(FileError) {
+            let absolute = relative.isEmpty ? root : PathName.join(root, relative)
+            for name in try FileSystem.list(absolute) {
+                let child = relative.isEmpty ? name : relative + "/" + name
+                switch FileSystem.kind(of: PathName.join(root, child)) {
+                case .directory: try visit(child)
+                case .file: result.append(child)
+                default: continue
+                }
+            }
+        }
+        do { try visit("") } catch { throw .io(error) }
+        return result
+    }
+
+    /// Total tensor data bytes.
+    public var tensorBytes: UInt64 { tensors.reduce(0) { $0 + $1.info.byteCount } }
+
+    /// Total element count.
+    public var parameterCount: UInt64 { tensors.reduce(0) { $0 + $1.info.elementCount } }
+}

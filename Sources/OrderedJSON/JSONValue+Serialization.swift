@@ -1,0 +1,90 @@
+extension JSONValue {
+    /// How a value is laid out as text.
+    public enum Layout: Sendable {
+        /// No whitespace at all, as serde_json writes safetensors headers.
+        case compact
+        /// Python's `json.dumps(indent=2)`: two-space indent, `", "`-free lines, `": "` after keys.
+        case pretty
+    }
+
+    /// The value as JSON text. Non-ASCII characters are escaped as `\uXXXX`, as Python's
+    /// `json.dumps` does by default, so files pare rewrites diff cleanly against the originals.
+    public func serialized(_ layout: Layout = .compact) -> String {
+        var out = ""
+        write(to: &out, layout: layout, indent: 0)
+        return out
+    }
+
+    private func write(to out: inout String, layout: Layout, indent: Int) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .number(let lexeme): out += lexeme
+        case .string(let s): Self.writeString(s, to: &out)
+        case .array(let items):
+            if items.isEmpty {
+                out += "[]"
+                return
+            }
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                if layout == .pretty { Self.newline(&out, indent + 2) }
+                item.write(to: &out, layout: layout, indent: indent + 2)
+            }
+            if layout == .pretty { Self.newline(&out, indent) }
+            out += "]"
+        case .object(let members):
+            if members.isEmpty {
+                out += "{}"
+                return
+            }
+            out += "{"
+            for (i, member) in members.enumerated() {
+                if i > 0 { out += "," }
+                if layout == .pretty { Self.newline(&out, indent + 2) }
+                Self.writeString(member.key, to: &out)
+                out += layout == .pretty ? ": " : ":"
+                member.value.write(to: &out, layout: layout, indent: indent + 2)
+            }
+            if layout == .pretty { Self.newline(&out, indent) }
+            out += "}"
+        }
+    }
+
+    private static func newline(_ out: inout String, _ indent: Int) {
+        out += "\n"
+        out += String(repeating: " ", count: indent)
+    }
+
+    private static let hexDigits = Array("0123456789abcdef")
+
+    private static func writeString(_ s: String, to out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            default:
+                if scalar.value < 0x20 || scalar.value > 0x7E {
+                    for unit in String(scalar).utf16 { appendEscape(unit, to: &out) }
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+
+    private static func appendEscape(_ unit: UInt16, to out: inout String) {
+        out += "\\u"
+        for shift in stride(from: 12, through: 0, by: -4) {
+            out.append(hexDigits[Int((unit >> UInt16(shift)) & 0xF)])
+        }
+    }
+}

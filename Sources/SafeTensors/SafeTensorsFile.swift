@@ -1,0 +1,48 @@
+import Tensors
+
+/// A safetensors file opened for reading: mapped, header validated, data untouched.
+///
+/// Opening reads only the header. Tensor bytes are handed out as zero-copy views of the
+/// mapping through `withBytes(of:_:)`, and stay on disk until then.
+public final class SafeTensorsFile: Sendable {
+    public let path: String
+    public let header: SafeTensorsHeader
+    public let mapping: MappedFile
+    private let indexByName: [String: Int]
+
+    public init(path: String) throws(SafeTensorsError) {
+        self.path = path
+        do {
+            mapping = try MappedFile(path: path)
+        } catch {
+            throw .io(error)
+        }
+        header = try mapping.withBytes { bytes throws(SafeTensorsError) in
+            try SafeTensorsHeader.parse(file: bytes, path: path)
+        }
+        var index: [String: Int] = [:]
+        for (i, tensor) in header.tensors.enumerated() { index[tensor.name] = i }
+        indexByName = index
+    }
+
+    public var tensors: [TensorInfo] { header.tensors }
+
+    public func info(_ name: String) -> TensorInfo? {
+        indexByName[name].map { header.tensors[$0] }
+    }
+
+    /// The absolute byte range of a tensor's data within the file.
+    public func fileRange(of tensor: TensorInfo) -> Range<Int> {
+        (header.dataStart + Int(tensor.dataOffsets.lowerBound))..<(header.dataStart + Int(tensor.dataOffsets.upperBound))
+    }
+
+    /// Calls `body` with a view of the tensor's bytes in the mapping.
+    public func withBytes<R, E: Error>(
+        of tensor: TensorInfo, _ body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try mapping.withBytes(in: fileRange(of: tensor), body)
+    }
+
+    /// The size of the file on disk.
+    public var fileSize: Int { mapping.size }
+}

@@ -1,0 +1,161 @@
+import OrderedJSON
+import Tensors
+
+/// A validated safetensors header: the tensors in data order, and the `__metadata__` map.
+///
+/// Validation enforces every rule of the reference implementation (see the case list of
+/// `SafeTensorsError`) plus one it lacks: a tensor named twice is rejected rather than
+/// silently shadowed.
+public struct SafeTensorsHeader: Sendable, Equatable {
+    /// The largest header the reference implementation accepts.
+    public static let maximumHeaderLength: UInt64 = 100_000_000
+
+    /// Tensors sorted by their data offsets, which is the order of their bytes in the file.
+    public var tensors: [TensorInfo]
+    /// `__metadata__` entries in header order; `nil` when the header has none.
+    public var metadata: [(key: String, value: String)]?
+    /// Bytes taken by the 8-byte length and the JSON text, i.e. where the data section starts.
+    public var dataStart: Int
+
+    public static func == (lhs: SafeTensorsHeader, rhs: SafeTensorsHeader) -> Bool {
+        lhs.tensors == rhs.tensors && lhs.dataStart == rhs.dataStart
+            && lhs.metadata?.map(\.key) == rhs.metadata?.map(\.key)
+            && lhs.metadata?.map(\.value) == rhs.metadata?.map(\.value)
+    }
+
+    public init(tensors: [TensorInfo], metadata: [(key: String, value: String)]?, dataStart: Int) {
+        self.tensors = tensors
+        self.metadata = metadata
+        self.dataStart = dataStart
+    }
+
+    /// Parses and validates the header of a whole file held in `file`.
+    ///
+    /// Only the first `8 + N` bytes are touched (N being the declared header length), so
+    /// calling this on a mapping reads no tensor data.
+    public static func parse(file: UnsafeRawBufferPointer, path: String) throws(SafeTensorsError) -> SafeTensorsHeader {
+        let fileSize = file.count
+        guard fileSize >= 8 else { throw .fileTooSmall(path: path, size: fileSize) }
+        let declared = UInt64(littleEndian: file.loadUnaligned(as: UInt64.self))
+        guard declared <= maximumHeaderLength else { throw .headerTooLarge(path: path, declared: declared) }
+        let headerLength = Int(declared)
+        guard 8 + headerLength <= fileSize else {
+            throw .headerOutOfBounds(path: path, declared: declared, fileSize: fileSize)
+        }
+        let text = UnsafeRawBufferPointer(rebasing: file[8..<(8 + headerLength)])
+        guard String(validating: text, as: UTF8.self) != nil else { throw .headerNotUTF8(path: path) }
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(text)
+        } catch {
+            throw .headerNotJSON(path: path, reason: error.description)
+        }
+        guard let members = json.objectMembers else { throw .headerNotObject(path: path) }
+
+        var tensors: [TensorInfo] = []
+        tensors.reserveCapacity(members.count)
+        var metadata: [(key: String, value: String)]?
+        var seen = Set<String>()
+        for (name, value) in members {
+            guard seen.insert(name).inserted else { throw .duplicateTensor(path: path, tensor: name) }
+            if name == "__metadata__" {
+                metadata = try parseMetadata(value, path: path)
+            } else {
+                tensors.append(try parseEntry(name: name, value, path: path))
+            }
+        }
+
+        // The reference sorts by offsets: header order is free, byte order is not.
+        tensors.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound) }
+        var expectedStart: UInt64 = 0
+        for tensor in tensors {
+            let start = tensor.dataOffsets.lowerBound, end = tensor.dataOffsets.upperBound
+            guard start == expectedStart else {
+                throw .offsetsNotContiguous(path: path, tensor: tensor.name, start: start, end: end, expectedStart: expectedStart)
+            }
+            expectedStart = end
+            guard let elements = Shape.elementCount(tensor.shape) else {
+                throw .shapeOverflow(path: path, tensor: tensor.name, shape: tensor.shape)
+            }
+            switch tensor.dtype.byteCount(elements: elements) {
+            case .overflow:
+                throw .shapeOverflow(path: path, tensor: tensor.name, shape: tensor.shape)
+            case .partialByte(let bits):
+                throw .spanMismatch(
+                    path: path, tensor: tensor.name, dtype: tensor.dtype, shape: tensor.shape,
+                    span: end - start, detail: "holds \(bits) bits, not a whole number of bytes")
+            case .bytes(let bytes):
+                guard bytes == end - start else {
+                    throw .spanMismatch(
+                        path: path, tensor: tensor.name, dtype: tensor.dtype, shape: tensor.shape,
+                        span: end - start, detail: "needs \(bytes) bytes")
+                }
+            }
+        }
+        let dataSize = UInt64(fileSize - 8 - headerLength)
+        guard expectedStart == dataSize else {
+            throw .dataSizeMismatch(path: path, dataSize: dataSize, lastOffset: expectedStart)
+        }
+        return SafeTensorsHeader(tensors: tensors, metadata: metadata, dataStart: 8 + headerLength)
+    }
+
+    private static func parseMetadata(_ value: JSONValue, path: String) throws(SafeTensorsError) -> [(key: String, value: String)] {
+        guard let members = value.objectMembers else {
+            throw .metadataNotStringMap(path: path, problem: "it is not an object")
+        }
+        var result: [(key: String, value: String)] = []
+        var keys = Set<String>()
+        for (key, item) in members {
+            guard let string = item.stringValue else {
+                throw .metadataNotStringMap(path: path, problem: "the value of '\(key)' is not a string")
+            }
+            guard keys.insert(key).inserted else {
+                throw .metadataNotStringMap(path: path, problem: "the key '\(key)' appears twice")
+            }
+            result.append((key, string))
+        }
+        return result
+    }
+
+    private static func parseEntry(name: String, _ value: JSONValue, path: String) throws(SafeTensorsError) -> TensorInfo {
+        func malformed(_ problem: String) -> SafeTensorsError {
+            .malformedEntry(path: path, tensor: name, problem: problem)
+        }
+        guard let members = value.objectMembers else { throw malformed("the entry is not an object") }
+        var dtypeValue: JSONValue?, shapeValue: JSONValue?, offsetsValue: JSONValue?
+        for (key, item) in members {
+            switch key {
+            case "dtype": dtypeValue = item
+            case "shape": shapeValue = item
+            case "data_offsets": offsetsValue = item
+            default: continue  // the reference ignores extra fields, so pare does too
+            }
+        }
+        guard let dtypeValue else { throw malformed("the entry has no dtype") }
+        guard let dtypeName = dtypeValue.stringValue else { throw malformed("dtype is not a string") }
+        guard let shapeItems = shapeValue?.arrayValue else {
+            throw malformed(shapeValue == nil ? "the entry has no shape" : "shape is not an array")
+        }
+        var shape: [UInt64] = []
+        shape.reserveCapacity(shapeItems.count)
+        for item in shapeItems {
+            guard let dimension = item.uint64Value else {
+                throw malformed("shape holds \(item.serialized()), not a non-negative integer")
+            }
+            shape.append(dimension)
+        }
+        guard let offsetItems = offsetsValue?.arrayValue else {
+            throw malformed(offsetsValue == nil ? "the entry has no data_offsets" : "data_offsets is not an array")
+        }
+        guard offsetItems.count == 2, let start = offsetItems[0].uint64Value, let end = offsetItems[1].uint64Value else {
+            throw malformed("data_offsets must be two non-negative integers [start, end]")
+        }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw .unknownDType(path: path, tensor: name, dtype: dtypeName)
+        }
+        if end < start {
+            throw .offsetsNotContiguous(path: path, tensor: name, start: start, end: end, expectedStart: start)
+        }
+        return TensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: start..<end)
+    }
+}

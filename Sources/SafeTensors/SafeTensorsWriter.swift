@@ -1,0 +1,114 @@
+import OrderedJSON
+import Tensors
+
+/// Writes one safetensors file, streaming: the header first, then each tensor's bytes as
+/// the caller produces them.
+///
+/// The caller declares every tensor (name, dtype, shape) up front, so the header is known
+/// before any data is written and nothing needs to be seeked back to. Output is
+/// deterministic: tensors are laid out in the order given, the header is compact JSON with
+/// `__metadata__` first, padded with spaces to a multiple of 8 bytes as the reference does
+/// (which keeps every tensor's data 8-byte aligned in the file).
+public final class SafeTensorsWriter {
+    public struct Entry: Sendable, Hashable {
+        public var name: String
+        public var dtype: DType
+        public var shape: [UInt64]
+        public var byteCount: Int
+
+        public init(name: String, dtype: DType, shape: [UInt64]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            let elements = Shape.elementCount(shape) ?? 0
+            if case .bytes(let count) = dtype.byteCount(elements: elements) {
+                self.byteCount = Int(count)
+            } else {
+                preconditionFailure("tensor \(name) has no whole-byte size")
+            }
+        }
+    }
+
+    public let path: String
+    public let entries: [Entry]
+    private let output: OutputFile
+    private var nextEntry = 0
+    private var writtenInEntry = 0
+
+    /// Bytes of header (length prefix + JSON + padding) for these entries and metadata.
+    public static func headerBytes(entries: [Entry], metadata: [(key: String, value: String)]) -> [UInt8] {
+        var members: [(key: String, value: JSONValue)] = []
+        if !metadata.isEmpty {
+            members.append(("__metadata__", .object(metadata.map { ($0.key, .string($0.value)) })))
+        }
+        var offset = 0
+        for entry in entries {
+            let end = offset + entry.byteCount
+            members.append((entry.name, .object([
+                ("dtype", .string(entry.dtype.name)),
+                ("shape", .array(entry.shape.map { .integer($0) })),
+                ("data_offsets", .array([.integer(offset), .integer(end)])),
+            ])))
+            offset = end
+        }
+        var json = Array(JSONValue.object(members).serialized(.compact).utf8)
+        let padding = (8 - json.count % 8) % 8
+        json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: padding))
+        var bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) }
+        bytes.append(contentsOf: json)
+        return bytes
+    }
+
+    /// The size the finished file will have.
+    public static func fileSize(entries: [Entry], metadata: [(key: String, value: String)]) -> Int {
+        headerBytes(entries: entries, metadata: metadata).count + entries.reduce(0) { $0 + $1.byteCount }
+    }
+
+    /// Creates `path` (which must not exist) and writes the header.
+    public init(path: String, entries: [Entry], metadata: [(key: String, value: String)]) throws(FileError) {
+        self.path = path
+        self.entries = entries
+        output = try OutputFile(creating: path)
+        try output.write(Self.headerBytes(entries: entries, metadata: metadata))
+        skipEmptyEntries()
+    }
+
+    /// The tensor whose bytes are expected next, or `nil` when all are written.
+    public var currentEntry: Entry? { nextEntry < entries.count ? entries[nextEntry] : nil }
+
+    /// Appends bytes of the current tensor. A tensor may be written in any number of pieces;
+    /// the writer moves on to the next one when the declared size is reached.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        precondition(nextEntry < entries.count, "more bytes than the declared tensors hold")
+        precondition(writtenInEntry + bytes.count <= entries[nextEntry].byteCount, "tensor \(entries[nextEntry].name) overrun")
+        try output.write(bytes)
+        advance(by: bytes.count)
+    }
+
+    /// Appends `count` bytes of the current tensor copied straight from a mapped file.
+    public func copy(from source: MappedFile, at offset: Int, count: Int) throws(FileError) {
+        precondition(nextEntry < entries.count && writtenInEntry + count <= entries[nextEntry].byteCount)
+        try output.copy(from: source, at: offset, count: count)
+        advance(by: count)
+    }
+
+    private func advance(by count: Int) {
+        writtenInEntry += count
+        if writtenInEntry == entries[nextEntry].byteCount {
+            nextEntry += 1
+            writtenInEntry = 0
+            skipEmptyEntries()
+        }
+    }
+
+    private func skipEmptyEntries() {
+        while nextEntry < entries.count && entries[nextEntry].byteCount == 0 { nextEntry += 1 }
+    }
+
+    /// Flushes to disk and closes. Fails if any declared tensor is incomplete.
+    public func finish() throws(FileError) {
+        precondition(nextEntry == entries.count, "tensor \(currentEntry?.name ?? "?") was not fully written")
+        try output.sync()
+        try output.close()
+    }
+}

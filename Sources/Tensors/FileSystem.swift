@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Thin wrappers over the directory calls pare needs, throwing `FileError`.
+public enum FileSystem {
+    public enum Kind: Sendable, Equatable {
+        case file, directory, other
+    }
+
+    /// What is at `path`, following symlinks, or `nil` when nothing is.
+    public static func kind(of path: String) -> Kind? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return .file
+        case S_IFDIR: return .directory
+        default: return .other
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    public static func fileSize(_ path: String) throws(FileError) -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw FileError(.stat, path: path) }
+        return Int(info.st_size)
+    }
+
+    /// The entries of a directory, sorted by name so every walk is deterministic.
+    public static func list(_ path: String) throws(FileError) -> [String] {
+        guard let dir = opendir(path) else { throw FileError(.list, path: path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func makeDirectory(_ path: String) throws(FileError) {
+        guard mkdir(path, 0o755) == 0 else { throw FileError(.createDirectory, path: path) }
+    }
+
+    public static func rename(_ from: String, to: String) throws(FileError) {
+        guard Glibc.rename(from, to) == 0 else { throw FileError(.rename, path: from) }
+    }
+
+    /// Removes a file or a whole directory tree. Symlinks are removed, never followed.
+    public static func removeTree(_ path: String) throws(FileError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            if errno == ENOENT { return }
+            throw FileError(.remove, path: path)
+        }
+        if info.st_mode & S_IFMT == S_IFDIR {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 else { throw FileError(.remove, path: path) }
+        } else {
+            guard unlink(path) == 0 else { throw FileError(.remove, path: path) }
+        }
+    }
+
+    /// Copies a regular file byte for byte into a new file.
+    public static func copyFile(_ source: String, to destination: String) throws(FileError) {
+        let input = try MappedFile(path: source)
+        let output = try OutputFile(creating: destination)
+        try output.copy(from: input, at: 0, count: input.size)
+        try output.sync()
+        try output.close()
+    }
+
+    /// Flushes a directory's entries, so that renames into it survive a crash.
+    public static func syncDirectory(_ path: String) throws(FileError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(.open, path: path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileError(.sync, path: path) }
+    }
+
+    /// The canonical absolute path, resolving symlinks and `..`; `nil` when it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}
+
+/// Path string helpers (pare's paths are plain POSIX strings).
+public enum PathName {
+    public static func lastComponent(_ path: String) -> String {
+        let trimmed = trimTrailingSlashes(path)
+        guard let slash = trimmed.lastIndex(of: "/") else { return trimmed }
+        return String(trimmed[trimmed.index(after: slash)...])
+    }
+
+    public static func parent(_ path: String) -> String {
+        let trimmed = trimTrailingSlashes(path)
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        if slash == trimmed.startIndex { return "/" }
+        return String(trimmed[..<slash])
+    }
+
+    public static func join(_ base: String, _ name: String) -> String {
+        base.hasSuffix("/") ? base + name : base + "/" + name
+    }
+
+    public static func trimTrailingSlashes(_ path: String) -> String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
+    }
+}

@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CSystemShims
+
+/// A new file opened for sequential writing, closed when the value goes away.
+///
+/// Writes go straight to the descriptor (callers pass large, already-assembled spans), so
+/// the file never holds more than the caller's buffer in memory.
+public final class OutputFile {
+    public let path: String
+    private var descriptor: Int32
+    /// Bytes written so far.
+    public private(set) var offset: Int = 0
+
+    /// Creates `path`; fails if it exists, so nothing is ever overwritten by accident.
+    public init(creating path: String, permissions: mode_t = 0o644) throws(FileError) {
+        self.path = path
+        descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, permissions)
+        guard descriptor >= 0 else { throw FileError(.open, path: path) }
+    }
+
+    deinit {
+        if descriptor >= 0 { Glibc.close(descriptor) }
+    }
+
+    /// Writes all of `bytes`, retrying short writes and interruptions.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        guard var pointer = bytes.baseAddress else { return }
+        var remaining = bytes.count
+        while remaining > 0 {
+            let n = Glibc.write(descriptor, pointer, remaining)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(.write, path: path)
+            }
+            pointer += n
+            remaining -= n
+            offset += n
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) throws(FileError) {
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(FileError) in try write(buffer) }
+        }
+        try result.get()
+    }
+
+    /// Copies `count` bytes of `source` at `sourceOffset` in the kernel, without passing them
+    /// through user memory. Falls back to reading through `fallback` when the kernel
+    /// cannot (other filesystems, old kernels).
+    public func copy(
+        from source: MappedFile, at sourceOffset: Int, count: Int
+    ) throws(FileError) {
+        var inputOffset = Int64(sourceOffset)
+        var remaining = count
+        while remaining > 0 {
+            let n = pare_copy_file_range(source.descriptor, &inputOffset, descriptor, nil, remaining, 0)
+            if n > 0 {
+                remaining -= n
+                offset += n
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && ![EXDEV, ENOSYS, EOPNOTSUPP, EINVAL, EBADF, EPERM].contains(errno) {
+                throw FileError(.copy, path: path)
+            }
+            // The kernel will not (or stopped early): write the rest from the mapping.
+            let done = count - remaining
+            try source.withBytes(in: (sourceOffset + done)..<(sourceOffset + count)) {
+                bytes throws(FileError) in try write(bytes)
+            }
+            return
+        }
+    }
+
+    /// Flushes the file's data to the device.
+    public func sync() throws(FileError) {
+        guard fsync(descriptor) == 0 else { throw FileError(.sync, path: path) }
+    }
+
+    /// Closes the descriptor now, reporting any deferred write error.
+    public func close() throws(FileError) {
+        guard descriptor >= 0 else { return }
+        let result = Glibc.close(descriptor)
+        descriptor = -1
+        guard result == 0 else { throw FileError(.write, path: path) }
+    }
+}

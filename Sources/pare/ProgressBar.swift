@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ModelFolder
+
+/// A one-line progress bar on stderr for work that takes more than about a second.
+///
+/// Silent when stderr is not a terminal or with `--quiet`, so logs and pipes stay clean.
+final class ProgressBar {
+    private let label: String
+    private let enabled: Bool
+    private let start = ProgressBar.now()
+    private var lastDraw = 0.0
+    private var drawn = false
+
+    init(label: String, quiet: Bool) {
+        self.label = label
+        enabled = !quiet && FileHandleOutput.standardError.isTerminal
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    func update(done: Int, total: Int) {
+        guard enabled else { return }
+        let t = Self.now()
+        // Nothing for the first second; then at most ten redraws a second.
+        guard t - start > 1.0, t - lastDraw > 0.1 || done == total else { return }
+        lastDraw = t
+        drawn = true
+        let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        let elapsed = t - start
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let percent = Int(fraction * 100)
+        FileHandleOutput.standardError.write(
+            "\r\(label) \(bar) \(percent)% \(ByteSize.describe(done))/\(ByteSize.describe(total)) \(ByteSize.describe(Int(rate)))/s eta \(Int(eta))s\u{1B}[K")
+    }
+
+    func finish() {
+        guard enabled, drawn else { return }
+        FileHandleOutput.standardError.write("\r\u{1B}[K")
+    }
+}
