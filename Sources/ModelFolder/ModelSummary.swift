@@ -53,7 +53,14 @@ public struct ModelSummary: Sendable {
         architectures = model.config?.json["architectures"]?.arrayValue?.compactMap(\.stringValue)
         var sizes: [String: Int?] = [:]
         for (field, keys) in Self.configKeys {
-            sizes[field] = json.flatMap { config in keys.lazy.compactMap { config[$0]?.intValue }.first }
+            var found: Int?
+            for key in keys {
+                if let value = json?[key]?.intValue {
+                    found = value
+                    break
+                }
+            }
+            sizes[field] = .some(found)
         }
         if let json {
             // Documented defaults of the HF configs: kv heads = heads (no GQA), head_dim =

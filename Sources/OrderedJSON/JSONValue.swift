@@ -76,13 +76,14 @@ extension JSONValue {
 
     /// The value as an exact integer when its lexeme is one (no fraction, no exponent).
     public var intValue: Int? {
-        guard case .number(let lexeme) = self else { return nil }
+        guard case .number(let lexeme) = self, lexeme != "-0" else { return nil }
         return Int(lexeme)
     }
 
-    /// The value as an exact non-negative 64-bit integer, for offsets and shapes.
+    /// The value as an exact non-negative 64-bit integer, for offsets and shapes: digits
+    /// only, so `-0`, `2.0` and `1e1` are refused as the reference refuses them.
     public var uint64Value: UInt64? {
-        guard case .number(let lexeme) = self else { return nil }
+        guard case .number(let lexeme) = self, lexeme.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
         return UInt64(lexeme)
     }
 

@@ -87,7 +87,7 @@ extension SafeTensorsError: CustomStringConvertible {
             let how = start > expectedStart ? "leaving a gap after" : "overlapping"
             return "\(path): tensor '\(tensor)': data_offsets [\(start), \(end)] start at \(start), \(how) the previous tensor's data, which ends at \(expectedStart); tensors must be packed back to back from offset 0"
         case let .shapeOverflow(path, tensor, shape):
-            return "\(path): tensor '\(tensor)': shape \(Shape.describe(shape)) has more bytes than a 64-bit count can hold"
+            return "\(path): tensor '\(tensor)': shape \(Shape.describe(shape)) holds more bits than a 64-bit count can hold"
         case let .spanMismatch(path, tensor, dtype, shape, span, detail):
             return "\(path): tensor '\(tensor)': a \(dtype.name) tensor of shape \(Shape.describe(shape)) \(detail), but its data_offsets span \(span) bytes"
         case let .dataSizeMismatch(path, dataSize, lastOffset):

@@ -57,7 +57,12 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         var metadata: [(key: String, value: String)]?
         var seen = Set<String>()
         for (name, value) in members {
-            guard seen.insert(name).inserted else { throw .duplicateTensor(path: path, tensor: name) }
+            guard seen.insert(name).inserted else {
+                if name == "__metadata__" {
+                    throw .metadataNotStringMap(path: path, problem: "the header has two __metadata__ entries")
+                }
+                throw .duplicateTensor(path: path, tensor: name)
+            }
             if name == "__metadata__" {
                 metadata = try parseMetadata(value, path: path)
             } else {
@@ -123,7 +128,9 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         }
         guard let members = value.objectMembers else { throw malformed("the entry is not an object") }
         var dtypeValue: JSONValue?, shapeValue: JSONValue?, offsetsValue: JSONValue?
+        var fields = Set<String>()
         for (key, item) in members {
+            guard fields.insert(key).inserted else { throw malformed("the field '\(key)' appears twice") }
             switch key {
             case "dtype": dtypeValue = item
             case "shape": shapeValue = item

@@ -79,6 +79,7 @@ public final class SafeTensorsWriter {
     /// Appends bytes of the current tensor. A tensor may be written in any number of pieces;
     /// the writer moves on to the next one when the declared size is reached.
     public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        guard bytes.count > 0 else { return }
         precondition(nextEntry < entries.count, "more bytes than the declared tensors hold")
         precondition(writtenInEntry + bytes.count <= entries[nextEntry].byteCount, "tensor \(entries[nextEntry].name) overrun")
         try output.write(bytes)
@@ -87,6 +88,7 @@ public final class SafeTensorsWriter {
 
     /// Appends `count` bytes of the current tensor copied straight from a mapped file.
     public func copy(from source: MappedFile, at offset: Int, count: Int) throws(FileError) {
+        guard count > 0 else { return }
         precondition(nextEntry < entries.count && writtenInEntry + count <= entries[nextEntry].byteCount)
         try output.copy(from: source, at: offset, count: count)
         advance(by: count)

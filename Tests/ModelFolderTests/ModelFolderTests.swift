@@ -1,0 +1,107 @@
+import OrderedJSON
+import SafeTensors
+import Testing
+import Tensors
+
+@testable import ModelFolder
+
+@Suite struct ModelFolderTests {
+    @Test(arguments: Fixtures.all)
+    func opensEveryFixture(_ name: String) throws {
+        let model = try ModelFolder(path: Fixtures.model(name))
+        #expect(model.layout == .folder)
+        #expect(model.config != nil)
+        #expect(!model.tensors.isEmpty)
+        #expect(!model.otherFiles.contains("config.json"))
+        #expect(!model.otherFiles.contains { $0.hasSuffix(".safetensors") })
+        let summary = ModelSummary(model)
+        #expect(summary.sizes["layers"]! != nil)
+        #expect(summary.sizes["hidden_size"]! != nil)
+        #expect(summary.parameters == model.tensors.reduce(0) { $0 + $1.info.elementCount })
+    }
+
+    @Test func readsShardsThroughTheIndexInOrder() throws {
+        let sharded = try ModelFolder(path: Fixtures.model("llama-sharded"))
+        let single = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
+        #expect(sharded.shards.count == 3)
+        #expect(sharded.index != nil)
+        #expect(Set(sharded.tensors.map(\.info.name)) == Set(single.tensors.map(\.info.name)))
+        // Same bytes through either path.
+        for tensor in sharded.tensors {
+            let twin = try #require(single.tensors.first { $0.info.name == tensor.info.name })
+            let a = sharded.shards[tensor.shard].withBytes(of: tensor.info) { Array($0) }
+            let b = single.shards[twin.shard].withBytes(of: twin.info) { Array($0) }
+            #expect(a == b, "\(tensor.info.name)")
+        }
+        // Opening by the index path is the same model.
+        let byIndex = try ModelFolder(path: Fixtures.model("llama-sharded") + "/model.safetensors.index.json")
+        #expect(byIndex.layout == .index)
+        #expect(byIndex.tensors.map(\.info.name) == sharded.tensors.map(\.info.name))
+    }
+
+    @Test func summarisesGQAAndMoEConfigs() throws {
+        let llama = ModelSummary(try ModelFolder(path: Fixtures.model("llama-gqa-f32")))
+        #expect(llama.modelType == "llama")
+        #expect(llama.sizes["attention_heads"]! == 4)
+        #expect(llama.sizes["kv_heads"]! == 2)
+        #expect(llama.sizes["head_dim"]! == 16)
+        let mixtral = ModelSummary(try ModelFolder(path: Fixtures.model("mixtral")))
+        #expect(mixtral.sizes["experts"]! == 4)
+        #expect(mixtral.sizes["experts_per_token"]! == 2)
+        let gpt2 = ModelSummary(try ModelFolder(path: Fixtures.model("gpt2")))
+        #expect(gpt2.sizes["layers"]! != nil)
+        #expect(gpt2.sizes["intermediate_size"]! == 4 * gpt2.sizes["hidden_size"]!!)
+    }
+
+    @Test func refusesWeightsItCannotRead() throws {
+        let dir = TemporaryDirectory()
+        try FileSystem.copyFile(Fixtures.model("bert") + "/config.json", to: dir.file("config.json"))
+        try FileSystem.copyFile(Fixtures.model("bert") + "/model.safetensors", to: dir.file("model.safetensors"))
+        try writeBytes([0x80, 0x02], to: dir.file("pytorch_model.bin"))
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            "\(error)".contains("pytorch_model.bin") && "\(error)".contains("cannot read")
+        }
+    }
+
+    @Test func refusesSafetensorsTheIndexDoesNotList() throws {
+        let dir = TemporaryDirectory()
+        for file in try FileSystem.list(Fixtures.model("llama-sharded")) {
+            try FileSystem.copyFile(Fixtures.model("llama-sharded") + "/" + file, to: dir.file(file))
+        }
+        try FileSystem.copyFile(Fixtures.model("bert") + "/model.safetensors", to: dir.file("consolidated.safetensors"))
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            "\(error)".contains("consolidated.safetensors") && "\(error)".contains("not listed")
+        }
+    }
+
+    @Test func refusesAnIndexThatDisagreesWithItsShards() throws {
+        let dir = TemporaryDirectory()
+        let source = Fixtures.model("llama-sharded")
+        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
+            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
+        }
+        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
+        var map = try #require(index["weight_map"]?.objectMembers)
+        let moved = map.removeFirst()
+        map.append((moved.key, .string(moved.value.stringValue == "model-00001-of-00003.safetensors" ? "model-00002-of-00003.safetensors" : "model-00001-of-00003.safetensors")))
+        index.set("weight_map", to: .object(map))
+        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            (error as? ModelFolderError)?.rule == "index-missing-tensor" && "\(error)".contains(moved.key)
+        }
+    }
+
+    @Test func namesTheMissingPath() {
+        #expect {
+            try ModelFolder(path: "/nonexistent/model")
+        } throws: { error in
+            "\(error)" == "/nonexistent/model: no such file or folder"
+        }
+    }
+}
