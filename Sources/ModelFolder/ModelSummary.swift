@@ -88,10 +88,10 @@ public struct ModelSummary: Sendable {
         parameters = model.parameterCount
         bytes = model.tensorBytes
         shards = model.shards.enumerated().map { i, shard in
-            ShardTotals(file: model.shardNames[i], tensors: shard.tensors.count, bytes: shard.fileSize)
+            ShardTotals(file: PathName.lastComponent(model.shardNames[i]), tensors: shard.tensors.count, bytes: shard.fileSize)
         }
         tensors = model.tensors
-        shardNames = model.shardNames
+        shardNames = model.shardNames.map(PathName.lastComponent)
     }
 
     /// Multimodal configs keep the language model's sizes in `text_config`.
