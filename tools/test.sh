@@ -47,6 +47,9 @@ say "swift build and unit tests"
 swift build --build-tests
 swift test
 
+say "fuzzing the header parser (libFuzzer, ${PARE_FUZZ_SECONDS:-60}s)"
+tools/fuzz/run.sh "${PARE_FUZZ_SECONDS:-60}" 2>&1 | tail -4
+
 say "interop suite (real consumers)"
 export PARE_BIN="$PWD/.build/debug/pare"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
