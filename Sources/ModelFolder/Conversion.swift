@@ -104,47 +104,66 @@ public struct Conversion: Sendable {
     /// Total tensor bytes the conversion writes.
     public var outputTensorBytes: Int { shards.reduce(0) { $0 + $1.tensorBytes } }
 
-    /// Performs the conversion. `progress` receives (bytes done, bytes total) as tensors are written.
-    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws(ModelFolderError) {
+    /// Reports progress and asks whether to go on: called with (bytes done, bytes total)
+    /// at least every 64 MiB; returning `false` stops the run, which then cleans up and
+    /// throws `ModelFolderError.interrupted`.
+    public typealias Progress = (_ done: Int, _ total: Int) -> Bool
+
+    /// Performs the conversion.
+    public func run(progress: Progress = { _, _ in true }) throws(ModelFolderError) {
         let parent = PathName.parent(output)
         let name = PathName.lastComponent(output)
         let pid = getpid()
         let staging = PathName.join(parent, ".\(name).pare-tmp-\(pid)")
-        do throws(FileError) {
-            try FileSystem.removeTree(staging)
+        do throws(ModelFolderError) {
+            try io { () throws(FileError) in try FileSystem.removeTree(staging) }
             if writesSingleFile {
                 try writeShard(shards[0], to: staging, done: 0, progress: progress)
             } else {
-                try FileSystem.makeDirectory(staging)
+                try io { () throws(FileError) in try FileSystem.makeDirectory(staging) }
                 try writeFolder(into: staging, progress: progress)
-                try FileSystem.syncDirectory(staging)
+                try io { () throws(FileError) in try FileSystem.syncDirectory(staging) }
             }
-            if FileSystem.exists(output) {
-                let retired = PathName.join(parent, ".\(name).pare-old-\(pid)")
-                try FileSystem.rename(output, to: retired)
-                do throws(FileError) {
-                    try FileSystem.rename(staging, to: output)
-                } catch {
-                    try? FileSystem.rename(retired, to: output)
-                    throw error
-                }
-                try FileSystem.removeTree(retired)
-            } else {
-                try FileSystem.rename(staging, to: output)
-            }
-            try FileSystem.syncDirectory(parent)
+            try io { () throws(FileError) in try swapIntoPlace(staging, parent: parent, name: name, pid: pid) }
         } catch {
             try? FileSystem.removeTree(staging)
-            throw .io(error)
+            throw error
         }
     }
 
-    private func writeFolder(into staging: String, progress: (Int, Int) -> Void) throws(FileError) {
+    private func io(_ body: () throws(FileError) -> Void) throws(ModelFolderError) {
+        do { try body() } catch { throw .io(error) }
+    }
+
+    /// Renames the finished staging folder to the output; an existing output is moved aside
+    /// first and removed only once the new one is in place.
+    private func swapIntoPlace(_ staging: String, parent: String, name: String, pid: Int32) throws(FileError) {
+        if FileSystem.exists(output) {
+            let retired = PathName.join(parent, ".\(name).pare-old-\(pid)")
+            try FileSystem.rename(output, to: retired)
+            do throws(FileError) {
+                try FileSystem.rename(staging, to: output)
+            } catch {
+                try? FileSystem.rename(retired, to: output)
+                throw error
+            }
+            try FileSystem.removeTree(retired)
+        } else {
+            try FileSystem.rename(staging, to: output)
+        }
+        try FileSystem.syncDirectory(parent)
+    }
+
+    private func writeFolder(into staging: String, progress: Progress) throws(ModelFolderError) {
         var done = 0
         for shard in shards {
             try writeShard(shard, to: PathName.join(staging, shard.fileName), done: done, progress: progress)
             done += shard.tensorBytes
         }
+        try io { () throws(FileError) in try writeOtherFiles(into: staging) }
+    }
+
+    private func writeOtherFiles(into staging: String) throws(FileError) {
         if shards.count > 1 {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
             let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + $1.source.info.elementCount } }
@@ -175,11 +194,17 @@ public struct Conversion: Sendable {
 
     /// Elements cast per step: bounds the cast buffer at 4 MiB of F32 whatever the tensor.
     static let castChunkElements = 1 << 20
+    /// Bytes copied per step when no cast is needed, so progress and interruption are timely.
+    static let copyChunkBytes = 64 << 20
 
-    private func writeShard(_ shard: Shard, to path: String, done: Int, progress: (Int, Int) -> Void) throws(FileError) {
+    private func writeShard(_ shard: Shard, to path: String, done: Int, progress: Progress) throws(ModelFolderError) {
         let total = outputTensorBytes
         let metadata = Self.outputMetadata(input.shards.first?.header.metadata)
-        let writer = try SafeTensorsWriter(path: path, entries: shard.items.map(\.entry), metadata: metadata)
+        let writer: SafeTensorsWriter
+        do { writer = try SafeTensorsWriter(path: path, entries: shard.items.map(\.entry), metadata: metadata) } catch { throw .io(error) }
+        func report(_ bytes: Int) throws(ModelFolderError) {
+            if !progress(bytes, total) { throw .interrupted }
+        }
         var written = done
         var buffer: UnsafeMutableRawPointer?
         defer { buffer?.deallocate() }
@@ -187,9 +212,16 @@ public struct Conversion: Sendable {
             let source = input.shards[item.source.shard]
             let range = source.fileRange(of: item.source.info)
             if !item.needsCast {
-                try writer.copy(from: source.mapping, at: range.lowerBound, count: range.count)
+                var offset = range.lowerBound
+                while offset < range.upperBound {
+                    let count = min(Self.copyChunkBytes, range.upperBound - offset)
+                    try io { () throws(FileError) in try writer.copy(from: source.mapping, at: offset, count: count) }
+                    offset += count
+                    try report(written + (offset - range.lowerBound))
+                }
             } else {
                 let from = item.source.info.dtype, to = item.entry.dtype
+                let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
                 let scratch = buffer ?? UnsafeMutableRawPointer.allocate(byteCount: Self.castChunkElements * 4, alignment: 64)
                 buffer = scratch
                 source.mapping.adviseSequential(range)
@@ -197,21 +229,20 @@ public struct Conversion: Sendable {
                 var start = 0
                 while start < elements {
                     let count = min(Self.castChunkElements, elements - start)
-                    let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
-                    let chunkRange = (range.lowerBound + start * inBytes)..<(range.lowerBound + (start + count) * inBytes)
-                    source.mapping.withBytes(in: chunkRange) { bytes in
+                    let chunk = (range.lowerBound + start * inBytes)..<(range.lowerBound + (start + count) * inBytes)
+                    source.mapping.withBytes(in: chunk) { bytes in
                         FloatConversion.convert(count: count, from: from, bytes.baseAddress!, to: to, scratch)
                     }
-                    try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes))
-                    source.mapping.adviseDone(chunkRange)
+                    try io { () throws(FileError) in try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes)) }
+                    source.mapping.adviseDone(chunk)
                     start += count
-                    progress(written + (start * outBytes), total)
+                    try report(written + start * outBytes)
                 }
             }
             written += item.entry.byteCount
-            progress(written, total)
+            try report(written)
         }
-        try writer.finish()
+        try io { () throws(FileError) in try writer.finish() }
     }
 
     /// The input's `__metadata__`, with `format: pt` added when missing (transformers

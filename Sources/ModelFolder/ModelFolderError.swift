@@ -17,6 +17,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case singleFileNeedsShards(path: String, shards: Int)
     case safeTensors(SafeTensorsError)
     case io(FileError)
+    case interrupted
 
     public var rule: String? {
         if case .safeTensors(let error) = self { return error.rule }
@@ -55,6 +56,8 @@ extension ModelFolderError: CustomStringConvertible {
             return error.description
         case let .io(error):
             return error.description
+        case .interrupted:
+            return "interrupted; nothing was written and the input is untouched"
         }
     }
 }

@@ -67,7 +67,12 @@ struct Convert: ParsableCommand {
             )
             let conversion = try Conversion(input: model, output: output, options: options)
             let bar = ProgressBar(label: "converting", quiet: quiet)
-            try conversion.run { done, total in bar.update(done: done, total: total) }
+            Interruption.install()
+            defer { bar.finish() }
+            try conversion.run { done, total in
+                bar.update(done: done, total: total)
+                return !Interruption.isRequested
+            }
             bar.finish()
             if !quiet {
                 let files = conversion.shards.count

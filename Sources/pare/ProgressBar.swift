@@ -45,6 +45,7 @@ final class ProgressBar {
 
     func finish() {
         guard enabled, drawn else { return }
+        drawn = false
         FileHandleOutput.standardError.write("\r\u{1B}[K")
     }
 }
