@@ -16,6 +16,8 @@ func reportingFailures(_ body: () throws -> Void) throws {
     } catch {
         let message = "\(error)".split(separator: "\n").joined(separator: " ")
         FileHandleOutput.standardError.write("pare: error: \(message)\n")
+        // 130 = 128 + SIGINT, the shell's convention for a job stopped by Ctrl-C.
+        if case ModelFolderError.interrupted? = error as? ModelFolderError { throw ExitCode(130) }
         throw ExitCode(1)
     }
 }

@@ -13,6 +13,8 @@ root). Then, run after run, alternating the methods:
   f32         pare convert IN OUT --dtype f32 --quiet             (bf16 -> f32, 2x bytes out)
   python      py_roundtrip.py IN OUT: safetensors.torch load_file + save_file per shard,
               same sharding, a fresh interpreter timed whole (torch import included)
+  python_f32  py_roundtrip.py IN OUT --f32: the same with .float() on every tensor
+              (the Python counterpart of `f32`)
 
 Before each timed run (untimed): OUT is removed, `sync`, and with cold cache the page
 cache is dropped (echo 3 > /proc/sys/vm/drop_caches; needs root). If dropping fails, IN
@@ -51,7 +53,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-METHODS = ["cp", "reshard", "f32", "python"]
+METHODS = ["cp", "reshard", "f32", "python", "python_f32"]
+# which Python run each method is compared with in the "py/this" column
+PY_BASELINE = {"reshard": "python", "f32": "python_f32"}
+F32_METHODS = ("f32", "python_f32")
 RESHARD_LIMIT = 10**9  # --max-shard-size 1GB
 
 
@@ -199,7 +204,7 @@ def verify(method: str, src: str, out: str) -> dict:
                 problems.append(f"{fname}: {size} tensor bytes > 1GB")
     with open(os.path.join(out, "config.json")) as f:
         cfg = json.load(f)
-    want_dtype = "float32" if method == "f32" else "bfloat16"
+    want_dtype = "float32" if method in F32_METHODS else "bfloat16"
     if cfg.get("torch_dtype", cfg.get("dtype")) != want_dtype:
         problems.append(f"config.json torch_dtype {cfg.get('torch_dtype')} != {want_dtype}")
     checked = 0
@@ -208,7 +213,7 @@ def verify(method: str, src: str, out: str) -> dict:
         if a[2] != b[2]:
             problems.append(f"{k}: shape {b[2]} != {a[2]}")
             continue
-        if method == "f32":
+        if method in F32_METHODS:
             if b[1] != "F32":
                 problems.append(f"{k}: dtype {b[1]} != F32")
                 continue
@@ -237,6 +242,7 @@ def commands(method: str, pare: str, src: str, dst: str) -> list[str]:
         "reshard": [pare, "convert", src, dst, "--max-shard-size", "1GB", "--quiet"],
         "f32": [pare, "convert", src, dst, "--dtype", "f32", "--quiet"],
         "python": [sys.executable, os.path.join(HERE, "py_roundtrip.py"), src, dst],
+        "python_f32": [sys.executable, os.path.join(HERE, "py_roundtrip.py"), src, dst, "--f32"],
     }[method]
 
 
@@ -263,14 +269,15 @@ def fmt_table(scales_res: list[dict], cache: str) -> str:
         med = {m: sr["methods"][m]["median_wall_sync_s"] for m in sr["methods"]}
         for m, r in sr["methods"].items():
             ratio_cp = med[m] / med["cp"] if "cp" in med else float("nan")
-            py = med[m] and med.get("python", float("nan")) / med[m]
+            base = PY_BASELINE.get(m)
+            py = med[base] / med[m] if base in med else float("nan")
             v = r.get("verify")
             vs = "-" if v is None else ("ok" if v["ok"] else "FAIL")
             lines.append(f"{sr['scale']:>5} {m:<8} {r['median_wall_s']:>7.2f} {r['median_wall_sync_s']:>8.2f} "
                          f"{ratio_cp:>6.2f} {py:>8.2f} {sr['input_bytes'] / 1e9 / r['median_wall_sync_s']:>6.2f} "
                          f"{r['median_cpu_s']:>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['max_maxrss_mib']:>10.0f}  {vs}")
-    lines.append(f"(medians of runs; 'x cp' and 'py/this' on wall+sync; GB/s = input GB / wall+sync; "
-                 f"cache: {cache})")
+    lines.append(f"(medians of {sr['runs']} runs; 'x cp' and 'py/this' on wall+sync; py/this compares "
+                 f"reshard with python, f32 with python_f32; GB/s = input GB / wall+sync; cache: {cache})")
     return "\n".join(lines)
 
 
@@ -329,7 +336,7 @@ def main(argv=None) -> int:
         print(f"# scale {scale:g}: {stamp['num_parameters'] / 1e9:.3f}B params, "
               f"{in_bytes / 1e9:.2f} GB in {stamp['shards']} shards (ready in {time.time() - t0:.0f}s)",
               flush=True)
-        sr = {"scale": scale, "layers": stamp["params"]["layers"], "num_parameters": stamp["num_parameters"],
+        sr = {"scale": scale, "runs": args.runs, "layers": stamp["params"]["layers"], "num_parameters": stamp["num_parameters"],
               "input_bytes": in_bytes, "input_shards": stamp["shards"], "methods": {}}
         runs = {m: [] for m in args.methods}
         verified = {}
@@ -344,6 +351,7 @@ def main(argv=None) -> int:
                     os.sync()
                 res = timed_run(commands(m, pare, src, dst))
                 res["out_bytes"] = du_bytes(dst)
+                res["loadavg_1m_after"] = os.getloadavg()[0]
                 runs[m].append(res)
                 line = (f"  scale {scale:g} run {r + 1}/{args.runs} {m:<8} wall {res['wall_s']:6.2f}s "
                         f"+sync {res['wall_sync_s']:6.2f}s  RssAnon {res['peak_rss_anon_mib']:7.1f} MiB  "
@@ -386,8 +394,8 @@ def main(argv=None) -> int:
                                                    / med(s, "cp", "median_wall_s") <= 1.3)
         if med(s, "reshard") and med(s, "python"):
             t[f"{k}: python >= 2x reshard time"] = med(s, "python") / med(s, "reshard") >= 2
-        if med(s, "f32") and med(s, "python"):
-            t[f"{k}: python >= 2x f32 time"] = med(s, "python") / med(s, "f32") >= 2
+        if med(s, "f32") and med(s, "python_f32"):
+            t[f"{k}: python_f32 >= 2x f32 time"] = med(s, "python_f32") / med(s, "f32") >= 2
         for m in ("reshard", "f32"):
             if m in s["methods"]:
                 t[f"{k}: {m} peak RssAnon <= 256 MiB"] = s["methods"][m]["peak_rss_anon_mib"] <= 256
@@ -408,7 +416,10 @@ def main(argv=None) -> int:
     print()
     for name, ok in t.items():
         print(f"  [{'met' if ok else 'MISSED'}] {name}")
-    print(f"\n# total {results['elapsed_s']:.0f}s; machine: {json.dumps(results['machine'])}")
+    loads = [x["loadavg_1m_after"] for s in sc for m in s["methods"].values() for x in m["runs"]]
+    results["loadavg_1m_range"] = [min(loads), max(loads)] if loads else None
+    print(f"\n# total {results['elapsed_s']:.0f}s; 1-min loadavg after runs {min(loads):.2f}..{max(loads):.2f}; "
+          f"machine: {json.dumps(results['machine'])}")
     out_json = args.json or os.path.join(args.data, "results.json")
     with open(out_json, "w") as f:
         json.dump(results, f, indent=2)
