@@ -45,6 +45,9 @@ public final class ModelFolder: Sendable {
         (".gguf", "GGUF"), (".onnx", "ONNX"), (".pkl", "pickle (.pkl)"), (".npz", "NumPy (.npz)"),
     ]
 
+    /// Files with a weight-like extension that hold no weights, copied through as is.
+    static let knownNonWeights: Set<String> = ["training_args.bin"]
+
     public init(path: String) throws(ModelFolderError) {
         self.path = path
         guard let kind = FileSystem.kind(of: path) else { throw .notFound(path: path) }
@@ -71,7 +74,10 @@ public final class ModelFolder: Sendable {
         var others: [String] = []
         if let root {
             let files = try Self.walk(root)
-            if let foreign = files.first(where: { file in Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) } }) {
+            if let foreign = files.first(where: { file in
+                !Self.knownNonWeights.contains(PathName.lastComponent(file))
+                    && Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) }
+            }) {
                 let format = Self.foreignWeightFormats.first { foreign.hasSuffix($0.suffix) }!.format
                 throw .unreadableWeights(path: PathName.join(root, foreign), format: format)
             }
@@ -148,20 +154,35 @@ public final class ModelFolder: Sendable {
     }
 
     /// Every regular file below `root`, as sorted relative paths.
+    ///
+    /// Symlinks are followed (a Hugging Face cache snapshot is all symlinks into its blob
+    /// store), so their contents are what gets copied. Whatever cannot be carried through
+    /// is an error rather than a silent omission: a dangling link, a link loop, a socket or
+    /// a device.
     static func walk(_ root: String) throws(ModelFolderError) -> [String] {
         var result: [String] = []
-        func visit(_ relative: String) throws(FileError) {
+        func visit(_ relative: String, ancestors: Set<String>) throws(ModelFolderError) {
             let absolute = relative.isEmpty ? root : PathName.join(root, relative)
-            for name in try FileSystem.list(absolute) {
+            let names: [String]
+            do { names = try FileSystem.list(absolute) } catch { throw .io(error) }
+            for name in names {
                 let child = relative.isEmpty ? name : relative + "/" + name
-                switch FileSystem.kind(of: PathName.join(root, child)) {
-                case .directory: try visit(child)
-                case .file: result.append(child)
-                default: continue
+                let path = PathName.join(root, child)
+                switch FileSystem.kind(of: path) {
+                case .directory:
+                    let real = FileSystem.realPath(path) ?? path
+                    guard !ancestors.contains(real) else { throw .uncopyableFile(path: path, reason: "a symlink loop back to \(real)") }
+                    try visit(child, ancestors: ancestors.union([real]))
+                case .file:
+                    result.append(child)
+                case .other:
+                    throw .uncopyableFile(path: path, reason: "not a regular file or folder")
+                case nil:
+                    throw .uncopyableFile(path: path, reason: "a dangling symlink")
                 }
             }
         }
-        do { try visit("") } catch { throw .io(error) }
+        try visit("", ancestors: [FileSystem.realPath(root) ?? root])
         return result
     }
 

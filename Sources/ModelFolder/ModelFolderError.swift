@@ -18,6 +18,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case safeTensors(SafeTensorsError)
     case io(FileError)
     case interrupted
+    case uncopyableFile(path: String, reason: String)
 
     public var rule: String? {
         if case .safeTensors(let error) = self { return error.rule }
@@ -56,6 +57,8 @@ extension ModelFolderError: CustomStringConvertible {
             return error.description
         case let .io(error):
             return error.description
+        case let .uncopyableFile(path, reason):
+            return "\(path): \(reason); pare copies every file of a model folder and will not skip one silently — remove or fix it"
         case .interrupted:
             return "interrupted; nothing was written and the input is untouched"
         }

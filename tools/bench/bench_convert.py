@@ -26,7 +26,7 @@ fsyncs its files itself, cp and save_file do not). Ratios use wall+sync unless n
 
 Peak RssAnon (anonymous resident memory, i.e. excluding the mmap'd/page-cache file
 pages) of the measured process and its descendants is sampled from /proc every ~10 ms.
-ru_maxrss (peak total RSS incl. file-backed pages) and user+sys CPU come from wait4.
+Peak VmRSS (incl. file-backed pages) is sampled the same way; user+sys CPU comes from wait4.
 
 Correctness is checked once per scale, untimed, on the first run's output: reshard and
 python outputs must be byte-equal to the input tensor by tensor (with shards <= 1 GB for
@@ -79,28 +79,33 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _rss_anon_kib(pid: int) -> int:
+def _rss_kib(pid: int) -> tuple[int, int]:
+    """(RssAnon, VmRSS) in KiB; zeros if the process is gone."""
+    anon = total = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
+                    anon = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    total = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return anon, total
 
 
 class PeakSampler(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.01):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_kib, self.samples = 0, 0
+        self.peak_kib, self.peak_total_kib, self.samples = 0, 0, 0
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            total = sum(_rss_anon_kib(p) for p in _descendants(self.pid))
-            self.peak_kib = max(self.peak_kib, total)
+            vals = [_rss_kib(p) for p in _descendants(self.pid)]
+            self.peak_kib = max(self.peak_kib, sum(v[0] for v in vals))
+            self.peak_total_kib = max(self.peak_total_kib, sum(v[1] for v in vals))
             self.samples += 1
             self.stop.wait(self.interval)
 
@@ -124,7 +129,9 @@ def timed_run(cmd: list[str]) -> dict:
         "wall_sync_s": t2 - t0,
         "peak_rss_anon_mib": sampler.peak_kib / 1024,
         "rss_samples": sampler.samples,
-        "maxrss_mib": ru.ru_maxrss / 1024,
+        # VmRSS includes the file-backed (mmap'd input, page cache) pages. ru_maxrss is not used:
+        # Linux carries the forking parent's high-water mark into the child across execve.
+        "peak_rss_total_mib": sampler.peak_total_kib / 1024,
         "cpu_user_s": ru.ru_utime,
         "cpu_sys_s": ru.ru_stime,
     }
@@ -261,8 +268,8 @@ def machine_notes(data: str) -> dict:
 
 def fmt_table(scales_res: list[dict], cache: str) -> str:
     lines = []
-    hdr = (f"{'scale':>5} {'method':<8} {'wall s':>7} {'+sync s':>8} {'x cp':>6} {'py/this':>8} "
-           f"{'GB/s':>6} {'cpu s':>6} {'RssAnon MiB':>11} {'maxRSS MiB':>10}  verified")
+    hdr = (f"{'scale':>5} {'method':<10} {'wall s':>7} {'+sync s':>8} {'x cp':>6} {'py/this':>8} "
+           f"{'GB/s':>6} {'cpu s':>6} {'RssAnon MiB':>11} {'VmRSS MiB':>9}  verified")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for sr in scales_res:
@@ -270,12 +277,12 @@ def fmt_table(scales_res: list[dict], cache: str) -> str:
         for m, r in sr["methods"].items():
             ratio_cp = med[m] / med["cp"] if "cp" in med else float("nan")
             base = PY_BASELINE.get(m)
-            py = med[base] / med[m] if base in med else float("nan")
+            py = f"{med[base] / med[m]:.2f}" if base in med else "-"
             v = r.get("verify")
             vs = "-" if v is None else ("ok" if v["ok"] else "FAIL")
-            lines.append(f"{sr['scale']:>5} {m:<8} {r['median_wall_s']:>7.2f} {r['median_wall_sync_s']:>8.2f} "
-                         f"{ratio_cp:>6.2f} {py:>8.2f} {sr['input_bytes'] / 1e9 / r['median_wall_sync_s']:>6.2f} "
-                         f"{r['median_cpu_s']:>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['max_maxrss_mib']:>10.0f}  {vs}")
+            lines.append(f"{sr['scale']:>5} {m:<10} {r['median_wall_s']:>7.2f} {r['median_wall_sync_s']:>8.2f} "
+                         f"{ratio_cp:>6.2f} {py:>8} {sr['input_bytes'] / 1e9 / r['median_wall_sync_s']:>6.2f} "
+                         f"{r['median_cpu_s']:>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['peak_rss_total_mib']:>9.0f}  {vs}")
     lines.append(f"(medians of {sr['runs']} runs; 'x cp' and 'py/this' on wall+sync; py/this compares "
                  f"reshard with python, f32 with python_f32; GB/s = input GB / wall+sync; cache: {cache})")
     return "\n".join(lines)
@@ -353,7 +360,7 @@ def main(argv=None) -> int:
                 res["out_bytes"] = du_bytes(dst)
                 res["loadavg_1m_after"] = os.getloadavg()[0]
                 runs[m].append(res)
-                line = (f"  scale {scale:g} run {r + 1}/{args.runs} {m:<8} wall {res['wall_s']:6.2f}s "
+                line = (f"  scale {scale:g} run {r + 1}/{args.runs} {m:<10} wall {res['wall_s']:6.2f}s "
                         f"+sync {res['wall_sync_s']:6.2f}s  RssAnon {res['peak_rss_anon_mib']:7.1f} MiB  "
                         f"cpu {res['cpu_user_s'] + res['cpu_sys_s']:5.2f}s")
                 if m not in verified and m != "cp":
@@ -374,7 +381,7 @@ def main(argv=None) -> int:
                 "median_wall_sync_s": statistics.median(x["wall_sync_s"] for x in rs),
                 "median_cpu_s": statistics.median(x["cpu_user_s"] + x["cpu_sys_s"] for x in rs),
                 "peak_rss_anon_mib": max(x["peak_rss_anon_mib"] for x in rs),
-                "max_maxrss_mib": max(x["maxrss_mib"] for x in rs),
+                "peak_rss_total_mib": max(x["peak_rss_total_mib"] for x in rs),
                 "out_bytes": rs[0]["out_bytes"],
                 "runs": rs,
                 "verify": verified.get(m),

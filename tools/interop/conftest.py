@@ -151,9 +151,7 @@ def sha256(path) -> str:
 
 def weight_files(folder) -> list[Path]:
     """The safetensors files of a model folder, in shard order."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
-    return files
+    return sorted(Path(folder).glob("*.safetensors"))
 
 
 def other_files(folder) -> list[str]:
@@ -271,14 +269,6 @@ def load_config(folder):
     return AutoConfig.from_pretrained(str(folder))
 
 
-def model_class(folder):
-    """The transformers class named by config.architectures[0]."""
-    import transformers
-
-    arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
-    return getattr(transformers, arch)
-
-
 def load_model(folder, dtype: torch.dtype | None = None):
     """from_pretrained through the Auto class that matches config.architectures.
     Asserts that no weight was missing, unexpected or mismatched."""
@@ -333,8 +323,3 @@ def reference_outputs(fixture: str, dtype: str | None = None, mode: str = "load"
     else:
         model = load_model(folder).to(TORCH_DTYPES[dtype])
     return forward(model)
-
-
-@pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    return FIXTURES

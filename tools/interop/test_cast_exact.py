@@ -17,6 +17,7 @@ from conftest import (
     ST_DTYPES,
     TORCH_DTYPES,
     assert_cast_exact,
+    bits,
     convert,
     expect_error,
     read_tensors,
@@ -134,6 +135,38 @@ def test_cast_bare_safetensors_file(cast_input, dtype, tmp_path):
         assert_cast_exact(tensors[name], got[name].tensor, TORCH_DTYPES[dtype], name)
 
 
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "f32"])
+def test_nan_keeps_its_sign(cast_input, dtype, tmp_path):
+    """README: "NaN stays NaN with its sign" (payload bits are free). Stricter than the
+    NaN-ness check above; torch itself does not keep the sign on every path."""
+    folder, tensors = cast_input
+    out = tmp_path / "out"
+    convert(folder, out, "--dtype", dtype)
+    got = read_tensors(out)
+    for name, src in tensors.items():
+        nan = torch.isnan(src.float()).reshape(-1)
+        if not bool(nan.any()):
+            continue
+        # Sign from the raw bits: upcasting a NaN with torch may itself drop the sign.
+        src_neg = (bits(src).reshape(-1) < 0)[nan]
+        out_neg = (bits(got[name].tensor).reshape(-1) < 0)[nan]
+        bad = int((src_neg != out_neg).sum())
+        assert bad == 0, f"{name} -> {dtype}: {bad} NaNs changed sign"
+
+
+def test_single_file_in_to_safetensors_out(cast_input, tmp_path):
+    """README: a single .safetensors IN with an OUT ending in .safetensors writes one file."""
+    folder, tensors = cast_input
+    out = tmp_path / "cast.safetensors"
+    convert(folder / "model.safetensors", out, "--dtype", "bf16")
+    assert out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cast.safetensors"]
+    got = read_tensors(out)
+    assert list(got) == list(read_tensors(folder))
+    for name, src in tensors.items():
+        assert_cast_exact(src, got[name].tensor, torch.bfloat16, name)
+
+
 def test_non_float_tensors_and_odd_shapes(tmp_path):
     """Only F32/F16/BF16 are cast; other dtypes pass through; scalars and empty tensors work."""
     src = tmp_path / "in"
@@ -188,4 +221,5 @@ def test_inspect_bare_file_without_config(cast_input):
     assert info["format"] == "safetensors"
     assert info["parameters"] == sum(t.numel() for t in tensors.values())
     assert info["bytes"] == sum(t.numel() * t.element_size() for t in tensors.values())
-    assert info["shards"] == [{"file": "model.safetensors", "tensors": len(tensors), "bytes": info["bytes"]}]
+    size = (folder / "model.safetensors").stat().st_size  # shards[].bytes = file size (README)
+    assert info["shards"] == [{"file": "model.safetensors", "tensors": len(tensors), "bytes": size}]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import struct
+import subprocess
+import time
 
 import pytest
 import torch
 
 from conftest import (
     FIXTURES,
+    PARE_BIN,
     content_digest,
     convert,
     describe,
@@ -84,12 +90,51 @@ def test_out_inside_in_is_refused(where, tmp_path):
     assert not out.exists()
 
 
+def test_out_inside_in_through_a_symlink_is_refused(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(LLAMA, src)
+    os.symlink(src, tmp_path / "alias")
+    before = tree_digest(src)
+    expect_error(run_pare(["convert", src, tmp_path / "alias" / "out"]), 1)
+    assert tree_digest(src) == before, "IN was modified"
+    expect_error(run_pare(["convert", tmp_path / "alias", src / "out2"]), 1)
+    assert tree_digest(src) == before, "IN was modified"
+
+
 def test_out_equal_to_in_is_refused_even_with_force(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(LLAMA, src)
     before = tree_digest(src)
     expect_error(run_pare(["convert", src, src, "--force"]), 1)
     assert tree_digest(src) == before, "IN was modified"
+
+
+def test_in_inside_out_is_refused_even_with_force(tmp_path):
+    """With --force, replacing OUT would delete IN if IN lives inside OUT."""
+    parent = tmp_path / "parent"
+    src = parent / "model"
+    shutil.copytree(LLAMA, src)
+    before = tree_digest(parent)
+    expect_error(run_pare(["convert", src, parent, "--force"]), 1)
+    assert tree_digest(parent) == before, "IN (inside OUT) was modified"
+    assert_no_leftovers(tmp_path, ["parent"])
+
+
+def test_other_files_and_subfolders_copied(tmp_path):
+    """Tokenizer files, chat templates, subfolders: copied unchanged (README)."""
+    src = tmp_path / "src"
+    shutil.copytree(LLAMA, src)
+    (src / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE"}}\n')
+    (src / "chat_template.jinja").write_text("{{ messages }}\n")
+    (src / "extra").mkdir()
+    (src / "extra" / "notes.dat").write_bytes(bytes(range(256)) * 3)
+    (src / "extra" / "deeper").mkdir()
+    (src / "extra" / "deeper" / "x.txt").write_text("deep\n")
+    out = tmp_path / "out"
+    convert(src, out, "--dtype", "f16")
+    want = {k: v for k, v in content_digest(src).items() if not k.endswith(".safetensors") and k != "config.json"}
+    got = {k: v for k, v in content_digest(out).items() if not k.endswith(".safetensors") and k != "config.json"}
+    assert got == want
 
 
 def test_missing_input_names_the_path(tmp_path):
@@ -153,10 +198,10 @@ def test_no_leftovers_after_success(tmp_path):
     assert not hidden, hidden
 
 
-def test_no_leftovers_after_failure_while_copying(tmp_path):
-    """An extra file that cannot be read (a dangling symlink) makes the copy step fail after
-    the tensors are written, or is reproduced as a link. Either way nothing half-written and no
-    temporary folder may remain."""
+def test_dangling_symlink_is_not_dropped_silently(tmp_path):
+    """An extra file that cannot be read (a dangling symlink) must not vanish silently: either
+    the run fails with an error naming it (and leaves nothing behind), or OUT reproduces the
+    link. Our reading of "copies every other file"; silently omitting it loses a file."""
     src = tmp_path / "src"
     shutil.copytree(LLAMA, src)
     os.symlink(tmp_path / "does-not-exist.json", src / "tokenizer.json")
@@ -166,9 +211,120 @@ def test_no_leftovers_after_failure_while_copying(tmp_path):
     proc = run_pare(["convert", src, out])
     if proc.returncode == 0:
         assert_no_leftovers(parent, ["out"])
+        assert (out / "tokenizer.json").is_symlink(), (
+            "tokenizer.json (a dangling symlink in IN) was silently left out of OUT\n" + describe(proc)
+        )
     else:
-        expect_error(proc, 1)
+        expect_error(proc, 1, "tokenizer.json")
         assert_no_leftovers(parent, [])
+
+
+def test_directory_symlink_cycle_is_not_followed(tmp_path):
+    """`loop -> .` inside IN: an error naming it, or the link reproduced -- never the folder
+    copied into itself level after level."""
+    src = tmp_path / "src"
+    shutil.copytree(LLAMA, src)
+    os.symlink(".", src / "loop")
+    parent = tmp_path / "dst"
+    parent.mkdir()
+    out = parent / "out"
+    proc = run_pare(["convert", src, out], timeout=60)
+    if proc.returncode == 0:
+        files = list(out.rglob("*"))
+        assert not (out / "loop").is_dir() or (out / "loop").is_symlink(), (
+            f"the symlink cycle was followed: OUT holds {len(files)} entries, e.g. "
+            f"{max((str(p.relative_to(out)) for p in files), key=len)}"
+        )
+        assert_no_leftovers(parent, ["out"])
+    else:
+        expect_error(proc, 1, "loop")
+        assert_no_leftovers(parent, [])
+
+
+def test_hf_cache_layout_with_symlinked_files(tmp_path):
+    """HF hub cache snapshots are folders of symlinks into blobs/: followed, copied as files."""
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir()
+    snap.mkdir()
+    for f in sorted(LLAMA.iterdir()):
+        shutil.copy2(f, blobs / f.name)
+        os.symlink(os.path.relpath(blobs / f.name, snap), snap / f.name)
+    out = tmp_path / "out"
+    convert(snap, out)
+    assert content_digest(out) == content_digest(_fresh(LLAMA, tmp_path / "ref"))
+    assert not any(p.is_symlink() for p in out.iterdir())
+
+
+def _fresh(src, out):
+    convert(src, out)
+    return out
+
+
+def _sparse_model(folder, tensors=8, rows=4096, cols=8192):
+    """A model folder whose model.safetensors is a sparse file of F32 zeros (1 GiB by
+    default): instant to create, slow enough to convert that a signal lands mid-write."""
+    folder.mkdir()
+    header, off = {"__metadata__": {"format": "pt"}}, 0
+    for i in range(tensors):
+        n = rows * cols * 4
+        header[f"w{i}"] = {"dtype": "F32", "shape": [rows, cols], "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path = folder / "model.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + off)
+    (folder / "config.json").write_text("{}\n")
+    return folder
+
+
+def _interrupt_mid_write(args, parent, sig):
+    """Start pare, wait until its hidden staging entry appears in `parent`, send `sig`."""
+    before = set(os.listdir(parent))
+    proc = subprocess.Popen([str(PARE_BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    staged = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(n.startswith(".") for n in set(os.listdir(parent)) - before):
+            staged = True
+            break
+        time.sleep(0.002)
+    if staged:
+        time.sleep(0.05)  # let it write some bytes
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert staged, f"pare finished (exit {proc.returncode}) before a staging folder was seen: {err}"
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupted_convert_leaves_nothing(sig, tmp_path):
+    """README: exit 130 on Ctrl-C / SIGTERM, the staging folder is removed."""
+    src = _sparse_model(tmp_path / "src")
+    parent = tmp_path / "dst"
+    parent.mkdir()
+    code, err = _interrupt_mid_write(["convert", src, parent / "out", "--dtype", "bf16"], parent, sig)
+    assert code == 130, f"exit {code}: {err}"
+    assert_no_leftovers(parent, [])
+
+
+def test_interrupted_force_keeps_existing_out(tmp_path):
+    """With --force the old OUT is swapped out only once the new one is complete."""
+    src = _sparse_model(tmp_path / "src")
+    parent = tmp_path / "dst"
+    parent.mkdir()
+    out = parent / "out"
+    convert(LLAMA, out)
+    before = tree_digest(out)
+    code, err = _interrupt_mid_write(["convert", src, out, "--dtype", "bf16", "--force"], parent, signal.SIGTERM)
+    assert code == 130, f"exit {code}: {err}"
+    assert tree_digest(out) == before, "existing OUT changed although the --force run was interrupted"
+    assert_no_leftovers(parent, ["out"])
 
 
 def test_quiet_is_quiet(tmp_path):

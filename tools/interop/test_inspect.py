@@ -44,6 +44,8 @@ def expected_from_transformers(folder) -> dict:
         "kv_heads": kv,
         "head_dim": head_dim,
         "intermediate_size": inter,
+        "moe_intermediate_size": getattr(cfg, "moe_intermediate_size", None),
+        "shared_expert_intermediate_size": getattr(cfg, "shared_expert_intermediate_size", None),
         "experts": experts,
         "experts_per_token": getattr(cfg, "num_experts_per_tok", None),
         "vocab_size": cfg.vocab_size,
@@ -69,7 +71,8 @@ def test_inspect_config_fields_match_transformers(fixture):
     [
         ("qwen3", {"head_dim": 16, "hidden_size": 32, "attention_heads": 4, "kv_heads": 2, "tie_word_embeddings": True}),
         ("mixtral", {"head_dim": 8, "experts": 4, "experts_per_token": 2}),  # config has "head_dim": null
-        ("qwen2-moe", {"experts": 4, "experts_per_token": 2, "intermediate_size": 64, "layers": 3}),
+        ("qwen2-moe", {"experts": 4, "experts_per_token": 2, "intermediate_size": 64, "layers": 3,
+                       "moe_intermediate_size": 24, "shared_expert_intermediate_size": 40}),
         ("gpt2", {"layers": 2, "hidden_size": 48, "attention_heads": 4, "kv_heads": 4, "intermediate_size": 192}),
         ("bert", {"kv_heads": 4, "head_dim": 8, "experts": None, "experts_per_token": None}),
         ("llama-gqa-f32", {"kv_heads": 2, "head_dim": 16, "tie_word_embeddings": False, "vocab_size": 320}),
@@ -97,11 +100,12 @@ def test_inspect_counts_and_tensor_list(fixture):
         d["bytes"] += t.tensor.numel() * ST_SIZES[t.dtype]
     assert info["dtypes"] == dict(per_dtype)
 
+    # shards[].bytes is the file size (README: "bytes = file size"); top-level bytes and
+    # dtypes[].bytes are tensor data bytes.
     shards = []
     for f in weight_files(folder):
-        header, names, _ = read_header(f)
-        data = sum(header[n]["data_offsets"][1] - header[n]["data_offsets"][0] for n in names)
-        shards.append({"file": f.name, "tensors": len(names), "bytes": data})
+        _, names, _ = read_header(f)
+        shards.append({"file": f.name, "tensors": len(names), "bytes": f.stat().st_size})
     assert info["shards"] == shards
 
     listed = info["tensors"]

@@ -35,6 +35,26 @@ def tensor_bytes(header: dict) -> int:
     return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
 
 
+def assert_greedy_packing(out, shards, limit):
+    """README: shards are packed greedily in tensor order (as transformers does): a shard
+    with more than one tensor stays within the limit, and the next shard's first tensor
+    would not have fitted in it."""
+    sizes, firsts = [], []
+    for s in shards:
+        header, _, _ = read_header(out / s)
+        order = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+        sizes.append(tensor_bytes(header))
+        first = header[order[0]]["data_offsets"]
+        firsts.append(first[1] - first[0])
+        if len(order) > 1:
+            assert sizes[-1] <= limit, f"{s} holds {sizes[-1]} tensor bytes > {limit}"
+    for i in range(len(shards) - 1):
+        assert sizes[i] + firsts[i + 1] > limit, (
+            f"{shards[i + 1]}'s first tensor ({firsts[i + 1]} bytes) would fit in {shards[i]} "
+            f"({sizes[i]} bytes, limit {limit}): not greedy"
+        )
+
+
 def check_sharded_output(src, out, limit: int) -> list[str]:
     """Everything a sharded output must satisfy. Returns the shard file names."""
     names = sorted(p.name for p in out.iterdir())
@@ -64,8 +84,7 @@ def check_sharded_output(src, out, limit: int) -> list[str]:
         header, tnames, _ = read_header(out / s)
         assert tnames, f"{s} holds no tensor"
         assert file_metadata(out / s) == {"format": "pt"}
-        if len(tnames) > 1:
-            assert tensor_bytes(header) <= limit, f"{s} holds {tensor_bytes(header)} tensor bytes > {limit}"
+    assert_greedy_packing(out, shards, limit)
 
     for name in other_files(src):
         assert sha256(out / name) == sha256(src / name), f"{name} not byte-identical"
@@ -105,10 +124,7 @@ def check_sharded_output_cast(out, limit):
     assert index["metadata"]["total_size"] == sum(len(r.raw()) for r in out_t.values())
     assert {k: r.file for k, r in out_t.items()} == index["weight_map"]
     shards = [p.name for p in weight_files(out)]
-    for s in shards:
-        header, tnames, _ = read_header(out / s)
-        if len(tnames) > 1:
-            assert tensor_bytes(header) <= limit
+    assert_greedy_packing(out, shards, limit)
     return shards
 
 
@@ -161,17 +177,40 @@ def test_sharded_input_is_read_through_the_index(tmp_path):
     for name, a in src_t.items():
         assert out_t[name].raw() == a.raw(), name
 
-    # A tensor that is in a shard but missing from the index: an error, or left out --
-    # never silently included.
-    victim = "model.norm.weight"
-    del index["weight_map"][victim]
+
+
+def _copy_sharded(dst):
+    shutil.copytree(SHARDED, dst)
+    return json.loads((dst / INDEX_NAME).read_text())
+
+
+def test_index_missing_a_tensor_of_a_shard_is_an_error(tmp_path):
+    """README: an index that disagrees with its shards is an error (never drop weights)."""
+    src = tmp_path / "src"
+    index = _copy_sharded(src)
+    del index["weight_map"]["model.norm.weight"]
     (src / INDEX_NAME).write_text(json.dumps(index, indent=2))
-    out2 = tmp_path / "out2"
-    proc = run_pare(["convert", src, out2])
-    if proc.returncode == 0:
-        assert victim not in read_tensors(out2), "tensor absent from the index was copied"
-    else:
-        expect_error(proc, 1)
+    for cmd in (["convert", src, tmp_path / "out"], ["inspect", src]):
+        expect_error(run_pare(cmd), 1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_index_naming_a_tensor_no_shard_has_is_an_error(tmp_path):
+    src = tmp_path / "src"
+    index = _copy_sharded(src)
+    index["weight_map"]["model.layers.9.ghost.weight"] = "model-00001-of-00003.safetensors"
+    (src / INDEX_NAME).write_text(json.dumps(index, indent=2))
+    expect_error(run_pare(["convert", src, tmp_path / "out"]), 1, "model.layers.9.ghost.weight")
+    assert not (tmp_path / "out").exists()
+
+
+def test_safetensors_file_not_in_index_is_an_error(tmp_path):
+    """README: safetensors files the index does not list are errors naming the file."""
+    src = tmp_path / "src"
+    _copy_sharded(src)
+    shutil.copy2(LLAMA / "model.safetensors", src / "stray.safetensors")
+    expect_error(run_pare(["convert", src, tmp_path / "out"]), 1, "stray.safetensors")
+    assert not (tmp_path / "out").exists()
 
 
 # Total tensor bytes of llama-gqa-f32 is 410,880; its file is ~413 KB with the header.
