@@ -268,8 +268,8 @@ def cases() -> list[Case]:
     bad("meta_is_tensor_entry", "metadata-not-string-map",
         st(obj(("__metadata__", ent("U8", [0], [0, 0])))),
         "__metadata__ holds a tensor entry: it is not a tensor, and its values are not strings")
-    bad("meta_null", "metadata-not-string-map", st(obj(("__metadata__", None), w4), 4),
-        "__metadata__ is null (serde reads a null Option as absent)", reference_accepts=True)
+    ok("valid_meta_null", st(obj(("__metadata__", None), w4), 4),
+       "__metadata__ is null: the reference reads a null Option as no metadata, and so does pare")
 
     # ---- duplicate-tensor
     bad("dup_zero_size", "duplicate-tensor",
@@ -492,7 +492,8 @@ def classify(blob: bytes) -> tuple[str | None, set[str]]:
             if seen_meta:
                 found.append("duplicate-metadata")
             seen_meta = True
-            if not (isinstance(val, _Obj) and all(isinstance(v, str) for _, v in val)):
+            # null is read as "no metadata", by the reference and by pare
+            if val is not None and not (isinstance(val, _Obj) and all(isinstance(v, str) for _, v in val)):
                 found.append("metadata-not-string-map")
             continue
         if key in names:

@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 #include "CSystemShims.h"
 
@@ -14,6 +16,16 @@ ssize_t pare_copy_file_range(int fd_in, long long *off_in, int fd_out, long long
     return n;
 #else
     (void)fd_in; (void)off_in; (void)fd_out; (void)off_out; (void)len; (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int pare_rename_exchange(const char *a, const char *b) {
+#if defined(__linux__) && defined(RENAME_EXCHANGE)
+    return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+#else
+    (void)a; (void)b;
     errno = ENOSYS;
     return -1;
 #endif

@@ -55,23 +55,15 @@ public struct Conversion: Sendable {
         self.options = options
         writesSingleFile = input.layout == .singleFile && output.hasSuffix(".safetensors")
 
+        if options.dtype != nil, input.config?.json["quantization_config"] != nil {
+            throw .quantizedCast(path: input.path)
+        }
         let items = input.tensors.map { tensor in
             var dtype = tensor.info.dtype
             if let target = options.dtype, dtype.isCastable { dtype = target }
             return Item(source: tensor, entry: .init(name: tensor.info.name, dtype: dtype, shape: tensor.info.shape))
         }
-        // Greedy packing in tensor order, as transformers shards: a new shard starts when the
-        // next tensor would push the current one over the limit.
-        var groups: [[Item]] = [[]]
-        var current = 0
-        for item in items {
-            if !groups[groups.count - 1].isEmpty && current + item.entry.byteCount > options.maxShardSize {
-                groups.append([])
-                current = 0
-            }
-            groups[groups.count - 1].append(item)
-            current += item.entry.byteCount
-        }
+        let groups = Self.packShards(items, limit: options.maxShardSize)
         if groups.count == 1 {
             let name = writesSingleFile ? PathName.lastComponent(output) : "model.safetensors"
             shards = [Shard(fileName: name, items: groups[0])]
@@ -79,22 +71,66 @@ public struct Conversion: Sendable {
             if writesSingleFile { throw .singleFileNeedsShards(path: output, shards: groups.count) }
             shards = groups.enumerated().map { Shard(fileName: ShardIndex.shardName($0 + 1, of: groups.count), items: $1) }
         }
+        for shard in shards {
+            let header = SafeTensorsWriter.headerBytes(entries: shard.items.map(\.entry), metadata: Self.outputMetadata(input.shards.first?.header.metadata))
+            if UInt64(header.count - 8) > SafeTensorsHeader.maximumHeaderLength {
+                throw .headerTooLarge(shard: shard.fileName, bytes: header.count - 8)
+            }
+        }
         try checkDestination()
     }
 
+    /// Splits tensors into shards exactly as huggingface_hub's `split_state_dict_into_shards`
+    /// (which transformers' `save_pretrained` uses): greedy in tensor order, a new shard when
+    /// the next tensor would push the current one over the limit, and a tensor larger than
+    /// the limit alone in a shard of its own, placed where it was met, while the current
+    /// shard stays open.
+    static func packShards(_ items: [Item], limit: Int) -> [[Item]] {
+        var groups: [[Item]] = []
+        var current: [Item] = []
+        var currentSize = 0
+        for item in items {
+            let size = item.entry.byteCount
+            if size > limit {
+                groups.append([item])
+                continue
+            }
+            if currentSize + size > limit {
+                groups.append(current)
+                current = []
+                currentSize = 0
+            }
+            current.append(item)
+            currentSize += size
+        }
+        if !current.isEmpty || groups.isEmpty { groups.append(current) }
+        return groups
+    }
+
     /// Refuses outputs that exist (without force) or that overlap the input.
+    ///
+    /// Overlap is judged on real locations: the input folder, and every file it reads or
+    /// copies after symlinks are resolved (a Hugging Face cache snapshot links into a blob
+    /// store elsewhere, which `--force` must never replace).
     private func checkDestination() throws(ModelFolderError) {
-        let inputAbsolute = FileSystem.realPath(input.root ?? input.path) ?? input.path
+        let name = PathName.lastComponent(output)
+        guard !name.isEmpty, name != ".", name != "..", name != "/" else {
+            throw .outputOverlapsInput(input: input.path, output: output)
+        }
         let parent = PathName.parent(output)
         guard FileSystem.kind(of: parent) == .directory, let parentAbsolute = FileSystem.realPath(parent) else {
             throw .notFound(path: parent)
         }
-        let outputAbsolute = PathName.join(parentAbsolute, PathName.lastComponent(output))
-        let resolvedOutput = FileSystem.realPath(output) ?? outputAbsolute
-        for candidate in [outputAbsolute, resolvedOutput] {
-            if candidate == inputAbsolute || candidate.hasPrefix(inputAbsolute + "/")
-                || inputAbsolute.hasPrefix(candidate + "/")
-            {
+        let outputAbsolute = PathName.join(parentAbsolute, name)
+        let outputs = Set([outputAbsolute, FileSystem.realPath(output) ?? outputAbsolute])
+        var inputs = [FileSystem.realPath(input.root ?? input.path) ?? input.path]
+        inputs += input.shards.compactMap { FileSystem.realPath($0.path) }
+        if let root = input.root {
+            inputs += input.otherFiles.compactMap { FileSystem.realPath(PathName.join(root, $0)) }
+            inputs += [PathName.join(root, "config.json")].compactMap(FileSystem.realPath)
+        }
+        for out in outputs {
+            for path in inputs where PathName.isSameOrInside(path, out) || PathName.isSameOrInside(out, path) {
                 throw .outputOverlapsInput(input: input.path, output: output)
             }
         }
@@ -109,8 +145,10 @@ public struct Conversion: Sendable {
     /// throws `ModelFolderError.interrupted`.
     public typealias Progress = (_ done: Int, _ total: Int) -> Bool
 
-    /// Performs the conversion.
-    public func run(progress: Progress = { _, _ in true }) throws(ModelFolderError) {
+    /// Performs the conversion. Returns warnings about leftovers that could not be removed
+    /// after the new output was already in place (the conversion itself succeeded).
+    @discardableResult
+    public func run(progress: Progress = { _, _ in true }) throws(ModelFolderError) -> [String] {
         let parent = PathName.parent(output)
         let name = PathName.lastComponent(output)
         let pid = getpid()
@@ -124,7 +162,9 @@ public struct Conversion: Sendable {
                 try writeFolder(into: staging, progress: progress)
                 try io { () throws(FileError) in try FileSystem.syncDirectory(staging) }
             }
-            try io { () throws(FileError) in try swapIntoPlace(staging, parent: parent, name: name, pid: pid) }
+            // Last chance to stop: after this the output is replaced.
+            if !progress(outputTensorBytes, outputTensorBytes) { throw .interrupted }
+            return try swapIntoPlace(staging, parent: parent)
         } catch {
             try? FileSystem.removeTree(staging)
             throw error
@@ -135,23 +175,37 @@ public struct Conversion: Sendable {
         do { try body() } catch { throw .io(error) }
     }
 
-    /// Renames the finished staging folder to the output; an existing output is moved aside
-    /// first and removed only once the new one is in place.
-    private func swapIntoPlace(_ staging: String, parent: String, name: String, pid: Int32) throws(FileError) {
+    /// Puts the finished staging entry in place of the output. An existing output is swapped
+    /// with it in one atomic exchange where the kernel can, so the output path never stops
+    /// existing, and the old one is removed only once the new one is in place.
+    private func swapIntoPlace(_ staging: String, parent: String) throws(ModelFolderError) -> [String] {
+        var warnings: [String] = []
         if FileSystem.exists(output) {
-            let retired = PathName.join(parent, ".\(name).pare-old-\(pid)")
-            try FileSystem.rename(output, to: retired)
             do throws(FileError) {
-                try FileSystem.rename(staging, to: output)
+                try FileSystem.exchange(staging, output)
             } catch {
-                try? FileSystem.rename(retired, to: output)
-                throw error
+                // No atomic exchange here (old kernel or filesystem): move aside, then in.
+                let retired = staging + "-old"
+                try io { () throws(FileError) in try FileSystem.rename(output, to: retired) }
+                do throws(FileError) {
+                    try FileSystem.rename(staging, to: output)
+                } catch {
+                    try? FileSystem.rename(retired, to: output)
+                    throw .io(error)
+                }
+                try? FileSystem.rename(retired, to: staging)
             }
-            try FileSystem.removeTree(retired)
+            // `staging` now holds the previous output.
+            do throws(FileError) { try FileSystem.removeTree(staging) } catch {
+                warnings.append("the previous \(output) was replaced but could not be removed from \(staging): \(error.reason)")
+            }
         } else {
-            try FileSystem.rename(staging, to: output)
+            try io { () throws(FileError) in try FileSystem.rename(staging, to: output) }
         }
-        try FileSystem.syncDirectory(parent)
+        do throws(FileError) { try FileSystem.syncDirectory(parent) } catch {
+            warnings.append("could not flush the directory entry of \(output): \(error.reason)")
+        }
+        return warnings
     }
 
     private func writeFolder(into staging: String, progress: Progress) throws(ModelFolderError) {
@@ -160,10 +214,33 @@ public struct Conversion: Sendable {
             try writeShard(shard, to: PathName.join(staging, shard.fileName), done: done, progress: progress)
             done += shard.tensorBytes
         }
-        try io { () throws(FileError) in try writeOtherFiles(into: staging) }
+        try writeOtherFiles(into: staging, progress: progress)
     }
 
-    private func writeOtherFiles(into staging: String) throws(FileError) {
+    private func writeOtherFiles(into staging: String, progress: Progress) throws(ModelFolderError) {
+        try io { () throws(FileError) in try writeMetadataFiles(into: staging) }
+        guard let root = input.root else { return }
+        var directories: [String] = []
+        for relative in input.otherFiles {
+            if !progress(outputTensorBytes, outputTensorBytes) { throw .interrupted }
+            try io { () throws(FileError) in
+                var directory = staging
+                for component in relative.split(separator: "/").dropLast() {
+                    directory = PathName.join(directory, String(component))
+                    if !FileSystem.exists(directory) {
+                        try FileSystem.makeDirectory(directory)
+                        directories.append(directory)
+                    }
+                }
+                try FileSystem.copyFile(PathName.join(root, relative), to: PathName.join(staging, relative))
+            }
+        }
+        for directory in directories.reversed() {
+            try io { () throws(FileError) in try FileSystem.syncDirectory(directory) }
+        }
+    }
+
+    private func writeMetadataFiles(into staging: String) throws(FileError) {
         if shards.count > 1 {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
             let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + $1.source.info.elementCount } }
@@ -173,15 +250,6 @@ public struct Conversion: Sendable {
         if var config = input.config {
             if let dtype = options.dtype { config.setDType(dtype) }
             try writeFile(config.bytes, to: PathName.join(staging, "config.json"))
-        }
-        guard let root = input.root else { return }
-        for relative in input.otherFiles {
-            var directory = staging
-            for component in relative.split(separator: "/").dropLast() {
-                directory = PathName.join(directory, String(component))
-                if !FileSystem.exists(directory) { try FileSystem.makeDirectory(directory) }
-            }
-            try FileSystem.copyFile(PathName.join(root, relative), to: PathName.join(staging, relative))
         }
     }
 
@@ -224,12 +292,12 @@ public struct Conversion: Sendable {
                 let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
                 let scratch = buffer ?? UnsafeMutableRawPointer.allocate(byteCount: Self.castChunkElements * 4, alignment: 64)
                 buffer = scratch
-                source.mapping.adviseSequential(range)
                 let elements = Int(item.source.info.elementCount)
                 var start = 0
                 while start < elements {
                     let count = min(Self.castChunkElements, elements - start)
                     let chunk = (range.lowerBound + start * inBytes)..<(range.lowerBound + (start + count) * inBytes)
+                    source.mapping.adviseSequential(chunk)
                     source.mapping.withBytes(in: chunk) { bytes in
                         FloatConversion.convert(count: count, from: from, bytes.baseAddress!, to: to, scratch)
                     }

@@ -94,6 +94,7 @@ public final class ModelFolder: Sendable {
                 let indexName = PathName.lastComponent(indexPath)
                 let parsed: ShardIndex
                 do { parsed = try ShardIndex.read(path: indexPath) } catch { throw .safeTensors(error) }
+                guard !parsed.weightMap.isEmpty else { throw .noWeights(path: indexPath) }
                 let listed = Set(parsed.shardNames)
                 if let stray = topWeights.first(where: { !listed.contains($0) }) {
                     throw .unlistedSafeTensors(path: PathName.join(root, stray), index: indexName)
@@ -121,7 +122,7 @@ public final class ModelFolder: Sendable {
         var opened: [SafeTensorsFile] = []
         for weightPath in weightPaths {
             guard FileSystem.kind(of: weightPath) == .file else {
-                throw .safeTensors(.io(FileError(.open, path: weightPath, code: 2)))
+                throw .missingShard(path: weightPath, index: indexPath.map(PathName.lastComponent) ?? "the index")
             }
             do { opened.append(try SafeTensorsFile(path: weightPath)) } catch { throw .safeTensors(error) }
         }
@@ -153,6 +154,16 @@ public final class ModelFolder: Sendable {
         tensors = all
     }
 
+    /// Entries that belong to tools, not to the model, and are never copied: version
+    /// control (a git-lfs clone keeps every weight again under `.git/lfs`), the
+    /// huggingface_hub download cache of `--local-dir`, and pare's own staging folders.
+    static func isSkipped(_ name: String, atTopLevel: Bool) -> Bool {
+        if name == ".git" || name.hasPrefix(".") && (name.contains(".pare-tmp-") || name.contains(".pare-old-")) {
+            return true
+        }
+        return atTopLevel && name == ".cache"
+    }
+
     /// Every regular file below `root`, as sorted relative paths.
     ///
     /// Symlinks are followed (a Hugging Face cache snapshot is all symlinks into its blob
@@ -165,7 +176,7 @@ public final class ModelFolder: Sendable {
             let absolute = relative.isEmpty ? root : PathName.join(root, relative)
             let names: [String]
             do { names = try FileSystem.list(absolute) } catch { throw .io(error) }
-            for name in names {
+            for name in names where !Self.isSkipped(name, atTopLevel: relative.isEmpty) {
                 let child = relative.isEmpty ? name : relative + "/" + name
                 let path = PathName.join(root, child)
                 switch FileSystem.kind(of: path) {

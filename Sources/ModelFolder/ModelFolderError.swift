@@ -13,21 +13,51 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case configNotObject(path: String)
     case outputExists(path: String)
     case outputOverlapsInput(input: String, output: String)
-    case shardTooLarge(tensor: String, bytes: Int, limit: Int)
+    case quantizedCast(path: String)
+    case headerTooLarge(shard: String, bytes: Int)
+    case missingShard(path: String, index: String)
     case singleFileNeedsShards(path: String, shards: Int)
     case safeTensors(SafeTensorsError)
     case io(FileError)
     case interrupted
     case uncopyableFile(path: String, reason: String)
 
-    public var rule: String? {
-        if case .safeTensors(let error) = self { return error.rule }
-        return nil
+    /// The stable identifier of the rule that failed, as in `[rule: ...]`.
+    public var rule: String {
+        switch self {
+        case .notFound: return "not-found"
+        case .notAModel: return "not-a-model"
+        case .noWeights: return "no-weights"
+        case .unreadableWeights: return "unreadable-weights"
+        case .unlistedSafeTensors: return "index-unlisted-file"
+        case .ambiguousWeights: return "ambiguous-weights"
+        case .configNotJSON, .configNotObject: return "config-json"
+        case .outputExists: return "output-exists"
+        case .outputOverlapsInput: return "output-overlaps-input"
+        case .singleFileNeedsShards: return "single-file-output"
+        case .quantizedCast: return "quantized-cast"
+        case .headerTooLarge: return "header-too-large"
+        case .missingShard: return "index-missing-shard"
+        case .safeTensors(let error): return error.rule
+        case .io: return "io"
+        case .interrupted: return "interrupted"
+        case .uncopyableFile: return "uncopyable-file"
+        }
     }
 }
 
 extension ModelFolderError: CustomStringConvertible {
+    /// One sentence naming the file (and tensor) and the rule.
     public var description: String {
+        switch self {
+        case .safeTensors(let error): return error.description
+        case .io(let error): return error.description
+        case .interrupted: return sentence
+        default: return "\(sentence) [rule: \(rule)]"
+        }
+    }
+
+    private var sentence: String {
         switch self {
         case let .notFound(path):
             return "\(path): no such file or folder"
@@ -49,8 +79,12 @@ extension ModelFolderError: CustomStringConvertible {
             return "\(path): already exists; pass --force to replace it"
         case let .outputOverlapsInput(input, output):
             return "\(output): the output overlaps the input \(input); pare never modifies its input, so write to a separate folder"
-        case let .shardTooLarge(tensor, bytes, limit):
-            return "tensor '\(tensor)' is \(bytes) bytes, larger than the shard limit of \(limit) bytes; it gets a shard of its own"
+        case let .headerTooLarge(shard, bytes):
+            return "\(shard): its header would be \(bytes) bytes, over the 100,000,000-byte limit readers enforce; use a smaller --max-shard-size so each shard lists fewer tensors"
+        case let .quantizedCast(path):
+            return "\(path): config.json has a quantization_config; casting would change its scales and break the quantized weights, so --dtype is refused for quantized checkpoints"
+        case let .missingShard(path, index):
+            return "\(path): \(index) lists this shard, but it is not a readable file"
         case let .singleFileNeedsShards(path, shards):
             return "\(path): the output needs \(shards) shards under --max-shard-size, but a single .safetensors file was asked for; give a folder as output"
         case let .safeTensors(error):

@@ -49,7 +49,8 @@ public struct ModelSummary: Sendable {
     public init(_ model: ModelFolder) {
         path = model.path
         let json = Self.textConfig(model.config?.json)
-        modelType = json?["model_type"]?.stringValue ?? model.config?.json["model_type"]?.stringValue
+        // The model's own type (e.g. "llava"), even when sizes come from its text_config.
+        modelType = model.config?.json["model_type"]?.stringValue ?? json?["model_type"]?.stringValue
         architectures = model.config?.json["architectures"]?.arrayValue?.compactMap(\.stringValue)
         var sizes: [String: Int?] = [:]
         for (field, keys) in Self.configKeys {
@@ -70,7 +71,8 @@ public struct ModelSummary: Sendable {
                 sizes["head_dim"] = hidden / heads
             }
             if sizes["intermediate_size"]! == nil, json["n_inner"]?.isNull == true, let hidden = sizes["hidden_size"]! {
-                sizes["intermediate_size"] = 4 * hidden
+                let (product, overflow) = hidden.multipliedReportingOverflow(by: 4)
+                sizes["intermediate_size"] = overflow ? nil : product
             }
             tieWordEmbeddings = json["tie_word_embeddings"]?.boolValue ?? model.config?.json["tie_word_embeddings"]?.boolValue
         }

@@ -1,14 +1,15 @@
 extension JSONValue {
     /// How a value is laid out as text.
     public enum Layout: Sendable {
-        /// No whitespace at all, as serde_json writes safetensors headers.
+        /// No whitespace, non-ASCII as raw UTF-8: what serde_json writes in safetensors headers.
         case compact
-        /// Python's `json.dumps(indent=2)`: two-space indent, `", "`-free lines, `": "` after keys.
+        /// Python's `json.dumps(indent=2)`: two-space indent, `": "` after keys, non-ASCII
+        /// escaped as `\uXXXX` — how transformers writes config.json and shard indexes, so
+        /// files pare rewrites diff cleanly against the originals.
         case pretty
     }
 
-    /// The value as JSON text. Non-ASCII characters are escaped as `\uXXXX`, as Python's
-    /// `json.dumps` does by default, so files pare rewrites diff cleanly against the originals.
+    /// The value as JSON text in the given layout.
     public func serialized(_ layout: Layout = .compact) -> String {
         var out = ""
         write(to: &out, layout: layout, indent: 0)
@@ -20,7 +21,7 @@ extension JSONValue {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let lexeme): out += lexeme
-        case .string(let s): Self.writeString(s, to: &out)
+        case .string(let s): Self.writeString(s, to: &out, escapeNonASCII: layout == .pretty)
         case .array(let items):
             if items.isEmpty {
                 out += "[]"
@@ -43,7 +44,7 @@ extension JSONValue {
             for (i, member) in members.enumerated() {
                 if i > 0 { out += "," }
                 if layout == .pretty { Self.newline(&out, indent + 2) }
-                Self.writeString(member.key, to: &out)
+                Self.writeString(member.key, to: &out, escapeNonASCII: layout == .pretty)
                 out += layout == .pretty ? ": " : ":"
                 member.value.write(to: &out, layout: layout, indent: indent + 2)
             }
@@ -59,7 +60,7 @@ extension JSONValue {
 
     private static let hexDigits = Array("0123456789abcdef")
 
-    private static func writeString(_ s: String, to out: inout String) {
+    private static func writeString(_ s: String, to out: inout String, escapeNonASCII: Bool) {
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -71,7 +72,7 @@ extension JSONValue {
             case "\u{08}": out += "\\b"
             case "\u{0C}": out += "\\f"
             default:
-                if scalar.value < 0x20 || scalar.value > 0x7E {
+                if scalar.value < 0x20 || (escapeNonASCII && scalar.value > 0x7E) {
                     for unit in String(scalar).utf16 { appendEscape(unit, to: &out) }
                 } else {
                     out.unicodeScalars.append(scalar)

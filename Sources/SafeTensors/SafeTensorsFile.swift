@@ -11,18 +11,17 @@ public final class SafeTensorsFile: Sendable {
     private let indexByName: [String: Int]
 
     public init(path: String) throws(SafeTensorsError) {
-        self.path = path
-        do {
-            mapping = try MappedFile(path: path)
-        } catch {
-            throw .io(error)
-        }
-        header = try mapping.withBytes { bytes throws(SafeTensorsError) in
+        let file: MappedFile
+        do { file = try MappedFile(path: path) } catch { throw .io(error) }
+        let header = try file.withBytes { bytes throws(SafeTensorsError) in
             try SafeTensorsHeader.parse(file: bytes, path: path)
         }
         var index: [String: Int] = [:]
         for (i, tensor) in header.tensors.enumerated() { index[tensor.name] = i }
-        indexByName = index
+        self.path = path
+        self.mapping = file
+        self.header = header
+        self.indexByName = index
     }
 
     public var tensors: [TensorInfo] { header.tensors }

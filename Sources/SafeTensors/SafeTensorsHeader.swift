@@ -64,7 +64,8 @@ public struct SafeTensorsHeader: Sendable, Equatable {
                 throw .duplicateTensor(path: path, tensor: name)
             }
             if name == "__metadata__" {
-                metadata = try parseMetadata(value, path: path)
+                // The reference reads a null __metadata__ as no metadata.
+                metadata = value.isNull ? nil : try parseMetadata(value, path: path)
             } else {
                 tensors.append(try parseEntry(name: name, value, path: path))
             }

@@ -66,10 +66,11 @@ public final class SafeTensorsWriter {
 
     /// Creates `path` (which must not exist) and writes the header.
     public init(path: String, entries: [Entry], metadata: [(key: String, value: String)]) throws(FileError) {
+        let file = try OutputFile(creating: path)
+        try file.write(Self.headerBytes(entries: entries, metadata: metadata))
         self.path = path
         self.entries = entries
-        output = try OutputFile(creating: path)
-        try output.write(Self.headerBytes(entries: entries, metadata: metadata))
+        output = file
         skipEmptyEntries()
     }
 

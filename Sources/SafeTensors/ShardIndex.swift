@@ -20,7 +20,7 @@ public struct ShardIndex: Sendable, Equatable {
         self.metadata = metadata
     }
 
-    /// The shard file names in first-appearance order, de-duplicated and sorted so that
+    /// The shard file names, de-duplicated and sorted by name, so that
     /// `model-00001-of-00003` comes before `model-00002-of-00003`.
     public var shardNames: [String] {
         Array(Set(weightMap.map(\.shard))).sorted()
@@ -48,7 +48,7 @@ public struct ShardIndex: Sendable, Equatable {
             guard let shardName = shard.stringValue else {
                 throw .indexMalformed(path: path, problem: "weight_map['\(tensor)'] is not a file name")
             }
-            guard !shardName.contains("/"), shardName != "..", !shardName.isEmpty else {
+            guard !shardName.contains("/"), shardName != "..", shardName != ".", !shardName.isEmpty else {
                 throw .indexMalformed(path: path, problem: "weight_map['\(tensor)'] names '\(shardName)', which is not a file beside the index")
             }
             guard seen.insert(tensor).inserted else {

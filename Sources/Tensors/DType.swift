@@ -50,7 +50,8 @@ public enum DType: String, Sendable, CaseIterable, Hashable, Codable {
         }
     }
 
-    /// The byte count of `elements` elements, or `nil` when it overflows or is not whole bytes.
+    /// The byte count of `elements` elements, checked: the bit count must not overflow 64
+    /// bits (as the reference checks it) and must be whole bytes.
     public func byteCount(elements: UInt64) -> ByteCountResult {
         let (bits, overflow) = elements.multipliedReportingOverflow(by: UInt64(bitWidth))
         if overflow { return .overflow }

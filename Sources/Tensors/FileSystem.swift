@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSystemShims
 
 /// Thin wrappers over the directory calls pare needs, throwing `FileError`.
 public enum FileSystem {
@@ -54,6 +55,12 @@ public enum FileSystem {
         guard Glibc.rename(from, to) == 0 else { throw FileError(.rename, path: from) }
     }
 
+    /// Atomically swaps two existing paths (Linux `renameat2(RENAME_EXCHANGE)`), so that
+    /// neither name is ever missing. Fails where the kernel or filesystem cannot.
+    public static func exchange(_ a: String, _ b: String) throws(FileError) {
+        guard pare_rename_exchange(a, b) == 0 else { throw FileError(.rename, path: a) }
+    }
+
     /// Removes a file or a whole directory tree. Symlinks are removed, never followed.
     public static func removeTree(_ path: String) throws(FileError) {
         var info = stat()
@@ -69,10 +76,10 @@ public enum FileSystem {
         }
     }
 
-    /// Copies a regular file byte for byte into a new file.
+    /// Copies a regular file byte for byte into a new file with the same permission bits.
     public static func copyFile(_ source: String, to destination: String) throws(FileError) {
         let input = try MappedFile(path: source)
-        let output = try OutputFile(creating: destination)
+        let output = try OutputFile(creating: destination, permissions: input.permissions)
         try output.copy(from: input, at: 0, count: input.size)
         try output.sync()
         try output.close()
@@ -91,31 +98,5 @@ public enum FileSystem {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
         return String(cString: resolved)
-    }
-}
-
-/// Path string helpers (pare's paths are plain POSIX strings).
-public enum PathName {
-    public static func lastComponent(_ path: String) -> String {
-        let trimmed = trimTrailingSlashes(path)
-        guard let slash = trimmed.lastIndex(of: "/") else { return trimmed }
-        return String(trimmed[trimmed.index(after: slash)...])
-    }
-
-    public static func parent(_ path: String) -> String {
-        let trimmed = trimTrailingSlashes(path)
-        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
-        if slash == trimmed.startIndex { return "/" }
-        return String(trimmed[..<slash])
-    }
-
-    public static func join(_ base: String, _ name: String) -> String {
-        base.hasSuffix("/") ? base + name : base + "/" + name
-    }
-
-    public static func trimTrailingSlashes(_ path: String) -> String {
-        var p = path
-        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
-        return p
     }
 }

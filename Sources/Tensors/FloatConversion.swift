@@ -33,8 +33,8 @@ public enum FloatConversion {
         let exponent = UInt32(h >> 10) & 0x1F
         let mantissa = UInt32(h & 0x03FF)
         if exponent == 0x1F {
-            // Inf or NaN: payload moves to the top of the f32 mantissa.
-            return sign | 0x7F80_0000 | (mantissa << 13)
+            // Inf, or NaN: payload to the top of the f32 mantissa, quieted.
+            return sign | 0x7F80_0000 | (mantissa << 13) | (mantissa != 0 ? 0x0040_0000 : 0)
         }
         if exponent != 0 {
             return sign | ((exponent + 112) << 23) | (mantissa << 13)

@@ -12,14 +12,16 @@ public final class MappedFile: @unchecked Sendable {
     // Unchecked Sendable: the mapping is read-only and never remapped after init.
     public let path: String
     public let size: Int
+    /// The file's permission bits, so copies keep them.
+    public let permissions: mode_t
     private let base: UnsafeMutableRawPointer?
     /// Kept open so that data can also be moved with `copy_file_range`.
     public let descriptor: Int32
 
     /// Opens and maps `path`. An empty file gets no mapping and an empty buffer.
     public init(path: String) throws(FileError) {
-        self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO must not hang; it is refused below as not a file.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FileError(.open, path: path) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
@@ -29,21 +31,24 @@ public final class MappedFile: @unchecked Sendable {
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             close(fd)
-            throw FileError(.open, path: path, code: EISDIR)
+            throw FileError(.open, path: path, cause: .notARegularFile)
         }
-        size = Int(info.st_size)
-        descriptor = fd
-        if size == 0 {
-            base = nil
-            return
+        let size = Int(info.st_size)
+        var mapping: UnsafeMutableRawPointer?
+        if size > 0 {
+            let pointer = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+            guard let pointer, pointer != MAP_FAILED else {
+                let error = FileError(.map, path: path)
+                close(fd)
+                throw error
+            }
+            mapping = pointer
         }
-        let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let mapping, mapping != MAP_FAILED else {
-            let error = FileError(.map, path: path)
-            close(fd)
-            throw error
-        }
-        base = mapping
+        self.path = path
+        self.size = size
+        self.permissions = info.st_mode & 0o7777
+        self.descriptor = fd
+        self.base = mapping
     }
 
     deinit {

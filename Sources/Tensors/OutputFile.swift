@@ -50,8 +50,9 @@ public final class OutputFile {
     }
 
     /// Copies `count` bytes of `source` at `sourceOffset` in the kernel, without passing them
-    /// through user memory. Falls back to reading through `fallback` when the kernel
-    /// cannot (other filesystems, old kernels).
+    /// through user memory. Where the kernel cannot (other filesystems, old kernels), writes
+    /// them from the source's mapping instead, releasing each piece once written so memory
+    /// stays flat.
     public func copy(
         from source: MappedFile, at sourceOffset: Int, count: Int
     ) throws(FileError) {
@@ -64,16 +65,24 @@ public final class OutputFile {
                 offset += n
                 continue
             }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && ![EXDEV, ENOSYS, EOPNOTSUPP, EINVAL, EBADF, EPERM].contains(errno) {
+            if n == 0 {
+                // End of file before the span ends: the input shrank while being read.
+                throw FileError(.read, path: source.path, cause: .fileShrank)
+            }
+            if errno == EINTR { continue }
+            guard [EXDEV, ENOSYS, EOPNOTSUPP, EINVAL, EBADF, EPERM].contains(errno) else {
                 throw FileError(.copy, path: path)
             }
-            // The kernel will not (or stopped early): write the rest from the mapping.
-            let done = count - remaining
-            try source.withBytes(in: (sourceOffset + done)..<(sourceOffset + count)) {
-                bytes throws(FileError) in try write(bytes)
-            }
-            return
+            break
+        }
+        var position = sourceOffset + (count - remaining)
+        let end = sourceOffset + count
+        let piece = 8 << 20
+        while position < end {
+            let range = position..<min(end, position + piece)
+            try source.withBytes(in: range) { bytes throws(FileError) in try write(bytes) }
+            source.adviseDone(range)
+            position = range.upperBound
         }
     }
 

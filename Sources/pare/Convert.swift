@@ -69,14 +69,15 @@ struct Convert: ParsableCommand {
             let bar = ProgressBar(label: "converting", quiet: quiet)
             Interruption.install()
             defer { bar.finish() }
-            try conversion.run { done, total in
+            let warnings = try conversion.run { done, total in
                 bar.update(done: done, total: total)
                 return !Interruption.isRequested
             }
             bar.finish()
+            for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
             if !quiet {
                 let files = conversion.shards.count
-                FileHandleOutput.standardError.write(
+                StandardStream.standardError.write(
                     "wrote \(output): \(model.tensors.count) tensors, \(ByteSize.describe(conversion.outputTensorBytes)) in \(files) file\(files == 1 ? "" : "s")\n")
             }
         }

@@ -6,14 +6,19 @@ import Synchronization
 /// Ctrl-C and SIGTERM during long work: the first one asks the running job to stop at its
 /// next step, so it can remove its staging files; a second one kills the process at once.
 enum Interruption {
-    private static let requested = Atomic<Bool>(false)
+    /// The signal received, or 0.
+    private static let signalNumber = Atomic<Int32>(0)
 
-    static var isRequested: Bool { requested.load(ordering: .relaxed) }
+    static var isRequested: Bool { signalNumber.load(ordering: .relaxed) != 0 }
+
+    /// The shell's exit status for a job stopped by the signal received: 128 + its number
+    /// (130 for Ctrl-C, 143 for SIGTERM).
+    static var exitStatus: Int32 { 128 + max(signalNumber.load(ordering: .relaxed), SIGINT) }
 
     static func install() {
         for sig in [SIGINT, SIGTERM] {
             signal(sig) { number in
-                Interruption.requested.store(true, ordering: .relaxed)
+                Interruption.signalNumber.store(number, ordering: .relaxed)
                 signal(number, SIG_DFL)
             }
         }

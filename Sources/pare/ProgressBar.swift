@@ -15,7 +15,7 @@ final class ProgressBar {
 
     init(label: String, quiet: Bool) {
         self.label = label
-        enabled = !quiet && FileHandleOutput.standardError.isTerminal
+        enabled = !quiet && StandardStream.standardError.isTerminal
     }
 
     static func now() -> Double {
@@ -39,13 +39,13 @@ final class ProgressBar {
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let percent = Int(fraction * 100)
-        FileHandleOutput.standardError.write(
+        StandardStream.standardError.write(
             "\r\(label) \(bar) \(percent)% \(ByteSize.describe(done))/\(ByteSize.describe(total)) \(ByteSize.describe(Int(rate)))/s eta \(Int(eta))s\u{1B}[K")
     }
 
     func finish() {
         guard enabled, drawn else { return }
         drawn = false
-        FileHandleOutput.standardError.write("\r\u{1B}[K")
+        StandardStream.standardError.write("\r\u{1B}[K")
     }
 }

@@ -101,7 +101,7 @@ import Tensors
         #expect {
             try ModelFolder(path: "/nonexistent/model")
         } throws: { error in
-            "\(error)" == "/nonexistent/model: no such file or folder"
+            "\(error)" == "/nonexistent/model: no such file or folder [rule: not-found]"
         }
     }
 }
