@@ -5,7 +5,6 @@ import PackageDescription
 // pare (CLI) -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "pare", targets: ["pare"]),
         .library(name: "ModelFolder", targets: ["ModelFolder"]),
@@ -30,10 +29,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(name: "TestSupport", dependencies: ["Tensors"], path: "Tests/TestSupport"),
         .testTarget(name: "OrderedJSONTests", dependencies: ["OrderedJSON"]),
-        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
-        .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OrderedJSON
 import SafeTensors
 import Testing
+import TestSupport
 import Tensors
 
 @testable import ModelFolder
@@ -21,6 +25,7 @@ import Tensors
         let input = try ModelFolder(path: Fixtures.model(name))
         let output = try ModelFolder(path: dir.file("out"))
         #expect(output.shards.count == 1)
+        #expect(output.tensors.count == input.tensors.count)
         #expect(output.tensors.map(\.info.name) == input.tensors.map(\.info.name))
         for (a, b) in zip(input.tensors, output.tensors) {
             #expect(a.info.dtype == b.info.dtype && a.info.shape == b.info.shape)
@@ -42,6 +47,7 @@ import Tensors
         try convert("llama-gqa-f32", to: dir.file("out"), .init(dtype: .bf16))
         let input = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
         let output = try ModelFolder(path: dir.file("out"))
+        #expect(output.tensors.count == input.tensors.count)
         for (a, b) in zip(input.tensors, output.tensors) {
             #expect(b.info.dtype == .bf16)
             let source = input.shards[a.shard].withBytes(of: a.info) { Array($0.bindMemory(to: UInt32.self)) }
@@ -76,10 +82,16 @@ import Tensors
         let merged = dir.file("merged")
         try Conversion(input: model, output: merged, options: .init()).run()
         #expect(try FileSystem.list(merged).filter { $0.hasSuffix(".json") && $0.contains("index") }.isEmpty)
-        let original = try readBytes(Fixtures.model("llama-gqa-f32") + "/model.safetensors")
+        let original = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
         let roundTrip = try ModelFolder(path: merged)
-        #expect(roundTrip.tensors.count == model.tensors.count)
-        _ = original
+        #expect(Set(roundTrip.tensors.map(\.info.name)) == Set(original.tensors.map(\.info.name)))
+        #expect(roundTrip.tensors.count == original.tensors.count)
+        for tensor in roundTrip.tensors {
+            let twin = try #require(original.tensors.first { $0.info.name == tensor.info.name })
+            let a = roundTrip.shards[tensor.shard].withBytes(of: tensor.info) { Array($0) }
+            let b = original.shards[twin.shard].withBytes(of: twin.info) { Array($0) }
+            #expect(a == b, "\(tensor.info.name)")
+        }
     }
 
     @Test func isDeterministic() throws {
@@ -108,10 +120,21 @@ import Tensors
             try FileSystem.copyFile(Fixtures.model("bert") + "/" + file, to: dir.file(file))
         }
         let model = try ModelFolder(path: dir.path)
-        for output in [dir.path, dir.file("inner"), PathName.parent(dir.path)] {
-            #expect(throws: ModelFolderError.self) {
+        for output in [dir.path, dir.path + "/", dir.file("inner"), dir.file("sub/../inner"), PathName.parent(dir.path), "/"] {
+            #expect {
                 try Conversion(input: model, output: output, options: .init(force: true))
+            } throws: { error in
+                (error as? ModelFolderError)?.rule == "output-overlaps-input"
+                    || (error as? ModelFolderError)?.rule == "not-found"
             }
+        }
+        // The real location counts, not the spelling: a symlink to the input folder.
+        let links = TemporaryDirectory()
+        #expect(symlink(dir.path, links.file("alias")) == 0)
+        #expect {
+            try Conversion(input: model, output: links.file("alias"), options: .init(force: true))
+        } throws: { error in
+            (error as? ModelFolderError)?.rule == "output-overlaps-input"
         }
     }
 
@@ -123,5 +146,51 @@ import Tensors
         let file = try SafeTensorsFile(path: dir.file("gpt2-f16.safetensors"))
         #expect(file.tensors.allSatisfy { $0.dtype == .f16 })
         #expect(file.tensors.count == model.tensors.count)
+    }
+
+    @Test func refusesToCastAQuantizedCheckpoint() throws {
+        let dir = TemporaryDirectory()
+        try FileSystem.makeDirectory(dir.file("in"))
+        try FileSystem.copyFile(Fixtures.model("bert") + "/model.safetensors", to: dir.file("in/model.safetensors"))
+        var config = try JSONParser.parse(try readBytes(Fixtures.model("bert") + "/config.json"))
+        config.set("quantization_config", to: .object([("quant_method", .string("fp8"))]), appendIfMissing: true)
+        try writeBytes(Array(config.serialized(.pretty).utf8), to: dir.file("in/config.json"))
+        let model = try ModelFolder(path: dir.file("in"))
+        #expect(throws: ModelFolderError.quantizedCast(path: dir.file("in"))) {
+            try Conversion(input: model, output: dir.file("out"), options: .init(dtype: .bf16))
+        }
+        // Re-sharding without a cast is fine.
+        try Conversion(input: model, output: dir.file("out"), options: .init()).run()
+    }
+
+    @Test func stopsWhenAskedAndLeavesNothing() throws {
+        let dir = TemporaryDirectory()
+        let model = try ModelFolder(path: Fixtures.model("mixtral"))
+        var calls = 0
+        #expect(throws: ModelFolderError.interrupted) {
+            try Conversion(input: model, output: dir.file("out"), options: .init(dtype: .f16)).run { _, _ in
+                calls += 1
+                return calls < 5
+            }
+        }
+        #expect(try FileSystem.list(dir.path).isEmpty)
+    }
+
+    @Test func packsShardsLikeHuggingFaceHub() throws {
+        // Sizes in bytes (F32 elements × 4): a tensor over the limit gets a shard of its own,
+        // placed where it was met, while the open shard stays open.
+        let model = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
+        let items = model.tensors.map { Conversion.Item(source: $0, entry: .init(name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape)) }
+        let limit = 60_000
+        let groups = Conversion.packShards(items, limit: limit)
+        #expect(groups.flatMap { $0 }.count == items.count)
+        for group in groups where group.count > 1 {
+            #expect(group.reduce(0) { $0 + $1.entry.byteCount } <= limit)
+        }
+        let oversized = items.filter { $0.entry.byteCount > limit }.map(\.entry.name)
+        #expect(!oversized.isEmpty)
+        for name in oversized {
+            #expect(groups.contains { $0.count == 1 && $0[0].entry.name == name })
+        }
     }
 }

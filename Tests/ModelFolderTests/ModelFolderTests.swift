@@ -1,6 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OrderedJSON
 import SafeTensors
 import Testing
+import TestSupport
 import Tensors
 
 @testable import ModelFolder
@@ -102,6 +106,66 @@ import Tensors
             try ModelFolder(path: "/nonexistent/model")
         } throws: { error in
             "\(error)" == "/nonexistent/model: no such file or folder [rule: not-found]"
+        }
+    }
+
+    @Test func refusesATensorStoredInTwoShards() throws {
+        let dir = TemporaryDirectory()
+        let source = Fixtures.model("llama-sharded")
+        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
+            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
+        }
+        // A fourth shard repeating a tensor of the first, listed in the index under it.
+        let first = try SafeTensorsFile(path: dir.file("model-00001-of-00003.safetensors"))
+        let tensor = first.tensors[0]
+        let bytes = first.withBytes(of: tensor) { Array($0) }
+        let writer = try SafeTensorsWriter(path: dir.file("extra.safetensors"), entries: [.init(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape)], metadata: [])
+        try bytes.withUnsafeBytes { try writer.write($0) }
+        try writer.finish()
+        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
+        var map = try #require(index["weight_map"]?.objectMembers)
+        map.append(("extra.tensor", .string("extra.safetensors")))
+        index.set("weight_map", to: .object(map))
+        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            (error as? ModelFolderError)?.rule == "duplicate-tensor" && "\(error)".contains(tensor.name)
+        }
+    }
+
+    @Test func refusesAShardTensorTheIndexDoesNotList() throws {
+        let dir = TemporaryDirectory()
+        let source = Fixtures.model("llama-sharded")
+        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
+            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
+        }
+        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
+        var map = try #require(index["weight_map"]?.objectMembers)
+        let dropped = map.removeLast()
+        index.set("weight_map", to: .object(map))
+        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            (error as? ModelFolderError)?.rule == "index-unlisted-tensor" && "\(error)".contains(dropped.key)
+        }
+    }
+
+    @Test func skipsToolStateAndRefusesDanglingLinks() throws {
+        let dir = TemporaryDirectory()
+        for file in try FileSystem.list(Fixtures.model("bert")) {
+            try FileSystem.copyFile(Fixtures.model("bert") + "/" + file, to: dir.file(file))
+        }
+        for folder in [".git", ".git/lfs", ".cache", ".cache/huggingface"] { try FileSystem.makeDirectory(dir.file(folder)) }
+        try writeBytes([1], to: dir.file(".git/lfs/blob"))
+        try writeBytes([1], to: dir.file(".cache/huggingface/x.lock"))
+        #expect(try ModelFolder(path: dir.path).otherFiles == [])
+        #expect(symlink(dir.file("missing.json"), dir.file("tokenizer.json")) == 0)
+        #expect {
+            try ModelFolder(path: dir.path)
+        } throws: { error in
+            (error as? ModelFolderError)?.rule == "uncopyable-file" && "\(error)".contains("tokenizer.json")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 
 @testable import Tensors
 
@@ -71,24 +72,68 @@ import Testing
     }
 
     @Test func f32ToBF16RoundsToNearestEven() {
-        // Reference: round the f32 to the nearest value with 8 mantissa bits, in Double.
+        // Reference by value, not bits: the bf16 result must be the nearer of the two bf16
+        // neighbours of x (compared in Double, exactly), the even one on a tie.
         var rng = SplitMix64(seed: 42)
         for _ in 0..<1_000_000 {
             let bits = UInt32(truncatingIfNeeded: rng.next())
             let value = Float(bitPattern: bits)
-            if value.isNaN { continue }
-            let lower = bits & 0xFFFF_0000
-            let upper = lower &+ 0x1_0000
-            let remainder = bits & 0xFFFF
-            let expected: UInt32
-            if remainder < 0x8000 { expected = lower }
-            else if remainder > 0x8000 { expected = upper }
-            else { expected = (lower >> 16) & 1 == 0 ? lower : upper }
-            #expect(UInt32(FC.f32ToBF16(bits)) == expected >> 16, "f32 bits \(bits)")
+            if value.isNaN || value.isInfinite { continue }
+            let result = FC.f32ToBF16(bits)
+            let got = Double(Float(bitPattern: FC.bf16ToF32(result)))
+            let truncated = Double(Float(bitPattern: bits & 0xFFFF_0000))  // toward zero
+            // The next bf16 magnitude; past the largest finite one, IEEE rounding measures the
+            // distance to 2^128 (where the next binade would start) and calls it infinity.
+            var away = Double(Float(bitPattern: (bits & 0xFFFF_0000) &+ 0x1_0000))
+            if away.isInfinite { away = value < 0 ? -0x1p128 : 0x1p128 }
+            let x = Double(value)
+            let dTruncated = abs(x - truncated), dAway = abs(away - x)
+            let expected: Double
+            if dTruncated < dAway { expected = truncated }
+            else if dAway < dTruncated { expected = away }
+            else { expected = (bits >> 16) & 1 == 0 ? truncated : away }
+            #expect(got == expected || (got.isInfinite && abs(expected) == 0x1p128 && got.sign == expected.sign), "f32 bits \(bits)")
         }
         #expect(FC.f32ToBF16(Float.greatestFiniteMagnitude.bitPattern) == 0x7F80)  // overflows to inf
         #expect(FC.f32ToBF16(0x7FA0_0000) & 0x7FC0 == 0x7FC0)  // signalling NaN comes out quiet
         #expect(FC.f32ToBF16(0xFF80_0001) >> 15 == 1)  // NaN keeps its sign
+    }
+
+    @Test(arguments: [(DType.f32, DType.f16), (.f32, .bf16), (.f16, .f32), (.bf16, .f32), (.f16, .bf16), (.bf16, .f16), (.f32, .f32)])
+    func bulkConversionMatchesScalarKernelsOnEveryPath(_ from: DType, _ to: DType) {
+        var rng = SplitMix64(seed: 7)
+        let count = 10_001  // odd, so no path relies on pairs
+        let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
+        let source = (0..<count * inBytes).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var output = [UInt8](repeating: 0, count: count * outBytes + 1)  // +1: misaligned by a byte
+        source.withUnsafeBytes { src in
+            output.withUnsafeMutableBytes { dst in
+                FC.convert(count: count, from: from, src.baseAddress!, to: to, dst.baseAddress! + 1)
+            }
+        }
+        func load(_ bytes: [UInt8], _ i: Int, _ width: Int, offset: Int = 0) -> UInt32 {
+            var v: UInt32 = 0
+            for b in 0..<width { v |= UInt32(bytes[offset + i * width + b]) << (8 * b) }
+            return v
+        }
+        func toF32(_ bits: UInt32, _ dtype: DType) -> UInt32 {
+            switch dtype {
+            case .f16: return FC.f16ToF32(UInt16(bits))
+            case .bf16: return FC.bf16ToF32(UInt16(bits))
+            default: return bits
+            }
+        }
+        func fromF32(_ bits: UInt32, _ dtype: DType) -> UInt32 {
+            switch dtype {
+            case .f16: return UInt32(FC.f32ToF16(bits))
+            case .bf16: return UInt32(FC.f32ToBF16(bits))
+            default: return bits
+            }
+        }
+        for i in 0..<count {
+            let expected = from == to ? load(source, i, inBytes) : fromF32(toF32(load(source, i, inBytes), from), to)
+            #expect(load(output, i, outBytes, offset: 1) == expected)
+        }
     }
 
     @Test func bulkConversionMatchesScalarKernels() {
@@ -107,18 +152,5 @@ import Testing
             }
         }
         #expect(bf16 == f16.map { FC.f32ToBF16(FC.f16ToF32($0)) })
-    }
-}
-
-/// A small deterministic generator so test inputs are the same on every run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

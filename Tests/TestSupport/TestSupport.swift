@@ -4,21 +4,21 @@ import Glibc
 import Tensors
 
 /// A fresh directory under /tmp, removed when the value goes away.
-final class TemporaryDirectory {
-    let path: String
+public final class TemporaryDirectory {
+    public let path: String
 
-    init() {
+    public init() {
         var template = Array("/tmp/pare-test-XXXXXX".utf8CString)
         path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
     }
 
     deinit { try? FileSystem.removeTree(path) }
 
-    func file(_ name: String) -> String { path + "/" + name }
+    public func file(_ name: String) -> String { path + "/" + name }
 }
 
 /// Builds a safetensors file's bytes from a header text and a data section.
-func safetensorsBytes(header: String, data: [UInt8], declaredLength: UInt64? = nil) -> [UInt8] {
+public func safetensorsBytes(header: String, data: [UInt8], declaredLength: UInt64? = nil) -> [UInt8] {
     let json = Array(header.utf8)
     var bytes = withUnsafeBytes(of: (declaredLength ?? UInt64(json.count)).littleEndian) { Array($0) }
     bytes += json
@@ -26,31 +26,31 @@ func safetensorsBytes(header: String, data: [UInt8], declaredLength: UInt64? = n
     return bytes
 }
 
-func writeBytes(_ bytes: [UInt8], to path: String) throws {
+public func writeBytes(_ bytes: [UInt8], to path: String) throws {
     let file = try OutputFile(creating: path)
     try file.write(bytes)
     try file.close()
 }
 
-func readBytes(_ path: String) throws -> [UInt8] {
+public func readBytes(_ path: String) throws -> [UInt8] {
     try MappedFile(path: path).withBytes { Array($0) }
 }
 
 /// The committed fixtures, found from this file's location so tests run from any directory.
-enum Fixtures {
-    static let root: String = {
+public enum Fixtures {
+    public static let root: String = {
         var path = #filePath
-        for _ in 0..<3 { path = PathName.parent(path) }  // .../Tests/ModelFolderTests/Support.swift -> repo
+        for _ in 0..<3 { path = PathName.parent(path) }  // .../Tests/TestSupport/TestSupport.swift -> repo
         return path + "/Tests/Fixtures/models"
     }()
 
-    static func model(_ name: String) -> String { root + "/" + name }
+    public static func model(_ name: String) -> String { root + "/" + name }
 
-    static let all = ["llama-gqa-f32", "llama-gqa-bf16", "llama-sharded", "qwen3", "mixtral", "qwen2-moe", "gpt2", "bert"]
+    public static let all = ["llama-gqa-f32", "llama-gqa-bf16", "llama-sharded", "qwen3", "mixtral", "qwen2-moe", "gpt2", "bert"]
 }
 
 /// Every file below `path` with its bytes, for before/after comparisons.
-func snapshot(_ path: String) throws -> [String: [UInt8]] {
+public func snapshot(_ path: String) throws -> [String: [UInt8]] {
     var result: [String: [UInt8]] = [:]
     func visit(_ relative: String) throws {
         let absolute = relative.isEmpty ? path : path + "/" + relative
@@ -65,4 +65,17 @@ func snapshot(_ path: String) throws -> [String: [UInt8]] {
     }
     try visit("")
     return result
+}
+
+/// A small deterministic generator so test inputs are the same on every run.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
