@@ -157,9 +157,13 @@ public struct Conversion: Sendable {
             try io { () throws(FileError) in try FileSystem.removeTree(staging) }
             if writesSingleFile {
                 try writeShard(shards[0], to: staging, done: 0, progress: progress)
+                try io { () throws(FileError) in try FileSystem.syncFile(staging) }
             } else {
                 try io { () throws(FileError) in try FileSystem.makeDirectory(staging) }
                 try writeFolder(into: staging, progress: progress)
+                for shard in shards {
+                    try io { () throws(FileError) in try FileSystem.syncFile(PathName.join(staging, shard.fileName)) }
+                }
                 try io { () throws(FileError) in try FileSystem.syncDirectory(staging) }
             }
             // Last chance to stop: after this the output is replaced.
@@ -284,6 +288,7 @@ public struct Conversion: Sendable {
                 while offset < range.upperBound {
                     let count = min(Self.copyChunkBytes, range.upperBound - offset)
                     try io { () throws(FileError) in try writer.copy(from: source.mapping, at: offset, count: count) }
+                    writer.startWriteback()
                     offset += count
                     try report(written + (offset - range.lowerBound))
                 }
@@ -299,9 +304,10 @@ public struct Conversion: Sendable {
                     let chunk = (range.lowerBound + start * inBytes)..<(range.lowerBound + (start + count) * inBytes)
                     source.mapping.adviseSequential(chunk)
                     source.mapping.withBytes(in: chunk) { bytes in
-                        FloatConversion.convert(count: count, from: from, bytes.baseAddress!, to: to, scratch)
+                        FloatConversion.convertInParallel(count: count, from: from, bytes.baseAddress!, to: to, scratch)
                     }
                     try io { () throws(FileError) in try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes)) }
+                    if start % (16 * Self.castChunkElements) == 0 { writer.startWriteback() }
                     source.mapping.adviseDone(chunk)
                     start += count
                     try report(written + start * outBytes)
@@ -310,7 +316,9 @@ public struct Conversion: Sendable {
             written += item.entry.byteCount
             try report(written)
         }
-        try io { () throws(FileError) in try writer.finish() }
+        // Flushed later, all shards together (see `run`), so the disk keeps working
+        // while the next shard is produced.
+        try io { () throws(FileError) in try writer.finish(sync: false) }
     }
 
     /// The input's `__metadata__`, with `format: pt` added when missing (transformers

@@ -108,10 +108,15 @@ public final class SafeTensorsWriter {
         while nextEntry < entries.count && entries[nextEntry].byteCount == 0 { nextEntry += 1 }
     }
 
-    /// Flushes to disk and closes. Fails if any declared tensor is incomplete.
-    public func finish() throws(FileError) {
+    /// Starts writing what has been written so far to the device, without waiting.
+    public func startWriteback() { output.startWriteback() }
+
+    /// Closes the file, flushing it to the device first when `sync` (callers writing many
+    /// files may close them unsynced and flush them all at the end, so the disk writes one
+    /// file while the next is produced). Fails if any declared tensor is incomplete.
+    public func finish(sync: Bool = true) throws(FileError) {
         precondition(nextEntry == entries.count, "tensor \(currentEntry?.name ?? "?") was not fully written")
-        try output.sync()
+        if sync { try output.sync() }
         try output.close()
     }
 }

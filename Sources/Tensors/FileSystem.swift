@@ -85,6 +85,14 @@ public enum FileSystem {
         try output.close()
     }
 
+    /// Flushes a file's data to the device (for files written and closed earlier).
+    public static func syncFile(_ path: String) throws(FileError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(.open, path: path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileError(.sync, path: path) }
+    }
+
     /// Flushes a directory's entries, so that renames into it survive a crash.
     public static func syncDirectory(_ path: String) throws(FileError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -154,3 +154,21 @@ import TestSupport
         #expect(bf16 == f16.map { FC.f32ToBF16(FC.f16ToF32($0)) })
     }
 }
+
+@Suite struct ParallelConversionTests {
+    @Test(arguments: [1, 2, 3, 8])
+    func parallelMatchesSerial(_ cores: Int) {
+        var rng = SplitMix64(seed: UInt64(cores))
+        let count = 200_003
+        let source = (0..<count).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        var serial = [UInt16](repeating: 0, count: count)
+        var parallel = [UInt16](repeating: 0, count: count)
+        source.withUnsafeBytes { src in
+            serial.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: .f32, src.baseAddress!, to: .bf16, $0.baseAddress!) }
+            parallel.withUnsafeMutableBytes {
+                FloatConversion.convertInParallel(count: count, from: .f32, src.baseAddress!, to: .bf16, $0.baseAddress!, cores: cores)
+            }
+        }
+        #expect(serial == parallel)
+    }
+}
