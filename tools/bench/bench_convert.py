@@ -268,7 +268,7 @@ def machine_notes(data: str) -> dict:
 
 def fmt_table(scales_res: list[dict], cache: str) -> str:
     lines = []
-    hdr = (f"{'scale':>5} {'method':<10} {'wall s':>7} {'+sync s':>8} {'x cp':>6} {'py/this':>8} "
+    hdr = (f"{'scale':>5} {'method':<10} {'wall s':>7} {'+sync s':>8} {'best s':>7} {'x cp':>6} {'py/this':>8} "
            f"{'GB/s':>6} {'cpu s':>6} {'RssAnon MiB':>11} {'VmRSS MiB':>9}  verified")
     lines.append(hdr)
     lines.append("-" * len(hdr))
@@ -281,11 +281,51 @@ def fmt_table(scales_res: list[dict], cache: str) -> str:
             v = r.get("verify")
             vs = "-" if v is None else ("ok" if v["ok"] else "FAIL")
             lines.append(f"{sr['scale']:>5} {m:<10} {r['median_wall_s']:>7.2f} {r['median_wall_sync_s']:>8.2f} "
-                         f"{ratio_cp:>6.2f} {py:>8} {sr['input_bytes'] / 1e9 / r['median_wall_sync_s']:>6.2f} "
+                         f"{min(x['wall_sync_s'] for x in r['runs']):>7.2f} {ratio_cp:>6.2f} {py:>8} {sr['input_bytes'] / 1e9 / r['median_wall_sync_s']:>6.2f} "
                          f"{r['median_cpu_s']:>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['peak_rss_total_mib']:>9.0f}  {vs}")
-    lines.append(f"(medians of {sr['runs']} runs; 'x cp' and 'py/this' on wall+sync; py/this compares "
+    lines.append(f"(medians of {sr['runs']} runs, best = fastest wall+sync; 'x cp' and 'py/this' on wall+sync; py/this compares "
                  f"reshard with python, f32 with python_f32; GB/s = input GB / wall+sync; cache: {cache})")
     return "\n".join(lines)
+
+
+def compute_targets(sc: list[dict]) -> dict:
+    t = {}
+
+    def med(s, m, key="median_wall_sync_s"):
+        return s["methods"][m][key] if m in s["methods"] else None
+
+    for s in sc:
+        k = f"scale{s['scale']:g}"
+        if med(s, "reshard") and med(s, "cp"):
+            t[f"{k}: reshard <= 1.3x cp (wall+sync)"] = med(s, "reshard") / med(s, "cp") <= 1.3
+            t[f"{k}: reshard <= 1.3x cp (wall)"] = (med(s, "reshard", "median_wall_s")
+                                                   / med(s, "cp", "median_wall_s") <= 1.3)
+        if med(s, "reshard") and med(s, "python"):
+            t[f"{k}: python >= 2x reshard time"] = med(s, "python") / med(s, "reshard") >= 2
+        if med(s, "f32") and med(s, "python_f32"):
+            t[f"{k}: python_f32 >= 2x f32 time"] = med(s, "python_f32") / med(s, "f32") >= 2
+        for m in ("reshard", "f32"):
+            if m in s["methods"]:
+                t[f"{k}: {m} peak RssAnon <= 256 MiB"] = s["methods"][m]["peak_rss_anon_mib"] <= 256
+    if len(sc) >= 2:
+        for m in ("reshard", "f32"):
+            if all(m in s["methods"] for s in sc):
+                peaks = [s["methods"][m]["peak_rss_anon_mib"] for s in sc]
+                # flat: largest within 10% (or 16 MiB) of the smallest
+                t[f"{m} peak RssAnon flat across scales ({' / '.join(f'{p:.0f}' for p in peaks)} MiB)"] = \
+                    max(peaks) - min(peaks) <= max(16.0, 0.1 * min(peaks))
+    return t
+
+
+def print_summary(results: dict):
+    print()
+    print(results["table"])
+    print()
+    for name, ok in results["targets"].items():
+        print(f"  [{'met' if ok else 'MISSED'}] {name}")
+    lo, hi = results.get("loadavg_1m_range") or (float("nan"), float("nan"))
+    print(f"\n# total {results['elapsed_s']:.0f}s; 1-min loadavg after runs {lo:.2f}..{hi:.2f}; "
+          f"machine: {json.dumps(results['machine'])}")
 
 
 def main(argv=None) -> int:
@@ -299,7 +339,20 @@ def main(argv=None) -> int:
                     help="cold: drop the page cache before every run (root); warm: read IN first; "
                          "auto: cold if possible, else warm")
     ap.add_argument("--json", default=None, help="results file (default DATA/results.json)")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="only re-print the table and targets of an earlier results file")
     args = ap.parse_args(argv)
+
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        cache = "cold" if results["cache"].startswith("cold") else "warm"
+        results["table"] = fmt_table(results["scales"], cache)
+        results["targets"] = compute_targets(results["scales"])
+        print(f"# {results['command']}  ({results['date']}, repo {results.get('git_head', '?')})")
+        print(f"# cache: {results['cache']}")
+        print_summary(results)
+        return 0
 
     os.makedirs(args.data, exist_ok=True)
     pare = os.path.abspath(args.pare)
@@ -315,7 +368,8 @@ def main(argv=None) -> int:
             cache = "warm"
     cache_note = ("cold: page cache dropped before every run (sync; echo 3 > /proc/sys/vm/drop_caches)"
                   if cache == "cold" else
-                  "warm: page cache could not be dropped; IN read once before each run")
+                  "warm: IN read once before each run" + (" (--cache warm)" if args.cache == "warm" else
+                                                          " (page cache could not be dropped)"))
     print(f"# cache: {cache_note}", flush=True)
     started = time.time()
 
@@ -323,6 +377,14 @@ def main(argv=None) -> int:
                "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
                "pare": pare, "cache": cache_note, "runs": args.runs,
                "machine": machine_notes(args.data), "scales": []}
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
+                               capture_output=True, text=True).stdout.strip()
+        results["git_head"] = head + (" (Sources/ modified)" if dirty else "")
+    except OSError:
+        pass
     try:
         results["pare_version"] = subprocess.run([pare, "--version"], capture_output=True,
                                                  text=True).stdout.strip()
@@ -388,51 +450,18 @@ def main(argv=None) -> int:
             }
         results["scales"].append(sr)
 
-    # targets
-    t = {}
-    sc = results["scales"]
-    def med(s, m, key="median_wall_sync_s"):
-        return s["methods"][m][key] if m in s["methods"] else None
-    for s in sc:
-        k = f"scale{s['scale']:g}"
-        if med(s, "reshard") and med(s, "cp"):
-            t[f"{k}: reshard <= 1.3x cp (wall+sync)"] = med(s, "reshard") / med(s, "cp") <= 1.3
-            t[f"{k}: reshard <= 1.3x cp (wall)"] = (med(s, "reshard", "median_wall_s")
-                                                   / med(s, "cp", "median_wall_s") <= 1.3)
-        if med(s, "reshard") and med(s, "python"):
-            t[f"{k}: python >= 2x reshard time"] = med(s, "python") / med(s, "reshard") >= 2
-        if med(s, "f32") and med(s, "python_f32"):
-            t[f"{k}: python_f32 >= 2x f32 time"] = med(s, "python_f32") / med(s, "f32") >= 2
-        for m in ("reshard", "f32"):
-            if m in s["methods"]:
-                t[f"{k}: {m} peak RssAnon <= 256 MiB"] = s["methods"][m]["peak_rss_anon_mib"] <= 256
-    if len(sc) >= 2:
-        for m in ("reshard", "f32"):
-            if all(m in s["methods"] for s in sc):
-                peaks = [s["methods"][m]["peak_rss_anon_mib"] for s in sc]
-                # flat: largest within 10% (or 16 MiB) of the smallest
-                t[f"{m} peak RssAnon flat across scales ({' / '.join(f'{p:.0f}' for p in peaks)} MiB)"] = \
-                    max(peaks) - min(peaks) <= max(16.0, 0.1 * min(peaks))
-    results["targets"] = t
     results["elapsed_s"] = round(time.time() - started, 1)
-
-    table = fmt_table(sc, cache)
-    results["table"] = table
-    print()
-    print(table)
-    print()
-    for name, ok in t.items():
-        print(f"  [{'met' if ok else 'MISSED'}] {name}")
-    loads = [x["loadavg_1m_after"] for s in sc for m in s["methods"].values() for x in m["runs"]]
+    loads = [x["loadavg_1m_after"] for s in results["scales"] for m in s["methods"].values() for x in m["runs"]]
     results["loadavg_1m_range"] = [min(loads), max(loads)] if loads else None
-    print(f"\n# total {results['elapsed_s']:.0f}s; 1-min loadavg after runs {min(loads):.2f}..{max(loads):.2f}; "
-          f"machine: {json.dumps(results['machine'])}")
+    results["targets"] = compute_targets(results["scales"])
+    results["table"] = fmt_table(results["scales"], cache)
+    print_summary(results)
     out_json = args.json or os.path.join(args.data, "results.json")
     with open(out_json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"# results: {out_json}")
     return 0 if all(v.get("verify") is None or v["verify"]["ok"]
-                    for s in sc for v in s["methods"].values()) else 1
+                    for s in results["scales"] for v in s["methods"].values()) else 1
 
 
 if __name__ == "__main__":
