@@ -2,11 +2,12 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
+// pare (CLI) -> ModelGraph -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
     products: [
         .executable(name: "pare", targets: ["pare"]),
+        .library(name: "ModelGraph", targets: ["ModelGraph"]),
         .library(name: "ModelFolder", targets: ["ModelFolder"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Tensors", targets: ["Tensors"]),
@@ -20,9 +21,11 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CSystemShims"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
+        .target(name: "ModelGraph", dependencies: ["ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
         .executableTarget(
             name: "pare",
             dependencies: [
+                "ModelGraph",
                 "ModelFolder",
                 "OrderedJSON",
                 "Tensors",
@@ -34,6 +37,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
+        .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

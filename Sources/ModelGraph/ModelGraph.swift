@@ -1,0 +1,104 @@
+import ModelFolder
+import OrderedJSON
+import SafeTensors
+import Tensors
+
+/// A checkpoint seen through its architecture descriptor: every tensor tied to a template,
+/// a layer and expert index, and the axes of each dimension.
+///
+/// Building the graph reads no tensor bytes. It is the ground passes stand on: a pass
+/// changes axis sizes and selects indices, and the graph knows every tensor that carries
+/// the axis.
+public struct ModelGraph: Sendable {
+    /// One tensor of the checkpoint.
+    public struct Node: Sendable {
+        public var name: String
+        /// Index into `descriptor.tensors`.
+        public var template: Int
+        public var layer: Int?
+        public var expert: Int?
+        public var source: ModelFolder.Tensor
+        /// The shape the config implies.
+        public var expectedShape: [Int]
+    }
+
+    public let model: ModelFolder
+    public let descriptor: ArchitectureDescriptor
+    public let binding: AxisBinding
+    public let nodes: [Node]
+    /// Everything wrong with the checkpoint, in tensor order (empty when it is consistent).
+    public let problems: [GraphError]
+
+    /// Builds the graph; `registry` finds the descriptor for the config's `model_type`.
+    /// Structural problems (a config the descriptor cannot bind) throw; tensor problems are
+    /// collected in `problems` so `validate` can report them all.
+    public init(model: ModelFolder, registry: DescriptorRegistry = .builtin) throws(GraphError) {
+        guard let config = model.config?.json else { throw .noConfig(path: model.path) }
+        let modelType = config["model_type"]?.stringValue
+        guard let modelType, let descriptor = registry.descriptor(for: modelType) else {
+            throw .unknownModelType(path: model.path, modelType: modelType, known: registry.modelTypes)
+        }
+        let binding = try AxisBinding(descriptor: descriptor, config: config, path: model.path)
+        self.model = model
+        self.descriptor = descriptor
+        self.binding = binding
+
+        let templates = descriptor.tensors.map { TensorTemplate($0.name) }
+        var problems: [GraphError] = []
+        var nodes: [Node] = []
+        var seen = Set<String>()
+        let layers = binding.layerCount
+        let experts = binding.size("experts") ?? 0
+        for tensor in model.tensors {
+            let name = tensor.info.name
+            var matched = false
+            for (index, template) in templates.enumerated() {
+                guard let values = template.match(name) else { continue }
+                let spec = descriptor.tensors[index]
+                let layer = values[.layer], expert = values[.expert]
+                if let layer, layer >= layers {
+                    problems.append(.layerIndexOutOfRange(tensor: name, layer: layer, layers: layers))
+                    matched = true
+                    break
+                }
+                if let expert, expert >= experts { continue }
+                if let layer, !binding.admits(spec.layers, layer: layer) { continue }
+                let expected = Self.shape(of: spec, binding)
+                if expected.count != tensor.info.shape.count || zip(expected, tensor.info.shape).contains(where: { UInt64($0) != $1 }) {
+                    problems.append(.shapeMismatch(tensor: name, expected: expected, actual: tensor.info.shape,
+                                                   axes: spec.shape.map(\.description).joined(separator: ", ")))
+                }
+                nodes.append(Node(name: name, template: index, layer: layer, expert: expert, source: tensor, expectedShape: expected))
+                seen.insert(name)
+                matched = true
+                break
+            }
+            if !matched { problems.append(.unexpectedTensor(tensor: name, family: descriptor.family)) }
+        }
+        // Every required instance must be there.
+        for (index, spec) in descriptor.tensors.enumerated() {
+            if spec.optional == true { continue }
+            if let flag = spec.optional_if, binding.flags[flag] == true { continue }
+            let template = templates[index]
+            let layerRange: [Int?] = template.isPerLayer ? (0..<layers).map { $0 } : [nil]
+            let expertRange: [Int?] = template.isPerExpert ? (0..<experts).map { $0 } : [nil]
+            for layer in layerRange {
+                if let layer, !binding.admits(spec.layers, layer: layer) { continue }
+                for expert in expertRange {
+                    let name = template.name(layer: layer, expert: expert)
+                    if !seen.contains(name) {
+                        problems.append(.missingTensor(tensor: name, shape: Self.shape(of: spec, binding)))
+                    }
+                }
+            }
+        }
+        self.nodes = nodes
+        self.problems = problems
+    }
+
+    /// The shape a tensor of this template has under the binding (dimensions that cannot be
+    /// evaluated come out as -1, which never matches).
+    static func shape(of spec: ArchitectureDescriptor.Tensor, _ binding: AxisBinding) -> [Int] {
+        spec.shape.map { (try? binding.size(of: $0)) ?? -1 }
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import ModelFolder
+import ModelGraph
+import OrderedJSON
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check that a checkpoint's tensors are exactly what its config implies.",
+        discussion: """
+            Reads config.json and the tensor headers (no weights) and checks them against the \
+            architecture descriptor for the config's model_type (formats/*.json): every \
+            tensor the config implies is present with the implied shape, and nothing else \
+            is there. All problems are listed, each naming the tensor and the rule; the exit \
+            status is 1 when there is any.
+
+            Built-in families: \(DescriptorRegistry.builtin.descriptors.map(\.family).joined(separator: ", ")).
+
+            Examples:
+              pare validate ./trimmed-model
+              pare validate ./model --json
+              pare validate ./model --formats ./my-formats   # extra descriptors
+            """
+    )
+
+    @Argument(help: "Model folder or model.safetensors.index.json.")
+    var path: String
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Also read architecture descriptors from this folder (they win over built-in ones).", valueName: "dir"))
+    var formats: String?
+
+    func run() throws {
+        try reportingFailures {
+            let model = try ModelFolder(path: path)
+            let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
+            let graph = try ModelGraph(model: model, registry: registry)
+            if json {
+                StandardStream.standardOutput.write(Self.report(graph).serialized(.pretty) + "\n")
+            } else if graph.problems.isEmpty {
+                StandardStream.standardOutput.write(
+                    "ok: \(path) is a consistent \(graph.descriptor.family) checkpoint: \(graph.nodes.count) tensors, \(graph.binding.layerCount) layers\n")
+            } else {
+                for problem in graph.problems { StandardStream.standardError.write("pare: error: \(problem)\n") }
+                StandardStream.standardError.write("pare: error: \(path): \(graph.problems.count) problem\(graph.problems.count == 1 ? "" : "s") against the \(graph.descriptor.family) descriptor\n")
+            }
+            if !graph.problems.isEmpty { throw ExitCode(1) }
+        }
+    }
+
+    static func report(_ graph: ModelGraph) -> JSONValue {
+        .object([
+            ("path", .string(graph.model.path)),
+            ("family", .string(graph.descriptor.family)),
+            ("model_type", graph.model.config?.json["model_type"] ?? .null),
+            ("valid", .bool(graph.problems.isEmpty)),
+            ("axes", .object(graph.binding.sizes.sorted { $0.key < $1.key }.map { ($0.key, .integer($0.value)) })),
+            ("tensors", .integer(graph.nodes.count)),
+            ("problems", .array(graph.problems.map { problem in
+                .object([("rule", .string(problem.rule)), ("message", .string(problem.description))])
+            })),
+        ])
+    }
+}
