@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> ModelGraph -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
+// pare (CLI) -> Passes -> ModelGraph -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
     products: [
@@ -22,9 +22,11 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
         .target(name: "ModelGraph", dependencies: ["ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
+        .target(name: "Passes", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
         .executableTarget(
             name: "pare",
             dependencies: [
+                "Passes",
                 "ModelGraph",
                 "ModelFolder",
                 "OrderedJSON",
@@ -37,6 +39,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

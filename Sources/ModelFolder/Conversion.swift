@@ -31,7 +31,18 @@ public struct Conversion: Sendable {
     public struct Item: Sendable {
         public var source: ModelFolder.Tensor
         public var entry: SafeTensorsWriter.Entry
+        /// Kept indices per dimension of the source (`nil` entries keep a whole dimension);
+        /// `nil` copies the tensor whole.
+        public var selections: [[Int]?]?
+
+        public init(source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil) {
+            self.source = source
+            self.entry = entry
+            self.selections = selections
+        }
+
         public var needsCast: Bool { source.info.dtype != entry.dtype }
+        public var isWholeCopy: Bool { selections?.allSatisfy({ $0 == nil }) ?? true }
     }
 
     /// An output file and the tensors it holds.
@@ -47,14 +58,13 @@ public struct Conversion: Sendable {
     public let shards: [Shard]
     /// Whether the output is a bare `.safetensors` file rather than a folder.
     public let writesSingleFile: Bool
+    /// The config to write (the input's when nothing changes it).
+    public let config: ModelConfig?
+    /// Extra files written into the output folder: name → bytes (e.g. a provenance record).
+    public let extraFiles: [(name: String, bytes: [UInt8])]
 
     /// Plans the conversion and checks it can be done, before anything is written.
     public init(input: ModelFolder, output: String, options: Options) throws(ModelFolderError) {
-        self.input = input
-        self.output = PathName.trimTrailingSlashes(output)
-        self.options = options
-        writesSingleFile = input.layout == .singleFile && output.hasSuffix(".safetensors")
-
         if options.dtype != nil, input.config?.json["quantization_config"] != nil {
             throw .quantizedCast(path: input.path)
         }
@@ -63,6 +73,22 @@ public struct Conversion: Sendable {
             if let target = options.dtype, dtype.isCastable { dtype = target }
             return Item(source: tensor, entry: .init(name: tensor.info.name, dtype: dtype, shape: tensor.info.shape))
         }
+        var config = input.config
+        if let dtype = options.dtype { config?.setDType(dtype) }
+        try self.init(input: input, output: output, options: options, items: items, config: config, extraFiles: [])
+    }
+
+    /// Plans writing `items` (in order) with `config`, plus `extraFiles`, into `output`.
+    public init(
+        input: ModelFolder, output: String, options: Options, items: [Item], config: ModelConfig?,
+        extraFiles: [(name: String, bytes: [UInt8])]
+    ) throws(ModelFolderError) {
+        self.input = input
+        self.output = PathName.trimTrailingSlashes(output)
+        self.options = options
+        self.config = config
+        self.extraFiles = extraFiles
+        writesSingleFile = input.layout == .singleFile && output.hasSuffix(".safetensors")
         let groups = Self.packShards(items, limit: options.maxShardSize)
         if groups.count == 1 {
             let name = writesSingleFile ? PathName.lastComponent(output) : "model.safetensors"
@@ -251,9 +277,11 @@ public struct Conversion: Sendable {
             let text = ShardIndex.render(weightMap: weightMap, totalSize: outputTensorBytes, totalParameters: parameters)
             try writeFile(Array(text.utf8), to: PathName.join(staging, ShardIndex.fileName))
         }
-        if var config = input.config {
-            if let dtype = options.dtype { config.setDType(dtype) }
+        if let config {
             try writeFile(config.bytes, to: PathName.join(staging, "config.json"))
+        }
+        for file in extraFiles {
+            try writeFile(file.bytes, to: PathName.join(staging, file.name))
         }
     }
 
@@ -283,7 +311,11 @@ public struct Conversion: Sendable {
         for item in shard.items {
             let source = input.shards[item.source.shard]
             let range = source.fileRange(of: item.source.info)
-            if !item.needsCast {
+            if !item.isWholeCopy, let selections = item.selections {
+                try writeGathered(item, selections: selections, from: source, range: range, writer: writer) { bytes throws(ModelFolderError) in
+                    try report(written + bytes)
+                }
+            } else if !item.needsCast {
                 var offset = range.lowerBound
                 while offset < range.upperBound {
                     let count = min(Self.copyChunkBytes, range.upperBound - offset)
@@ -319,6 +351,45 @@ public struct Conversion: Sendable {
         // Flushed later, all shards together (see `run`), so the disk keeps working
         // while the next shard is produced.
         try io { () throws(FileError) in try writer.finish(sync: false) }
+    }
+
+    /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.
+    static let gatherChunkBytes = 16 << 20
+
+    /// Writes the selected sub-tensor, a block of output rows at a time, cast if needed.
+    private func writeGathered(
+        _ item: Item, selections: [[Int]?], from source: SafeTensorsFile, range: Range<Int>,
+        writer: SafeTensorsWriter, progress: (Int) throws(ModelFolderError) -> Void
+    ) throws(ModelFolderError) {
+        let from = item.source.info.dtype, to = item.entry.dtype
+        let gather = Gather(shape: item.source.info.shape.map { Int($0) }, elementSize: from.bitWidth / 8, selections: selections)
+        let rowBytes = max(1, gather.outputRowBytes)
+        let rows = gather.outputShape.first ?? 1
+        let rowsPerStep = max(1, Self.gatherChunkBytes / rowBytes)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: rowsPerStep * rowBytes, alignment: 64)
+        defer { buffer.deallocate() }
+        let castBuffer = item.needsCast
+            ? UnsafeMutableRawPointer.allocate(byteCount: rowsPerStep * rowBytes / (from.bitWidth / 8) * (to.bitWidth / 8), alignment: 64)
+            : nil
+        defer { castBuffer?.deallocate() }
+        var done = 0
+        var row = 0
+        while row < rows {
+            let step = min(rowsPerStep, rows - row)
+            source.mapping.withBytes(in: range) { bytes in
+                gather.gather(rows: row..<(row + step), from: bytes.baseAddress!, into: buffer)
+            }
+            var chunk = UnsafeRawBufferPointer(start: buffer, count: step * rowBytes)
+            if let castBuffer {
+                let count = chunk.count / (from.bitWidth / 8)
+                FloatConversion.convertInParallel(count: count, from: from, buffer, to: to, castBuffer)
+                chunk = UnsafeRawBufferPointer(start: castBuffer, count: count * (to.bitWidth / 8))
+            }
+            try io { () throws(FileError) in try writer.write(chunk) }
+            done += chunk.count
+            row += step
+            try progress(done)
+        }
     }
 
     /// The input's `__metadata__`, with `format: pt` added when missing (transformers

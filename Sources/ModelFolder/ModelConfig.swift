@@ -38,6 +38,17 @@ public struct ModelConfig: Sendable, Equatable {
         isModified ? Array((json.serialized(.pretty) + "\n").utf8) : originalBytes
     }
 
+    /// Edits the JSON; the file is rewritten (laid out as transformers writes it) only if
+    /// the edit changed something.
+    public mutating func edit(_ body: (inout JSONValue) throws -> Void) rethrows {
+        var copy = json
+        try body(&copy)
+        if copy != json {
+            json = copy
+            isModified = true
+        }
+    }
+
     /// Rewrites every `torch_dtype`/`dtype` entry (top level and nested sub-configs) that
     /// names a float dtype to `dtype`. Returns how many entries changed.
     @discardableResult

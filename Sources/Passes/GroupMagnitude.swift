@@ -1,0 +1,70 @@
+import ModelFolder
+import ModelGraph
+import Tensors
+
+/// Calibration-free importance: the sum of squared L2 norms of every weight that would be
+/// removed with a structure (its coupled group), as Torch-Pruning and LLM-Pruner score.
+///
+/// One pass over a tensor gives, for every dimension, the sum of squares of each slice
+/// along it ("marginals"); a structure's score adds up the slices that belong to it in
+/// every tensor carrying its axis. Sums are in Double so the order of additions does not
+/// decide close calls.
+enum GroupMagnitude {
+    /// For each dimension, the sum of squares of each slice along it.
+    static func marginals(_ node: ModelGraph.Node, in model: ModelFolder) throws(TrimError) -> [[Double]] {
+        let info = node.source.info
+        let shape = info.shape.map { Int($0) }
+        let dtype = info.dtype
+        guard dtype == .f32 || dtype == .bf16 || dtype == .f16 else {
+            throw .cannotScore(tensor: node.name, dtype: dtype.name)
+        }
+        var result = shape.map { [Double](repeating: 0, count: $0) }
+        guard !shape.isEmpty, shape.allSatisfy({ $0 > 0 }) else { return result }
+        let inner = shape[shape.count - 1]
+        let rows = shape.dropLast().reduce(1, *)
+        let file = model.shards[node.source.shard]
+        file.withBytes(of: info) { bytes in
+            var index = [Int](repeating: 0, count: max(0, shape.count - 1))
+            var columns = [Double](repeating: 0, count: inner)
+            for row in 0..<rows {
+                var rowSum = 0.0
+                let base = row * inner
+                for j in 0..<inner {
+                    let v = Double(Self.load(bytes, base + j, dtype))
+                    let square = v * v
+                    rowSum += square
+                    columns[j] += square
+                }
+                for d in 0..<index.count { result[d][index[d]] += rowSum }
+                // Advance the multi-index of the outer dimensions.
+                var d = index.count - 1
+                while d >= 0 {
+                    index[d] += 1
+                    if index[d] < shape[d] { break }
+                    index[d] = 0
+                    d -= 1
+                }
+            }
+            result[shape.count - 1] = columns
+        }
+        return result
+    }
+
+    @inline(__always)
+    static func load(_ bytes: UnsafeRawBufferPointer, _ i: Int, _ dtype: DType) -> Float {
+        switch dtype {
+        case .f32:
+            return Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+        case .bf16:
+            return Float(bitPattern: FloatConversion.bf16ToF32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
+        default:
+            return Float(bitPattern: FloatConversion.f16ToF32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
+        }
+    }
+
+    /// The indices of the `keep` highest scores, ties to the lower index, ascending.
+    static func top(_ keep: Int, of scores: [Double]) -> [Int] {
+        let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        return Array(order.prefix(keep)).sorted()
+    }
+}

@@ -1,0 +1,72 @@
+import ModelGraph
+
+/// A trim the output cannot represent, refused before anything is written, with what
+/// would work instead.
+public enum TrimError: Error, Sendable, Equatable {
+    case layerOutOfRange(layer: Int, layers: Int)
+    case allLayersDropped(layers: Int)
+    case notSupported(family: String, request: String, reason: String)
+    case countOutOfRange(what: String, requested: Int, available: Int)
+    case headsNotDivisible(heads: Int, kvHeads: Int, group: Int)
+    case topKExceedsExperts(topK: Int, experts: Int)
+    case cannotScore(tensor: String, dtype: String)
+    case derivedAxisChanges(family: String, axis: String, expression: String, from: Int, to: Int)
+    case axisNotWritable(family: String, axis: String)
+    case layerPatternUnrepresentable(kind: String)
+    case unevenCounts(what: String, counts: [Int])
+    case graph(GraphError)
+
+    public var rule: String {
+        switch self {
+        case .layerOutOfRange: return "layer-out-of-range"
+        case .allLayersDropped: return "all-layers-dropped"
+        case .notSupported: return "not-supported"
+        case .countOutOfRange: return "count-out-of-range"
+        case .headsNotDivisible: return "gqa-heads-not-divisible"
+        case .topKExceedsExperts: return "top-k-exceeds-experts"
+        case .cannotScore: return "cannot-score"
+        case .derivedAxisChanges: return "derived-axis-changes"
+        case .axisNotWritable: return "axis-not-writable"
+        case .layerPatternUnrepresentable: return "layer-pattern"
+        case .unevenCounts: return "uneven-counts"
+        case .graph(let error): return error.rule
+        }
+    }
+}
+
+extension TrimError: CustomStringConvertible {
+    public var description: String {
+        if case .graph(let error) = self { return error.description }
+        return "\(sentence) [rule: \(rule)]"
+    }
+
+    private var sentence: String {
+        switch self {
+        case let .layerOutOfRange(layer, layers):
+            return "layer \(layer) does not exist: the model has \(layers) layers, numbered 0 to \(layers - 1)"
+        case let .allLayersDropped(layers):
+            return "dropping all \(layers) layers leaves no model; keep at least one"
+        case let .notSupported(family, request, reason):
+            return "\(request) is not possible for \(family): \(reason)"
+        case let .countOutOfRange(what, requested, available):
+            return "cannot keep \(requested) \(what): the model has \(available); ask for 1 to \(available)"
+        case let .headsNotDivisible(heads, kvHeads, group):
+            let options = (1...group).map { $0 * kvHeads }.map(String.init).joined(separator: ", ")
+            return "\(heads) query heads cannot be spread evenly over \(kvHeads) kv heads: query head h belongs to kv head h / \(group), the config holds one num_key_value_heads, so every group must keep the same number of query heads; ask for a multiple of \(kvHeads) (\(options)), or drop whole groups with --kv-heads"
+        case let .topKExceedsExperts(topK, experts):
+            return "the router picks \(topK) experts per token (num_experts_per_tok), so at least \(topK) must remain; \(experts) were asked for"
+        case let .cannotScore(tensor, dtype):
+            return "tensor '\(tensor)' is \(dtype), which magnitude scoring cannot read; pass explicit keep lists in a recipe"
+        case let .derivedAxisChanges(family, axis, expression, from, to):
+            return "\(family) derives \(axis) = \(expression) from its config, so this change would turn \(axis) from \(from) into \(to) while the weights keep \(from); its config cannot express the result"
+        case let .axisNotWritable(family, axis):
+            return "the \(family) config has no key that holds '\(axis)', so its size cannot change"
+        case let .layerPatternUnrepresentable(kind):
+            return "after dropping these layers, which layers are \(kind) can no longer be expressed in the config"
+        case let .unevenCounts(what, counts):
+            return "layers would keep different numbers of \(what) (\(counts.map(String.init).joined(separator: ", "))); standard transformers classes need the same count in every layer"
+        case .graph(let error):
+            return error.description
+        }
+    }
+}

@@ -1,0 +1,205 @@
+import ModelFolder
+import ModelGraph
+
+/// Resolves a `TrimRequest` against a model into an explicit `TrimPlan`, choosing indices by
+/// group magnitude, and refusing what the output could not represent.
+public struct TrimPlanner {
+    public let graph: ModelGraph
+    /// When false (a dry run), no weights are read and the first indices stand in for the
+    /// ones scoring would choose; counts, shapes and sizes are the same.
+    public let scores: Bool
+    private var marginalCache: [String: [[Double]]] = [:]
+
+    public init(graph: ModelGraph, scores: Bool = true) {
+        self.graph = graph
+        self.scores = scores
+    }
+
+    var family: String { graph.descriptor.family }
+    var binding: AxisBinding { graph.binding }
+
+    /// The resolved plan. Reads the weights of the layers it scores (only when a width
+    /// prune asks for magnitude selection).
+    public mutating func plan(_ request: TrimRequest) throws(TrimError) -> TrimPlan {
+        var plan = TrimPlan()
+        let layers = binding.layerCount
+        for layer in request.dropLayers where layer < 0 || layer >= layers {
+            throw .layerOutOfRange(layer: layer, layers: layers)
+        }
+        plan.dropLayers = Array(Set(request.dropLayers)).sorted()
+        guard plan.dropLayers.count < layers else { throw .allLayersDropped(layers: layers) }
+        let surviving = (0..<layers).filter { !plan.dropLayers.contains($0) }
+
+        if request.kvHeads != nil || request.heads != nil {
+            try planAttention(request, surviving, &plan)
+        }
+        if let experts = request.experts {
+            try planExperts(experts, surviving, &plan)
+        }
+        // FFN sizes: a ratio on --ffn applies to every FFN axis the model has.
+        // (axis, size, asked for by name): a ratio on --ffn also applies to every other FFN
+        // axis the model has; a count on --ffn applies to the experts' FFN of a model with
+        // no dense one (Mixtral).
+        let ffnAxes: [(axis: String, size: TrimRequest.Size?, explicit: Bool)] = [
+            ("ffn", request.ffn, binding.size("expert_ffn") == nil),
+            ("expert_ffn", request.expertFFN ?? (isRatio(request.ffn) || binding.size("ffn") == nil ? request.ffn : nil), request.expertFFN != nil),
+            ("shared_expert_ffn", request.sharedExpertFFN ?? (isRatio(request.ffn) ? request.ffn : nil), request.sharedExpertFFN != nil),
+        ]
+        for (axis, size, explicit) in ffnAxes {
+            guard let size else { continue }
+            guard let current = binding.size(axis) else {
+                if !explicit { continue }
+                throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "the model has no \(axis) axis")
+            }
+            try planFFN(axis: axis, keep: size.resolve(from: current), current: current, surviving, &plan)
+        }
+        return plan
+    }
+
+    private func isRatio(_ size: TrimRequest.Size?) -> Bool {
+        if case .ratio = size { return true }
+        return false
+    }
+
+    // MARK: Attention
+
+    private mutating func planAttention(_ request: TrimRequest, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
+        if let derived = graph.descriptor.axes["head_dim"]?.value {
+            throw .notSupported(family: family, request: "head pruning",
+                                reason: "its config has no head_dim key (the model derives head_dim = \(derived)), so fewer heads would change the head size")
+        }
+        guard let heads = binding.size("heads"), let kv = binding.size("kv_heads"), let group = binding.size("group") else {
+            throw .notSupported(family: family, request: "head pruning", reason: "its descriptor has no kv_heads/group axes (its attention is not described per kv group)")
+        }
+        var keepKV = request.kvHeads ?? kv
+        var perGroup = group
+        if let wanted = request.heads {
+            if group == 1 && request.kvHeads == nil {
+                keepKV = wanted  // no GQA: every head is its own group
+            } else {
+                guard wanted % keepKV == 0, wanted / keepKV <= group, wanted >= keepKV else {
+                    throw .headsNotDivisible(heads: wanted, kvHeads: keepKV, group: group)
+                }
+                perGroup = wanted / keepKV
+            }
+        }
+        guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
+        guard keepKV * perGroup <= heads else { throw .countOutOfRange(what: "query heads", requested: keepKV * perGroup, available: heads) }
+        for layer in surviving {
+            var kvScores = [Double](repeating: 0, count: kv)
+            try accumulate(axis: "kv_heads", layer: layer, into: &kvScores) { $0["kv_heads"] }
+            let keptKV = keepKV == kv ? Array(0..<kv) : GroupMagnitude.top(keepKV, of: kvScores)
+            var query: [[Int]] = []
+            if perGroup == group {
+                query = keptKV.map { _ in Array(0..<group) }
+            } else {
+                var headScores = [Double](repeating: 0, count: kv * group)
+                try accumulate(axis: "group", layer: layer, into: &headScores) { indices in
+                    guard let k = indices["kv_heads"], let g = indices["group"] else { return nil }
+                    return k * group + g
+                }
+                query = keptKV.map { k in GroupMagnitude.top(perGroup, of: Array(headScores[(k * group)..<((k + 1) * group)])) }
+            }
+            plan.attention[layer] = .init(kvHeads: keptKV, queryHeads: query)
+        }
+    }
+
+    // MARK: FFN
+
+    private mutating func planFFN(axis: String, keep: Int, current: Int, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
+        guard keep >= 1, keep <= current else {
+            throw .countOutOfRange(what: "\(axis.replacingUnderscores()) channels", requested: keep, available: current)
+        }
+        for layer in surviving {
+            let perExpert = axis == "expert_ffn"
+            if perExpert {
+                guard binding.layer(layer, hasAxis: "experts", in: graph) else { continue }
+                let experts = plan.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0))
+                var byExpert: [Int: [Int]] = [:]
+                for expert in experts {
+                    var scores = [Double](repeating: 0, count: current)
+                    try accumulate(axis: axis, layer: layer, expert: expert, into: &scores) { $0[axis] }
+                    byExpert[expert] = keep == current ? Array(0..<current) : GroupMagnitude.top(keep, of: scores)
+                }
+                plan.expertFFN[layer] = byExpert
+            } else {
+                guard binding.layer(layer, hasAxis: axis, in: graph) else { continue }
+                var scores = [Double](repeating: 0, count: current)
+                try accumulate(axis: axis, layer: layer, into: &scores) { $0[axis] }
+                let kept = keep == current ? Array(0..<current) : GroupMagnitude.top(keep, of: scores)
+                if axis == "ffn" { plan.ffn[layer] = kept } else { plan.sharedExpertFFN[layer] = kept }
+            }
+        }
+    }
+
+    // MARK: Experts
+
+    private mutating func planExperts(_ keep: Int, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
+        guard let experts = binding.size("experts") else {
+            throw .notSupported(family: family, request: "--experts", reason: "it has no routed experts")
+        }
+        guard keep >= 1, keep <= experts else { throw .countOutOfRange(what: "experts", requested: keep, available: experts) }
+        if let topK = binding.size("experts_per_token"), topK > keep {
+            throw .topKExceedsExperts(topK: topK, experts: keep)
+        }
+        for layer in surviving where binding.layer(layer, hasAxis: "experts", in: graph) {
+            var scores = [Double](repeating: 0, count: experts)
+            // Every tensor of an expert goes with it, plus its router row.
+            for node in graph.nodes where node.layer == layer {
+                guard let expert = node.expert else { continue }
+                let m = try marginals(node)
+                scores[expert] += m.first?.reduce(0, +) ?? 0
+            }
+            try accumulate(axis: "experts", layer: layer, into: &scores) { $0["experts"] }
+            plan.experts[layer] = keep == experts ? Array(0..<experts) : GroupMagnitude.top(keep, of: scores)
+        }
+    }
+
+    // MARK: Scores
+
+    private mutating func marginals(_ node: ModelGraph.Node) throws(TrimError) -> [[Double]] {
+        if !scores {
+            // Equal scores everywhere: ties keep the lowest indices.
+            return node.source.info.shape.map { [Double](repeating: 0, count: Int($0)) }
+        }
+        if let cached = marginalCache[node.name] { return cached }
+        let m = try GroupMagnitude.marginals(node, in: graph.model)
+        marginalCache[node.name] = m
+        return m
+    }
+
+    /// Adds, for every tensor of `layer` (and `expert`, if given) with `axis` in a dimension,
+    /// the sum of squares of each slice to the score of the structure `key` maps it to.
+    private mutating func accumulate(
+        axis: String, layer: Int, expert: Int? = nil, into scores: inout [Double], key: ([String: Int]) -> Int?
+    ) throws(TrimError) {
+        for node in graph.nodes where node.layer == layer && (expert == nil || node.expert == expert) {
+            let spec = graph.descriptor.tensors[node.template]
+            for (d, dimension) in spec.shape.enumerated() {
+                let segments = AxisSegment.segments(of: dimension, binding)
+                guard segments.contains(where: { $0.axes?.contains(axis) == true }) else { continue }
+                let m = try marginals(node)
+                for segment in segments where segment.axes?.contains(axis) == true {
+                    for p in 0..<segment.length {
+                        if let id = key(segment.decompose(p)) { scores[id] += m[d][segment.offset + p] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension AxisBinding {
+    /// Whether any tensor of `layer` carries `axis` (e.g. whether a layer is an MoE layer).
+    func layer(_ layer: Int, hasAxis axis: String, in graph: ModelGraph) -> Bool {
+        graph.nodes.contains { node in
+            node.layer == layer && graph.descriptor.tensors[node.template].shape.contains { dimension in
+                AxisSegment.segments(of: dimension, self).contains { $0.axes?.contains(axis) == true }
+            }
+        }
+    }
+}
+
+extension String {
+    func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
+}

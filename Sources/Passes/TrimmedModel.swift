@@ -1,0 +1,145 @@
+import ModelFolder
+import ModelGraph
+import OrderedJSON
+import SafeTensors
+import Tensors
+
+/// The output of a trim as a plan for the writer: every kept tensor with its new name and
+/// the indices to keep per dimension, and the config rewritten to match.
+///
+/// Nothing is read here: selections are index lists that the writer evaluates tensor by
+/// tensor, straight from the input mapping into the output file.
+public struct TrimmedModel: Sendable {
+    public let graph: ModelGraph
+    public let plan: TrimPlan
+    public let items: [Conversion.Item]
+    public let config: ModelConfig
+    /// Axis sizes after the trim.
+    public let sizes: [String: Int]
+    /// Config entries that change: key, before, after.
+    public let configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
+
+    public init(graph: ModelGraph, plan: TrimPlan) throws(TrimError) {
+        self.graph = graph
+        self.plan = plan
+        let binding = graph.binding
+        let layers = binding.layerCount
+        let surviving = (0..<layers).filter { !plan.dropLayers.contains($0) }
+        var newIndex: [Int: Int] = [:]
+        for (i, layer) in surviving.enumerated() { newIndex[layer] = i }
+
+        // New axis sizes, checked uniform across layers.
+        var sizes = binding.sizes
+        sizes["layers"] = surviving.count
+        func uniform(_ what: String, _ counts: [Int]) throws(TrimError) -> Int? {
+            let distinct = Set(counts)
+            guard distinct.count <= 1 else { throw .unevenCounts(what: what, counts: counts) }
+            return distinct.first
+        }
+        if let kv = try uniform("kv heads", plan.attention.values.map(\.kvHeads.count)) { sizes["kv_heads"] = kv }
+        if let perGroup = try uniform("query heads per group", plan.attention.values.flatMap { $0.queryHeads.map(\.count) }) {
+            sizes["group"] = perGroup
+            sizes["heads"] = (sizes["kv_heads"] ?? 0) * perGroup
+        }
+        if let ffn = try uniform("FFN channels", plan.ffn.values.map(\.count)) { sizes["ffn"] = ffn }
+        if let ffn = try uniform("expert FFN channels", plan.expertFFN.values.flatMap { $0.values.map(\.count) }) { sizes["expert_ffn"] = ffn }
+        if let ffn = try uniform("shared expert FFN channels", plan.sharedExpertFFN.values.map(\.count)) { sizes["shared_expert_ffn"] = ffn }
+        if let experts = try uniform("experts", plan.experts.values.map(\.count)) { sizes["experts"] = experts }
+        self.sizes = sizes
+
+        // Output tensors, in input order.
+        let templates = graph.descriptor.tensors.map { TensorTemplate($0.name) }
+        var items: [Conversion.Item] = []
+        for node in graph.nodes {
+            var layerOut: Int?
+            var expertOut: Int?
+            if let layer = node.layer {
+                guard let index = newIndex[layer] else { continue }
+                layerOut = index
+                if let expert = node.expert {
+                    if let kept = plan.experts[layer] {
+                        guard let position = kept.firstIndex(of: expert) else { continue }
+                        expertOut = position
+                    } else {
+                        expertOut = expert
+                    }
+                }
+            }
+            let spec = graph.descriptor.tensors[node.template]
+            var selections: [[Int]?] = []
+            for dimension in spec.shape {
+                selections.append(try Self.keptIndices(dimension, node: node, plan: plan, binding: binding, family: graph.descriptor.family))
+            }
+            let shape = zip(node.source.info.shape, selections).map { size, kept in kept.map { UInt64($0.count) } ?? size }
+            let name = templates[node.template].name(layer: layerOut, expert: expertOut)
+            items.append(Conversion.Item(
+                source: node.source,
+                entry: .init(name: name, dtype: node.source.info.dtype, shape: shape),
+                selections: selections.contains { $0 != nil } ? selections : nil))
+        }
+        self.items = items
+
+        var config = graph.model.config!
+        var changes: [(key: String, before: JSONValue?, after: JSONValue)] = []
+        try Self.rewrite(&config, graph: graph, sizes: sizes, surviving: surviving, changes: &changes)
+        self.config = config
+        self.configChanges = changes
+    }
+
+    /// The kept flat indices of one dimension of `node`, or `nil` to keep it whole.
+    static func keptIndices(
+        _ dimension: ArchitectureDescriptor.Dimension, node: ModelGraph.Node, plan: TrimPlan,
+        binding: AxisBinding, family: String
+    ) throws(TrimError) -> [Int]? {
+        guard let layer = node.layer else { return nil }
+        let attention = plan.attention[layer]
+        func kept(_ axis: String, outer: [String: Int]) -> [Int]? {
+            switch axis {
+            case "kv_heads": return attention?.kvHeads
+            case "group":
+                guard let attention, let k = outer["kv_heads"], let position = attention.kvHeads.firstIndex(of: k) else { return nil }
+                return attention.queryHeads[position]
+            case "ffn": return plan.ffn[layer]
+            case "shared_expert_ffn": return plan.sharedExpertFFN[layer]
+            case "experts": return plan.experts[layer]
+            case "expert_ffn":
+                guard let expert = node.expert ?? outer["experts"] else { return nil }
+                return plan.expertFFN[layer]?[expert]
+            default: return nil
+            }
+        }
+        let segments = AxisSegment.segments(of: dimension, binding)
+        var result: [Int] = []
+        var changed = false
+        for segment in segments {
+            guard let axes = segment.axes else {
+                // An opaque expression (e.g. hidden / heads) may only stay whole.
+                let names = (try? AxisExpression(segment.expression).axes) ?? []
+                if names.contains(where: { ["kv_heads", "group", "heads", "ffn", "expert_ffn", "shared_expert_ffn", "experts"].contains($0) && kept($0, outer: [:]) != nil }) {
+                    throw .notSupported(family: family, request: "this trim", reason: "dimension '\(segment.expression)' of \(node.name) cannot be sliced")
+                }
+                result += (segment.offset..<(segment.offset + segment.length))
+                continue
+            }
+            var flat: [Int] = []
+            func walk(_ level: Int, _ base: Int, _ outer: [String: Int]) {
+                if level == axes.count {
+                    flat.append(base)
+                    return
+                }
+                let axis = axes[level]
+                let size = segment.sizes[level]
+                let indices = kept(axis, outer: outer)
+                if indices != nil { changed = true }
+                for i in indices ?? Array(0..<size) {
+                    var next = outer
+                    next[axis] = i
+                    walk(level + 1, base * size + i, next)
+                }
+            }
+            walk(0, 0, [:])
+            result += flat.map { $0 + segment.offset }
+        }
+        return changed ? result : nil
+    }
+}
