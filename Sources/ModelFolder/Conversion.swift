@@ -35,14 +35,22 @@ public struct Conversion: Sendable {
         /// `nil` copies the tensor whole.
         public var selections: [[Int]?]?
 
-        public init(source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil) {
+        /// Tensors merged into `source` the LaCo way (θ + Σ(θ_k − θ), in F32, then cast back);
+        /// empty for a plain copy.
+        public var mergeSources: [ModelFolder.Tensor]
+
+        public init(
+            source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil,
+            mergeSources: [ModelFolder.Tensor] = []
+        ) {
             self.source = source
             self.entry = entry
             self.selections = selections
+            self.mergeSources = mergeSources
         }
 
         public var needsCast: Bool { source.info.dtype != entry.dtype }
-        public var isWholeCopy: Bool { selections?.allSatisfy({ $0 == nil }) ?? true }
+        public var isWholeCopy: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
     }
 
     /// An output file and the tensors it holds.
@@ -311,9 +319,24 @@ public struct Conversion: Sendable {
         for item in shard.items {
             let source = input.shards[item.source.shard]
             let range = source.fileRange(of: item.source.info)
-            if !item.isWholeCopy, let selections = item.selections {
-                try writeGathered(item, selections: selections, from: source, range: range, writer: writer) { bytes throws(ModelFolderError) in
-                    try report(written + bytes)
+            if !item.mergeSources.isEmpty {
+                let merged = mergedBytes(item)
+                let selections = item.selections ?? item.source.info.shape.map { _ in nil }
+                // Array's closure APIs rethrow untyped errors; carry the typed one through a Result.
+                let result = merged.withUnsafeBytes { bytes in
+                    Result { () throws(ModelFolderError) in
+                        try writeGathered(item, selections: selections, source: bytes.baseAddress!, writer: writer) { done throws(ModelFolderError) in
+                            try report(written + done)
+                        }
+                    }
+                }
+                try result.get()
+            } else if !item.isWholeCopy, let selections = item.selections {
+                let mapping = source.mapping
+                try mapping.withBytes(in: range) { bytes throws(ModelFolderError) in
+                    try writeGathered(item, selections: selections, source: bytes.baseAddress!, writer: writer) { done throws(ModelFolderError) in
+                        try report(written + done)
+                    }
                 }
             } else if !item.needsCast {
                 var offset = range.lowerBound
@@ -356,9 +379,36 @@ public struct Conversion: Sendable {
     /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.
     static let gatherChunkBytes = 16 << 20
 
-    /// Writes the selected sub-tensor, a block of output rows at a time, cast if needed.
+    /// The LaCo merge of an item's source with its merge sources, in the source's dtype.
+    /// Holds one tensor in memory (its F32 sum and the cast result).
+    private func mergedBytes(_ item: Item) -> [UInt8] {
+        let dtype = item.source.info.dtype
+        let count = Int(item.source.info.elementCount)
+        var sum = [Float](repeating: 0, count: count)
+        var result = [UInt8](repeating: 0, count: count * dtype.bitWidth / 8)
+        func withAll(_ tensors: ArraySlice<ModelFolder.Tensor>, _ pointers: [UnsafeRawPointer], _ body: ([UnsafeRawPointer]) -> Void) {
+            guard let first = tensors.first else { return body(pointers) }
+            input.shards[first.shard].withBytes(of: first.info) { bytes in
+                withAll(tensors.dropFirst(), pointers + [bytes.baseAddress!], body)
+            }
+        }
+        withAll(ArraySlice([item.source] + item.mergeSources), []) { pointers in
+            sum.withUnsafeMutableBufferPointer { out in
+                LayerMerge.merge(count: count, dtype: dtype, base: pointers[0], others: Array(pointers.dropFirst()), into: out.baseAddress!)
+            }
+        }
+        sum.withUnsafeBytes { source in
+            result.withUnsafeMutableBytes { destination in
+                FloatConversion.convert(count: count, from: .f32, source.baseAddress!, to: dtype, destination.baseAddress!)
+            }
+        }
+        return result
+    }
+
+    /// Writes the selected sub-tensor of `source` (the whole source tensor's bytes), a block
+    /// of output rows at a time, cast if needed.
     private func writeGathered(
-        _ item: Item, selections: [[Int]?], from source: SafeTensorsFile, range: Range<Int>,
+        _ item: Item, selections: [[Int]?], source: UnsafeRawPointer,
         writer: SafeTensorsWriter, progress: (Int) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
         let from = item.source.info.dtype, to = item.entry.dtype
@@ -376,9 +426,7 @@ public struct Conversion: Sendable {
         var row = 0
         while row < rows {
             let step = min(rowsPerStep, rows - row)
-            source.mapping.withBytes(in: range) { bytes in
-                gather.gather(rows: row..<(row + step), from: bytes.baseAddress!, into: buffer)
-            }
+            gather.gather(rows: row..<(row + step), from: source, into: buffer)
             var chunk = UnsafeRawBufferPointer(start: buffer, count: step * rowBytes)
             if let castBuffer {
                 let count = chunk.count / (from.bitWidth / 8)

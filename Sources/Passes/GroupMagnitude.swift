@@ -10,43 +10,65 @@ import Tensors
 /// every tensor carrying its axis. Sums are in Double so the order of additions does not
 /// decide close calls.
 enum GroupMagnitude {
-    /// For each dimension, the sum of squares of each slice along it.
-    static func marginals(_ node: ModelGraph.Node, in model: ModelFolder) throws(TrimError) -> [[Double]] {
+    /// For each dimension, the sum of squares of each slice along it; of the LaCo merge of
+    /// `node` with `mergeSources` when there are any.
+    static func marginals(
+        _ node: ModelGraph.Node, mergedWith mergeSources: [ModelFolder.Tensor], in model: ModelFolder
+    ) throws(TrimError) -> [[Double]] {
         let info = node.source.info
         let shape = info.shape.map { Int($0) }
-        let dtype = info.dtype
-        guard dtype == .f32 || dtype == .bf16 || dtype == .f16 else {
-            throw .cannotScore(tensor: node.name, dtype: dtype.name)
+        guard info.dtype.isCastable else { throw .cannotScore(tensor: node.name, dtype: info.dtype.name) }
+        if mergeSources.isEmpty {
+            return model.shards[node.source.shard].withBytes(of: info) { bytes in
+                marginals(bytes, dtype: info.dtype, shape: shape)
+            }
         }
+        let count = Int(info.elementCount)
+        var sum = [Float](repeating: 0, count: count)
+        func withAll(_ tensors: ArraySlice<ModelFolder.Tensor>, _ pointers: [UnsafeRawPointer], _ body: ([UnsafeRawPointer]) -> Void) {
+            guard let first = tensors.first else { return body(pointers) }
+            model.shards[first.shard].withBytes(of: first.info) { withAll(tensors.dropFirst(), pointers + [$0.baseAddress!], body) }
+        }
+        withAll(ArraySlice([node.source] + mergeSources), []) { pointers in
+            sum.withUnsafeMutableBufferPointer {
+                LayerMerge.merge(count: count, dtype: info.dtype, base: pointers[0], others: Array(pointers.dropFirst()), into: $0.baseAddress!)
+            }
+        }
+        // Score what will be written: the merge rounded to the tensor's dtype.
+        var rounded = [UInt8](repeating: 0, count: count * info.dtype.bitWidth / 8)
+        sum.withUnsafeBytes { source in
+            rounded.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: .f32, source.baseAddress!, to: info.dtype, $0.baseAddress!) }
+        }
+        return rounded.withUnsafeBytes { marginals($0, dtype: info.dtype, shape: shape) }
+    }
+
+    static func marginals(_ bytes: UnsafeRawBufferPointer, dtype: DType, shape: [Int]) -> [[Double]] {
         var result = shape.map { [Double](repeating: 0, count: $0) }
         guard !shape.isEmpty, shape.allSatisfy({ $0 > 0 }) else { return result }
         let inner = shape[shape.count - 1]
         let rows = shape.dropLast().reduce(1, *)
-        let file = model.shards[node.source.shard]
-        file.withBytes(of: info) { bytes in
-            var index = [Int](repeating: 0, count: max(0, shape.count - 1))
-            var columns = [Double](repeating: 0, count: inner)
-            for row in 0..<rows {
-                var rowSum = 0.0
-                let base = row * inner
-                for j in 0..<inner {
-                    let v = Double(Self.load(bytes, base + j, dtype))
-                    let square = v * v
-                    rowSum += square
-                    columns[j] += square
-                }
-                for d in 0..<index.count { result[d][index[d]] += rowSum }
-                // Advance the multi-index of the outer dimensions.
-                var d = index.count - 1
-                while d >= 0 {
-                    index[d] += 1
-                    if index[d] < shape[d] { break }
-                    index[d] = 0
-                    d -= 1
-                }
+        var index = [Int](repeating: 0, count: shape.count - 1)
+        var columns = [Double](repeating: 0, count: inner)
+        for row in 0..<rows {
+            var rowSum = 0.0
+            let base = row * inner
+            for j in 0..<inner {
+                let v = Double(Self.load(bytes, base + j, dtype))
+                let square = v * v
+                rowSum += square
+                columns[j] += square
             }
-            result[shape.count - 1] = columns
+            for d in 0..<index.count { result[d][index[d]] += rowSum }
+            // Advance the multi-index of the outer dimensions.
+            var d = index.count - 1
+            while d >= 0 {
+                index[d] += 1
+                if index[d] < shape[d] { break }
+                index[d] = 0
+                d -= 1
+            }
         }
+        result[shape.count - 1] = columns
         return result
     }
 

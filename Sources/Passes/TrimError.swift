@@ -4,6 +4,7 @@ import ModelGraph
 /// would work instead.
 public enum TrimError: Error, Sendable, Equatable {
     case layerOutOfRange(layer: Int, layers: Int)
+    case badMerge(layers: [Int], reason: String)
     case allLayersDropped(layers: Int)
     case notSupported(family: String, request: String, reason: String)
     case countOutOfRange(what: String, requested: Int, available: Int)
@@ -19,6 +20,7 @@ public enum TrimError: Error, Sendable, Equatable {
     public var rule: String {
         switch self {
         case .layerOutOfRange: return "layer-out-of-range"
+        case .badMerge: return "bad-merge"
         case .allLayersDropped: return "all-layers-dropped"
         case .notSupported: return "not-supported"
         case .countOutOfRange: return "count-out-of-range"
@@ -44,6 +46,8 @@ extension TrimError: CustomStringConvertible {
         switch self {
         case let .layerOutOfRange(layer, layers):
             return "layer \(layer) does not exist: the model has \(layers) layers, numbered 0 to \(layers - 1)"
+        case let .badMerge(layers, reason):
+            return "cannot merge layers \(layers.map(String.init).joined(separator: ", ")): \(reason)"
         case let .allLayersDropped(layers):
             return "dropping all \(layers) layers leaves no model; keep at least one"
         case let .notSupported(family, request, reason):

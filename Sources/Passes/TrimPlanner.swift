@@ -9,6 +9,8 @@ public struct TrimPlanner {
     /// ones scoring would choose; counts, shapes and sizes are the same.
     public let scores: Bool
     private var marginalCache: [String: [[Double]]] = [:]
+    /// Merges already planned: scores of a merged layer are taken on its merged weights.
+    private var mergePlan: [TrimPlan.Merge] = []
 
     public init(graph: ModelGraph, scores: Bool = true) {
         self.graph = graph
@@ -27,8 +29,23 @@ public struct TrimPlanner {
             throw .layerOutOfRange(layer: layer, layers: layers)
         }
         plan.dropLayers = Array(Set(request.dropLayers)).sorted()
-        guard plan.dropLayers.count < layers else { throw .allLayersDropped(layers: layers) }
-        let surviving = (0..<layers).filter { !plan.dropLayers.contains($0) }
+        var merged = Set<Int>()
+        for run in request.merges {
+            guard run.count >= 2, zip(run, run.dropFirst()).allSatisfy({ $1 == $0 + 1 }) else {
+                throw .badMerge(layers: run, reason: "a merge takes two or more consecutive layers, such as 20-23")
+            }
+            for layer in run where layer < 0 || layer >= layers { throw .layerOutOfRange(layer: layer, layers: layers) }
+            guard merged.isDisjoint(with: run) else { throw .badMerge(layers: run, reason: "it overlaps another merge") }
+            if let dropped = run.first(where: { plan.dropLayers.contains($0) }) {
+                throw .badMerge(layers: run, reason: "layer \(dropped) is also dropped; a layer is either merged or dropped")
+            }
+            merged.formUnion(run)
+            plan.merges.append(.init(layers: run, norms: request.mergeNorms))
+        }
+        plan.merges.sort { $0.layers[0] < $1.layers[0] }
+        mergePlan = plan.merges
+        guard plan.removedLayers.count < layers else { throw .allLayersDropped(layers: layers) }
+        let surviving = (0..<layers).filter { !plan.removedLayers.contains($0) }
 
         if request.kvHeads != nil || request.heads != nil {
             try planAttention(request, surviving, &plan)
@@ -163,7 +180,8 @@ public struct TrimPlanner {
             return node.source.info.shape.map { [Double](repeating: 0, count: Int($0)) }
         }
         if let cached = marginalCache[node.name] { return cached }
-        let m = try GroupMagnitude.marginals(node, in: graph.model)
+        let sources = TrimmedModel.mergeSources(of: node, merges: mergePlan, graph: graph)
+        let m = try GroupMagnitude.marginals(node, mergedWith: sources, in: graph.model)
         marginalCache[node.name] = m
         return m
     }

@@ -33,8 +33,19 @@ public struct TrimRequest: Sendable, Equatable {
         }
     }
 
+    /// What a LaCo merge does with norm weights, which are scales rather than updates.
+    public enum NormPolicy: String, Sendable, Equatable {
+        /// Keep the first layer's norms (the default: averaging scales has no basis in LaCo).
+        case first
+        /// Apply the merge formula to norms too.
+        case merge
+    }
+
     /// Layers to remove, by original index.
     public var dropLayers: [Int] = []
+    /// Runs of consecutive layers to merge into their first (LaCo), by original index.
+    public var merges: [[Int]] = []
+    public var mergeNorms: NormPolicy = .first
     /// Keep this many kv heads (whole GQA groups) per layer.
     public var kvHeads: Int?
     /// Keep this many query heads per layer, the same number inside every kv group.
@@ -51,7 +62,7 @@ public struct TrimRequest: Sendable, Equatable {
     public init() {}
 
     public var isEmpty: Bool {
-        dropLayers.isEmpty && kvHeads == nil && heads == nil && ffn == nil && expertFFN == nil
+        dropLayers.isEmpty && merges.isEmpty && kvHeads == nil && heads == nil && ffn == nil && expertFFN == nil
             && sharedExpertFFN == nil && experts == nil
     }
 }

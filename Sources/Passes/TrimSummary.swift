@@ -33,7 +33,7 @@ public struct TrimSummary: Sendable {
         let plan = trimmed.plan
         var next = 0
         return (0..<binding.layerCount).map { layer in
-            if plan.dropLayers.contains(layer) { return (layer, nil, nil, nil, nil, nil) }
+            if plan.removedLayers.contains(layer) { return (layer, nil, nil, nil, nil, nil) }
             defer { next += 1 }
             let attention = plan.attention[layer]
             let heads = attention.map { $0.queryHeads.reduce(0) { $0 + $1.count } } ?? binding.size("heads")
@@ -86,7 +86,8 @@ public struct TrimSummary: Sendable {
         for l in layers {
             func f(_ v: Int?) -> String { v.map(String.init) ?? "—" }
             if l.new == nil {
-                lines.append("  " + String(l.original).padding(7) + "dropped")
+                let into = trimmed.plan.merges.first { $0.layers.dropFirst().contains(l.original) }?.layers.first
+                lines.append("  " + String(l.original).padding(7) + (into.map { "merged into \($0)" } ?? "dropped"))
             } else {
                 lines.append("  " + String(l.original).padding(7) + f(l.new).padding(6) + f(l.heads).padding(7) + f(l.kvHeads).padding(4) + f(l.ffn).padding(8) + f(l.experts))
             }

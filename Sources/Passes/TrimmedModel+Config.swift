@@ -58,7 +58,8 @@ extension TrimmedModel {
                 set(key, .array(remapped.map { .integer($0) }))
             }
             for key in layerConfig?.count_below ?? [] {
-                guard let value = json[key]?.intValue else { continue }
+                // A count at or past the last layer covers every layer before and after.
+                guard let value = json[key]?.intValue, value < layers else { continue }
                 set(key, .integer(surviving.filter { $0 < value }.count))
             }
             // Layer kinds (e.g. Qwen2-MoE's sparse layers) must stay what they were.

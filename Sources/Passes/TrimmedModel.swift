@@ -24,7 +24,7 @@ public struct TrimmedModel: Sendable {
         self.plan = plan
         let binding = graph.binding
         let layers = binding.layerCount
-        let surviving = (0..<layers).filter { !plan.dropLayers.contains($0) }
+        let surviving = (0..<layers).filter { !plan.removedLayers.contains($0) }
         var newIndex: [Int: Int] = [:]
         for (i, layer) in surviving.enumerated() { newIndex[layer] = i }
 
@@ -75,7 +75,8 @@ public struct TrimmedModel: Sendable {
             items.append(Conversion.Item(
                 source: node.source,
                 entry: .init(name: name, dtype: node.source.info.dtype, shape: shape),
-                selections: selections.contains { $0 != nil } ? selections : nil))
+                selections: selections.contains { $0 != nil } ? selections : nil,
+                mergeSources: Self.mergeSources(of: node, merges: plan.merges, graph: graph)))
         }
         self.items = items
 
@@ -141,5 +142,18 @@ public struct TrimmedModel: Sendable {
             result += flat.map { $0 + segment.offset }
         }
         return changed ? result : nil
+    }
+
+    /// The tensors merged into `node` by a LaCo merge: the same tensor (template and expert)
+    /// of the later layers of the run that starts at node's layer. Norms join only with
+    /// `norms: merge`; tensors that are not floats never merge.
+    static func mergeSources(of node: ModelGraph.Node, merges: [TrimPlan.Merge], graph: ModelGraph) -> [ModelFolder.Tensor] {
+        guard let layer = node.layer, let merge = merges.first(where: { $0.layers.first == layer }) else { return [] }
+        let spec = graph.descriptor.tensors[node.template]
+        if spec.role == "norm" && merge.norms == .first { return [] }
+        guard node.source.info.dtype.isCastable else { return [] }
+        return merge.layers.dropFirst().compactMap { other in
+            graph.nodes.first { $0.template == node.template && $0.layer == other && $0.expert == node.expert }?.source
+        }
     }
 }

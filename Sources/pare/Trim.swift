@@ -42,6 +42,12 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Layers to remove, by index: 3,20-23.", valueName: "list"))
     var dropLayers: String?
 
+    @Option(help: ArgumentHelp("Merge runs of consecutive layers into their first the LaCo way, θ_l + Σ(θ_l+k − θ_l), computed in f32 from the original weights: 20-23 or 3-4,20-23.", valueName: "runs"))
+    var mergeLayers: String?
+
+    @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first) or merge them too (merge).", valueName: "first|merge"))
+    var mergeNorms = "first"
+
     @Option(help: ArgumentHelp("Keep N kv heads (whole GQA groups) per layer.", valueName: "N"))
     var kvHeads: Int?
 
@@ -82,6 +88,12 @@ struct Trim: ParsableCommand {
         if let dropLayers, Self.parseLayers(dropLayers) == nil {
             throw ValidationError("--drop-layers takes indices and ranges such as 3,20-23 (got '\(dropLayers)')")
         }
+        if let mergeLayers, Self.parseRuns(mergeLayers) == nil {
+            throw ValidationError("--merge-layers takes runs of consecutive layers such as 20-23 or 3-4,20-23 (got '\(mergeLayers)')")
+        }
+        if TrimRequest.NormPolicy(rawValue: mergeNorms) == nil {
+            throw ValidationError("--merge-norms is first or merge (got '\(mergeNorms)')")
+        }
         for (flag, value) in [("--ffn", ffn), ("--expert-ffn", expertFfn), ("--shared-expert-ffn", sharedExpertFfn)] {
             if let value, TrimRequest.Size(value) == nil {
                 throw ValidationError("\(flag) takes a channel count (6144) or a fraction in (0, 1] (0.75); got '\(value)'")
@@ -107,8 +119,21 @@ struct Trim: ParsableCommand {
         return result
     }
 
+    /// `3-4,20-23` → [[3, 4], [20, 21, 22, 23]].
+    static func parseRuns(_ text: String) -> [[Int]]? {
+        var runs: [[Int]] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a < b else { return nil }
+            runs.append(Array(a...b))
+        }
+        return runs
+    }
+
     var request: TrimRequest {
         var request = TrimRequest()
+        request.merges = mergeLayers.flatMap(Self.parseRuns) ?? []
+        request.mergeNorms = TrimRequest.NormPolicy(rawValue: mergeNorms) ?? .first
         request.dropLayers = dropLayers.flatMap(Self.parseLayers) ?? []
         request.kvHeads = kvHeads
         request.heads = heads
