@@ -14,6 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .target(name: "OrderedJSON"),
@@ -22,7 +23,13 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
         .target(name: "ModelGraph", dependencies: ["ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
-        .target(name: "Passes", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
+        .target(
+            name: "Passes",
+            dependencies: [
+                "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .executableTarget(
             name: "pare",
             dependencies: [

@@ -19,11 +19,15 @@ public struct Conversion: Sendable {
         public var maxShardSize: Int
         /// Replace an existing output.
         public var force: Bool
+        /// The output is the input itself (`--in-place`): the new model is written beside it
+        /// and swapped in only once complete, so the original survives any failure.
+        public var replacesInput: Bool
 
-        public init(dtype: DType? = nil, maxShardSize: Int = 5_000_000_000, force: Bool = false) {
+        public init(dtype: DType? = nil, maxShardSize: Int = 5_000_000_000, force: Bool = false, replacesInput: Bool = false) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.force = force
+            self.replacesInput = replacesInput
         }
     }
 
@@ -156,6 +160,12 @@ public struct Conversion: Sendable {
             throw .notFound(path: parent)
         }
         let outputAbsolute = PathName.join(parentAbsolute, name)
+        if options.replacesInput {
+            // Only the input itself may be replaced, and only as a whole.
+            let root = FileSystem.realPath(input.root ?? input.path)
+            guard root == FileSystem.realPath(output) else { throw .outputOverlapsInput(input: input.path, output: output) }
+            return
+        }
         let outputs = Set([outputAbsolute, FileSystem.realPath(output) ?? outputAbsolute])
         var inputs = [FileSystem.realPath(input.root ?? input.path) ?? input.path]
         inputs += input.shards.compactMap { FileSystem.realPath($0.path) }
@@ -259,7 +269,8 @@ public struct Conversion: Sendable {
         try io { () throws(FileError) in try writeMetadataFiles(into: staging) }
         guard let root = input.root else { return }
         var directories: [String] = []
-        for relative in input.otherFiles {
+        let replaced = Set(extraFiles.map(\.name))
+        for relative in input.otherFiles where !replaced.contains(relative) {
             if !progress(outputTensorBytes, outputTensorBytes) { throw .interrupted }
             try io { () throws(FileError) in
                 var directory = staging

@@ -5,6 +5,7 @@ import ModelGraph
 public enum TrimError: Error, Sendable, Equatable {
     case layerOutOfRange(layer: Int, layers: Int)
     case badMerge(layers: [Int], reason: String)
+    case badKeepList(what: String, reason: String)
     case allLayersDropped(layers: Int)
     case notSupported(family: String, request: String, reason: String)
     case countOutOfRange(what: String, requested: Int, available: Int)
@@ -21,6 +22,7 @@ public enum TrimError: Error, Sendable, Equatable {
         switch self {
         case .layerOutOfRange: return "layer-out-of-range"
         case .badMerge: return "bad-merge"
+        case .badKeepList: return "bad-keep-list"
         case .allLayersDropped: return "all-layers-dropped"
         case .notSupported: return "not-supported"
         case .countOutOfRange: return "count-out-of-range"
@@ -48,6 +50,8 @@ extension TrimError: CustomStringConvertible {
             return "layer \(layer) does not exist: the model has \(layers) layers, numbered 0 to \(layers - 1)"
         case let .badMerge(layers, reason):
             return "cannot merge layers \(layers.map(String.init).joined(separator: ", ")): \(reason)"
+        case let .badKeepList(what, reason):
+            return "the keep list for \(what) is not usable: \(reason)"
         case let .allLayersDropped(layers):
             return "dropping all \(layers) layers leaves no model; keep at least one"
         case let .notSupported(family, request, reason):

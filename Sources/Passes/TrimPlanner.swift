@@ -11,6 +11,8 @@ public struct TrimPlanner {
     private var marginalCache: [String: [[Double]]] = [:]
     /// Merges already planned: scores of a merged layer are taken on its merged weights.
     private var mergePlan: [TrimPlan.Merge] = []
+    /// Keep lists given in a recipe; they win over scoring for the layers they name.
+    private var explicit = TrimPlan()
 
     public init(graph: ModelGraph, scores: Bool = true) {
         self.graph = graph
@@ -22,7 +24,8 @@ public struct TrimPlanner {
 
     /// The resolved plan. Reads the weights of the layers it scores (only when a width
     /// prune asks for magnitude selection).
-    public mutating func plan(_ request: TrimRequest) throws(TrimError) -> TrimPlan {
+    public mutating func plan(_ request: TrimRequest, explicit: TrimPlan = TrimPlan()) throws(TrimError) -> TrimPlan {
+        self.explicit = explicit
         var plan = TrimPlan()
         let layers = binding.layerCount
         for layer in request.dropLayers where layer < 0 || layer >= layers {
@@ -47,11 +50,31 @@ public struct TrimPlanner {
         guard plan.removedLayers.count < layers else { throw .allLayersDropped(layers: layers) }
         let surviving = (0..<layers).filter { !plan.removedLayers.contains($0) }
 
-        if request.kvHeads != nil || request.heads != nil {
+        let removed = plan.removedLayers
+        let named = Set(explicit.attention.keys).union(explicit.ffn.keys).union(explicit.expertFFN.keys)
+            .union(explicit.sharedExpertFFN.keys).union(explicit.experts.keys)
+        if let layer = named.sorted().first(where: { $0 >= layers || removed.contains($0) }) {
+            throw .badKeepList(what: "layer \(layer)", reason: layer >= layers ? "the model has \(layers) layers" : "that layer is dropped or merged away")
+        }
+        if request.kvHeads != nil || request.heads != nil || !explicit.attention.isEmpty {
             try planAttention(request, surviving, &plan)
         }
-        if let experts = request.experts {
-            try planExperts(experts, surviving, &plan)
+        if request.experts != nil || !explicit.experts.isEmpty {
+            try planExperts(request.experts, surviving, &plan)
+        }
+        for (layer, kept) in explicit.ffn where surviving.contains(layer) {
+            try check(kept, below: binding.size("ffn") ?? 0, "FFN channels of layer \(layer)")
+            plan.ffn[layer] = kept
+        }
+        for (layer, kept) in explicit.sharedExpertFFN where surviving.contains(layer) {
+            try check(kept, below: binding.size("shared_expert_ffn") ?? 0, "shared expert FFN channels of layer \(layer)")
+            plan.sharedExpertFFN[layer] = kept
+        }
+        for (layer, byExpert) in explicit.expertFFN where surviving.contains(layer) {
+            for (expert, kept) in byExpert {
+                try check(kept, below: binding.size("expert_ffn") ?? 0, "FFN channels of expert \(expert) in layer \(layer)")
+            }
+            plan.expertFFN[layer] = byExpert
         }
         // FFN sizes: a ratio on --ffn applies to every FFN axis the model has.
         // (axis, size, asked for by name): a ratio on --ffn also applies to every other FFN
@@ -102,7 +125,21 @@ public struct TrimPlanner {
         }
         guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
         guard keepKV * perGroup <= heads else { throw .countOutOfRange(what: "query heads", requested: keepKV * perGroup, available: heads) }
+        let asked = request.kvHeads != nil || request.heads != nil
         for layer in surviving {
+            if let given = explicit.attention[layer] {
+                try check(given.kvHeads, below: kv, "kv heads of layer \(layer)")
+                guard given.queryHeads.count == given.kvHeads.count else {
+                    throw .badKeepList(what: "query heads of layer \(layer)", reason: "there must be one list per kept kv head (\(given.kvHeads.count))")
+                }
+                for group in given.queryHeads { try check(group, below: binding.size("group") ?? 0, "query heads of layer \(layer)") }
+                guard Set(given.queryHeads.map(\.count)).count == 1 else {
+                    throw .headsNotDivisible(heads: given.queryHeads.reduce(0) { $0 + $1.count }, kvHeads: given.kvHeads.count, group: group)
+                }
+                plan.attention[layer] = given
+                continue
+            }
+            guard asked else { continue }
             var kvScores = [Double](repeating: 0, count: kv)
             try accumulate(axis: "kv_heads", layer: layer, into: &kvScores) { $0["kv_heads"] }
             let keptKV = keepKV == kv ? Array(0..<kv) : GroupMagnitude.top(keepKV, of: kvScores)
@@ -129,6 +166,11 @@ public struct TrimPlanner {
         }
         for layer in surviving {
             let perExpert = axis == "expert_ffn"
+            if (axis == "ffn" && explicit.ffn[layer] != nil) || (axis == "shared_expert_ffn" && explicit.sharedExpertFFN[layer] != nil)
+                || (perExpert && explicit.expertFFN[layer] != nil)
+            {
+                continue
+            }
             if perExpert {
                 guard binding.layer(layer, hasAxis: "experts", in: graph) else { continue }
                 let experts = plan.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0))
@@ -151,15 +193,22 @@ public struct TrimPlanner {
 
     // MARK: Experts
 
-    private mutating func planExperts(_ keep: Int, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
+    private mutating func planExperts(_ wanted: Int?, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
         guard let experts = binding.size("experts") else {
             throw .notSupported(family: family, request: "--experts", reason: "it has no routed experts")
         }
+        let topK = binding.size("experts_per_token") ?? 1
+        for (layer, kept) in explicit.experts where surviving.contains(layer) {
+            try check(kept, below: experts, "experts of layer \(layer)")
+            guard kept.count >= topK else { throw .topKExceedsExperts(topK: topK, experts: kept.count) }
+            plan.experts[layer] = kept
+        }
+        guard let keep = wanted else { return }
         guard keep >= 1, keep <= experts else { throw .countOutOfRange(what: "experts", requested: keep, available: experts) }
-        if let topK = binding.size("experts_per_token"), topK > keep {
+        if topK > keep {
             throw .topKExceedsExperts(topK: topK, experts: keep)
         }
-        for layer in surviving where binding.layer(layer, hasAxis: "experts", in: graph) {
+        for layer in surviving where binding.layer(layer, hasAxis: "experts", in: graph) && explicit.experts[layer] == nil {
             var scores = [Double](repeating: 0, count: experts)
             // Every tensor of an expert goes with it, plus its router row.
             for node in graph.nodes where node.layer == layer {
@@ -169,6 +218,17 @@ public struct TrimPlanner {
             }
             try accumulate(axis: "experts", layer: layer, into: &scores) { $0["experts"] }
             plan.experts[layer] = keep == experts ? Array(0..<experts) : GroupMagnitude.top(keep, of: scores)
+        }
+    }
+
+    /// A keep list must be non-empty, strictly increasing and in range.
+    private func check(_ kept: [Int], below size: Int, _ what: String) throws(TrimError) {
+        guard !kept.isEmpty else { throw .badKeepList(what: what, reason: "it keeps nothing") }
+        guard zip(kept, kept.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw .badKeepList(what: what, reason: "indices must be strictly increasing (pare keeps the original order)")
+        }
+        guard let last = kept.last, let first = kept.first, first >= 0, last < size else {
+            throw .badKeepList(what: what, reason: "indices must be in 0..<\(size)")
         }
     }
 

@@ -30,14 +30,22 @@ struct Trim: ParsableCommand {
               pare trim ./model ./small --drop-layers 20-23 --ffn 0.75 --dry-run
               pare trim ./model ./small --kv-heads 4 --ffn 6144
               pare trim ./mixtral ./mixtral-6e --experts 6 --json
+              pare trim ./model --in-place --drop-layers 20-23
+              pare trim ./model ./again --recipe ./small/pare-trim.json   # replay
             """
     )
 
     @Argument(help: "Input model folder (or model.safetensors.index.json).")
     var input: String
 
-    @Argument(help: "Output folder.")
-    var output: String
+    @Argument(help: "Output folder (omit with --in-place).")
+    var output: String?
+
+    @Flag(help: "Trim IN itself: the new model is written beside it and swapped in only once complete, so the original survives any failure.")
+    var inPlace = false
+
+    @Option(help: ArgumentHelp("A recipe (YAML or JSON) with the same settings as the flags, plus explicit keep lists; flags override it. A pare-trim.json replays that trim.", valueName: "file"))
+    var recipe: String?
 
     @Option(help: ArgumentHelp("Layers to remove, by index: 3,20-23.", valueName: "list"))
     var dropLayers: String?
@@ -85,6 +93,12 @@ struct Trim: ParsableCommand {
     var formats: String?
 
     func validate() throws {
+        if inPlace && output != nil {
+            throw ValidationError("give either OUT or --in-place, not both")
+        }
+        if !inPlace && output == nil && !dryRun {
+            throw ValidationError("missing OUT: give an output folder, or --in-place to trim IN itself")
+        }
         if let dropLayers, Self.parseLayers(dropLayers) == nil {
             throw ValidationError("--drop-layers takes indices and ranges such as 3,20-23 (got '\(dropLayers)')")
         }
@@ -104,43 +118,22 @@ struct Trim: ParsableCommand {
         }
     }
 
-    static func parseLayers(_ text: String) -> [Int]? {
-        var result: [Int] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
-            if bounds.count == 1, let n = Int(bounds[0]), n >= 0 {
-                result.append(n)
-            } else if bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a <= b {
-                result += Array(a...b)
-            } else {
-                return nil
-            }
-        }
-        return result
-    }
+    static func parseLayers(_ text: String) -> [Int]? { LayerList.parse(text) }
 
-    /// `3-4,20-23` → [[3, 4], [20, 21, 22, 23]].
-    static func parseRuns(_ text: String) -> [[Int]]? {
-        var runs: [[Int]] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
-            guard bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a < b else { return nil }
-            runs.append(Array(a...b))
-        }
-        return runs
-    }
+    static func parseRuns(_ text: String) -> [[Int]]? { LayerList.parseRuns(text) }
 
-    var request: TrimRequest {
-        var request = TrimRequest()
-        request.merges = mergeLayers.flatMap(Self.parseRuns) ?? []
-        request.mergeNorms = TrimRequest.NormPolicy(rawValue: mergeNorms) ?? .first
-        request.dropLayers = dropLayers.flatMap(Self.parseLayers) ?? []
-        request.kvHeads = kvHeads
-        request.heads = heads
-        request.ffn = ffn.flatMap(TrimRequest.Size.init)
-        request.expertFFN = expertFfn.flatMap(TrimRequest.Size.init)
-        request.sharedExpertFFN = sharedExpertFfn.flatMap(TrimRequest.Size.init)
-        request.experts = experts
+    /// The recipe's request with every flag given on the command line on top.
+    func request(over base: TrimRequest) -> TrimRequest {
+        var request = base
+        if let runs = mergeLayers.flatMap(Self.parseRuns) { request.merges = runs }
+        if mergeNorms != "first" || mergeLayers != nil { request.mergeNorms = TrimRequest.NormPolicy(rawValue: mergeNorms) ?? .first }
+        if let layers = dropLayers.flatMap(Self.parseLayers) { request.dropLayers = layers }
+        request.kvHeads = kvHeads ?? request.kvHeads
+        request.heads = heads ?? request.heads
+        request.ffn = ffn.flatMap(TrimRequest.Size.init) ?? request.ffn
+        request.expertFFN = expertFfn.flatMap(TrimRequest.Size.init) ?? request.expertFFN
+        request.sharedExpertFFN = sharedExpertFfn.flatMap(TrimRequest.Size.init) ?? request.sharedExpertFFN
+        request.experts = experts ?? request.experts
         return request
     }
 
@@ -152,8 +145,9 @@ struct Trim: ParsableCommand {
             if let problem = graph.problems.first {
                 throw TrimError.graph(problem)
             }
+            let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             var planner = TrimPlanner(graph: graph, scores: !dryRun)
-            let plan = try planner.plan(request)
+            let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
             let trimmed = try TrimmedModel(graph: graph, plan: plan)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
             if dryRun {
@@ -169,9 +163,10 @@ struct Trim: ParsableCommand {
                     .object([("file", .string(PathName.lastComponent(model.shardNames[i]))), ("bytes", .integer(shard.fileSize))])
                 })),
             ])
+            let destination = output ?? model.root ?? model.path
             let conversion = try Conversion(
-                input: model, output: output,
-                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force),
+                input: model, output: destination,
+                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
                 items: trimmed.items, config: trimmed.config,
                 extraFiles: [("pare-trim.json", Array((provenance.serialized(.pretty) + "\n").utf8))])
             let bar = ProgressBar(label: "trimming", quiet: quiet)
@@ -187,7 +182,7 @@ struct Trim: ParsableCommand {
                 StandardStream.standardOutput.write(summary.json.serialized(.pretty) + "\n")
             } else if !quiet {
                 StandardStream.standardError.write(summary.text)
-                StandardStream.standardError.write("wrote \(output)\n")
+                StandardStream.standardError.write("wrote \(destination)\n")
             }
         }
     }
