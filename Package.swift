@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(name: "OrderedJSON"),
@@ -22,7 +23,13 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CSystemShims"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
-        .target(name: "ModelGraph", dependencies: ["ModelFolder", "SafeTensors", "Tensors", "OrderedJSON"]),
+        .target(
+            name: "ModelGraph",
+            dependencies: [
+                "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .target(
             name: "Passes",
             dependencies: [

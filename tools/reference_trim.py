@@ -583,7 +583,7 @@ def qwen2_moe_sparse_config(sparse: list[bool], kept: list[int], decoder_sparse_
     new_mlp_only = [j for j, i in enumerate(kept) if i in mlp_only_layers]
     want = [sparse[i] for i in kept]
     got = [(j not in new_mlp_only) and (j + 1) % decoder_sparse_step == 0 for j in range(len(kept))]
-    if True:
+    if got == want:
         return decoder_sparse_step, new_mlp_only
     return 1, [j for j, s in enumerate(want) if not s]
 

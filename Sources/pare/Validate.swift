@@ -2,6 +2,7 @@ import ArgumentParser
 import ModelFolder
 import ModelGraph
 import OrderedJSON
+import Tensors
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,13 +32,38 @@ struct Validate: ParsableCommand {
     @Option(help: ArgumentHelp("Also read architecture descriptors from this folder (they win over built-in ones).", valueName: "dir"))
     var formats: String?
 
+    @Option(help: ArgumentHelp("Also compare with an expected config and tensor manifest (name, dtype, shape, sha256); config keys such as transformers_version are ignored.", valueName: "file"))
+    var golden: String?
+
+    @Option(help: ArgumentHelp("Write the model's golden (config + manifest) to this file: the deliberate way to (re)generate one.", valueName: "file"))
+    var writeGolden: String?
+
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: path)
             let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let graph = try ModelGraph(model: model, registry: registry)
+            var goldenDifferences: [String] = []
+            if golden != nil || writeGolden != nil {
+                let actual = Golden(of: model)
+                if let writeGolden {
+                    try Self.write(actual.json.serialized(.pretty) + "\n", to: writeGolden)
+                }
+                if let golden {
+                    let bytes = try MappedFile(path: golden).withBytes { Array($0) }
+                    let expected = try Golden(json: try JSONParser.parse(bytes), source: golden)
+                    goldenDifferences = expected.differences(from: actual)
+                }
+            }
+            for difference in goldenDifferences {
+                StandardStream.standardError.write("pare: error: \(path): \(difference) [rule: golden]\n")
+            }
+            if !goldenDifferences.isEmpty && graph.problems.isEmpty && !json {
+                StandardStream.standardError.write("pare: error: \(path): \(goldenDifferences.count) difference\(goldenDifferences.count == 1 ? "" : "s") from \(golden ?? "the golden")\n")
+                throw ExitCode(1)
+            }
             if json {
-                StandardStream.standardOutput.write(Self.report(graph).serialized(.pretty) + "\n")
+                StandardStream.standardOutput.write(Self.report(graph, golden: goldenDifferences).serialized(.pretty) + "\n")
             } else if graph.problems.isEmpty {
                 StandardStream.standardOutput.write(
                     "ok: \(path) is a consistent \(graph.descriptor.family) checkpoint: \(graph.nodes.count) tensors, \(graph.binding.layerCount) layers\n")
@@ -45,21 +71,29 @@ struct Validate: ParsableCommand {
                 for problem in graph.problems { StandardStream.standardError.write("pare: error: \(problem)\n") }
                 StandardStream.standardError.write("pare: error: \(path): \(graph.problems.count) problem\(graph.problems.count == 1 ? "" : "s") against the \(graph.descriptor.family) descriptor\n")
             }
-            if !graph.problems.isEmpty { throw ExitCode(1) }
+            if !graph.problems.isEmpty || !goldenDifferences.isEmpty { throw ExitCode(1) }
         }
     }
 
-    static func report(_ graph: ModelGraph) -> JSONValue {
+    static func write(_ text: String, to path: String) throws {
+        if FileSystem.exists(path) { try FileSystem.removeTree(path) }
+        let file = try OutputFile(creating: path)
+        try file.write(Array(text.utf8))
+        try file.close()
+    }
+
+    static func report(_ graph: ModelGraph, golden: [String]) -> JSONValue {
         .object([
             ("path", .string(graph.model.path)),
             ("family", .string(graph.descriptor.family)),
             ("model_type", graph.model.config?.json["model_type"] ?? .null),
-            ("valid", .bool(graph.problems.isEmpty)),
+            ("valid", .bool(graph.problems.isEmpty && golden.isEmpty)),
             ("axes", .object(graph.binding.sizes.sorted { $0.key < $1.key }.map { ($0.key, .integer($0.value)) })),
             ("tensors", .integer(graph.nodes.count)),
             ("problems", .array(graph.problems.map { problem in
                 .object([("rule", .string(problem.rule)), ("message", .string(problem.description))])
             })),
+            ("golden_differences", .array(golden.map { .string($0) })),
         ])
     }
 }

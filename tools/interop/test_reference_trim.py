@@ -821,3 +821,23 @@ def test_example_plan(plan_file, tmp_path):
     check_disk_shapes(out)
     load_model(out)
     check_against_emulation(src, out, plan)
+
+
+def test_expert_ffn_size_not_16_byte_aligned(tmp_path):
+    """Known trap (transformers 5.24 + torch 2.13 CPU): MoE experts run through torch grouped_mm by
+    default, which needs row strides that are multiples of 16 bytes. An expert FFN of 5 float32
+    channels (20-byte rows) loads fine but the default forward raises; experts_implementation="eager"
+    runs it, and the reference's output is right."""
+    from transformers import AutoModelForCausalLM
+
+    src = FIXTURES / "qwen2-moe"
+    plan = {"expert_ffn": {"0": {str(e): [0, 3, 5, 7, 11] for e in range(4)},
+                           "2": {str(e): [1, 2, 3, 4, 5] for e in range(4)}}}
+    out = rt.trim(src, tmp_path / "out", plan)
+    assert read_config(out)["moe_intermediate_size"] == 5
+    default = load_model(out)
+    with pytest.raises(RuntimeError, match="strides should be multiple of 16 bytes"):
+        logits_of(default)
+    eager = AutoModelForCausalLM.from_pretrained(str(out), experts_implementation="eager").eval()
+    want = logits_of(emulate(load_model(src), plan, torch.float32))
+    torch.testing.assert_close(logits_of(eager), want, rtol=RTOL, atol=ATOL)
