@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the bundled tiny model: inspect a Llama checkpoint (GQA, f32), convert
-# it to bf16 re-sharded into three files, and inspect the result.
+# The main job on the bundled tiny model: inspect a Llama checkpoint (GQA, f32), print the
+# plan of a trim, trim it (drop a layer, keep one kv group, halve the FFN), validate the
+# result, and convert it to bf16 in shards.
 # Usage: tools/demo.sh [OUTPUT_DIR]   (default: a fresh temporary folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,13 +12,13 @@ fi
 swift build --product pare >/dev/null
 PARE=.build/debug/pare
 MODEL=Tests/Fixtures/models/llama-gqa-f32
-OUT="${1:-$(mktemp -d)/llama-bf16}"
+OUT="${1:-$(mktemp -d)}"
+mkdir -p "$OUT"
 
-echo "\$ pare inspect $MODEL"
-$PARE inspect "$MODEL"
-echo
-echo "\$ pare convert $MODEL $OUT --dtype bf16 --max-shard-size 100KB"
-$PARE convert "$MODEL" "$OUT" --dtype bf16 --max-shard-size 100KB
-echo
-echo "\$ pare inspect $OUT"
-$PARE inspect "$OUT"
+run() { echo; echo "\$ pare $*"; $PARE "$@"; }
+run inspect "$MODEL"
+run trim "$MODEL" --drop-layers 1 --kv-heads 1 --ffn 0.5 --dry-run
+run trim "$MODEL" "$OUT/llama-small" --drop-layers 1 --kv-heads 1 --ffn 0.5
+run validate "$OUT/llama-small"
+run convert "$OUT/llama-small" "$OUT/llama-small-bf16" --dtype bf16 --max-shard-size 50KB
+run inspect "$OUT/llama-small-bf16"
