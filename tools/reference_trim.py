@@ -241,8 +241,11 @@ def model_info(model) -> ModelInfo:
     heads = cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    has = lambda i, suffix: f"{prefix}{i}.{suffix}" in sd  # noqa: E731
-    moe_layers = [i for i in range(n) if fam.moe and has(i, "mlp.gate.weight")]
+    moe_layers = [i for i in range(n) if fam.moe and f"{prefix}{i}.mlp.gate.weight" in sd]
+    if cfg.model_type == "qwen2_moe":  # the weights agree with Qwen2MoeDecoderLayer's rule
+        rule = [i for i in range(n) if i not in cfg.mlp_only_layers and cfg.num_experts > 0
+                and (i + 1) % cfg.decoder_sparse_step == 0]
+        assert moe_layers == rule, f"MoE layers {moe_layers} differ from the config's rule {rule}"
     dense_layers = [i for i in range(n) if fam.dense_ffn is not None and i not in moe_layers]
     ffn_size = None
     if fam.dense_ffn == "gpt2":
@@ -642,7 +645,7 @@ def _uniform(counts: dict, what: str, config_key: str) -> int | None:
         return None
     values = set(counts.values())
     if len(values) > 1:
-        items = sorted(counts.items(), key=lambda kv: str(kv[0]))
+        items = list(counts.items())
         a = items[0]
         b = next(kv for kv in items if kv[1] != a[1])
         raise TrimError(
@@ -1005,7 +1008,8 @@ def resolve(model_dir, request: dict) -> dict:
             raise TrimError(
                 f"heads={heads_n} cannot be split evenly over {kv_n} kv heads: query head h belongs to kv head "
                 f"h // group and the config holds one num_attention_heads and one num_key_value_heads, so every "
-                f"kept kv group must keep the same number of query heads; use a multiple of {kv_n}"
+                f"kept kv group must keep the same number of query heads; use a multiple of {kv_n}, or set kv_heads "
+                f"to a divisor of {heads_n}"
             )
         per_group = heads_n // kv_n
         if per_group > group:

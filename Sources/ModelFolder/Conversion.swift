@@ -192,7 +192,14 @@ public struct Conversion: Sendable {
     /// Performs the conversion. Returns warnings about leftovers that could not be removed
     /// after the new output was already in place (the conversion itself succeeded).
     @discardableResult
-    public func run(progress: Progress = { _, _ in true }) throws(ModelFolderError) -> [String] {
+    ///
+    /// `lateFiles` is called once the tensors are written, for files whose content depends
+    /// on work done meanwhile (a provenance record with hashes computed alongside); they
+    /// are written like `extraFiles`.
+    public func run(
+        progress: Progress = { _, _ in true },
+        lateFiles: () -> [(name: String, bytes: [UInt8])] = { [] }
+    ) throws(ModelFolderError) -> [String] {
         let parent = PathName.parent(output)
         let name = PathName.lastComponent(output)
         let pid = getpid()
@@ -204,7 +211,7 @@ public struct Conversion: Sendable {
                 try io { () throws(FileError) in try FileSystem.syncFile(staging) }
             } else {
                 try io { () throws(FileError) in try FileSystem.makeDirectory(staging) }
-                try writeFolder(into: staging, progress: progress)
+                try writeFolder(into: staging, progress: progress, lateFiles: lateFiles)
                 for shard in shards {
                     try io { () throws(FileError) in try FileSystem.syncFile(PathName.join(staging, shard.fileName)) }
                 }
@@ -256,20 +263,25 @@ public struct Conversion: Sendable {
         return warnings
     }
 
-    private func writeFolder(into staging: String, progress: Progress) throws(ModelFolderError) {
+    private func writeFolder(
+        into staging: String, progress: Progress, lateFiles: () -> [(name: String, bytes: [UInt8])]
+    ) throws(ModelFolderError) {
         var done = 0
         for shard in shards {
             try writeShard(shard, to: PathName.join(staging, shard.fileName), done: done, progress: progress)
             done += shard.tensorBytes
         }
-        try writeOtherFiles(into: staging, progress: progress)
+        let late = lateFiles()
+        try writeOtherFiles(into: staging, progress: progress, late: late)
     }
 
-    private func writeOtherFiles(into staging: String, progress: Progress) throws(ModelFolderError) {
-        try io { () throws(FileError) in try writeMetadataFiles(into: staging) }
+    private func writeOtherFiles(
+        into staging: String, progress: Progress, late: [(name: String, bytes: [UInt8])]
+    ) throws(ModelFolderError) {
+        try io { () throws(FileError) in try writeMetadataFiles(into: staging, late: late) }
         guard let root = input.root else { return }
         var directories: [String] = []
-        let replaced = Set(extraFiles.map(\.name))
+        let replaced = Set((extraFiles + late).map(\.name))
         for relative in input.otherFiles where !replaced.contains(relative) {
             if !progress(outputTensorBytes, outputTensorBytes) { throw .interrupted }
             try io { () throws(FileError) in
@@ -289,7 +301,7 @@ public struct Conversion: Sendable {
         }
     }
 
-    private func writeMetadataFiles(into staging: String) throws(FileError) {
+    private func writeMetadataFiles(into staging: String, late: [(name: String, bytes: [UInt8])]) throws(FileError) {
         if shards.count > 1 {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
             let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + $1.source.info.elementCount } }
@@ -299,7 +311,7 @@ public struct Conversion: Sendable {
         if let config {
             try writeFile(config.bytes, to: PathName.join(staging, "config.json"))
         }
-        for file in extraFiles {
+        for file in extraFiles + late {
             try writeFile(file.bytes, to: PathName.join(staging, file.name))
         }
     }

@@ -89,6 +89,9 @@ struct Trim: ParsableCommand {
     @Flag(help: "No progress bar or summary.")
     var quiet = false
 
+    @Flag(help: "Leave the input's tensor SHA-256s out of pare-trim.json (they are hashed on another core while trimming).")
+    var noHashes = false
+
     @Option(help: ArgumentHelp("Also read architecture descriptors from this folder.", valueName: "dir"))
     var formats: String?
 
@@ -154,28 +157,37 @@ struct Trim: ParsableCommand {
                 StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
                 return
             }
-            let provenance = JSONValue.object([
-                ("tool", .string("pare \(Pare.configuration.version)")),
-                ("input", .string(input)),
-                ("request", .string(CommandLine.arguments.dropFirst().joined(separator: " "))),
-                ("plan", plan.json),
-                ("input_files", .array(model.shards.enumerated().map { i, shard in
-                    .object([("file", .string(PathName.lastComponent(model.shardNames[i]))), ("bytes", .integer(shard.fileSize))])
-                })),
-            ])
+            let hasher = noHashes ? nil : TensorHasher(model: model)
+            let arguments = CommandLine.arguments.dropFirst().joined(separator: " ")
+            func provenance() -> [(name: String, bytes: [UInt8])] {
+                var members: [(key: String, value: JSONValue)] = [
+                    ("tool", .string("pare \(Pare.configuration.version)")),
+                    ("input", .string(input)),
+                    ("request", .string(arguments)),
+                    ("plan", plan.json),
+                    ("input_files", .array(model.shards.enumerated().map { i, shard in
+                        .object([("file", .string(PathName.lastComponent(model.shardNames[i]))), ("bytes", .integer(shard.fileSize))])
+                    })),
+                ]
+                if let hasher {
+                    members.append(("input_tensors", .array(hasher.wait().map { .object([("name", .string($0.name)), ("sha256", .string($0.sha256))]) })))
+                }
+                return [("pare-trim.json", Array((JSONValue.object(members).serialized(.pretty) + "\n").utf8))]
+            }
             let destination = output ?? model.root ?? model.path
             let conversion = try Conversion(
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
-                items: trimmed.items, config: trimmed.config,
-                extraFiles: [("pare-trim.json", Array((provenance.serialized(.pretty) + "\n").utf8))])
+                items: trimmed.items, config: trimmed.config, extraFiles: [])
             let bar = ProgressBar(label: "trimming", quiet: quiet)
             Interruption.install()
             defer { bar.finish() }
-            let warnings = try conversion.run { done, total in
-                bar.update(done: done, total: total)
-                return !Interruption.isRequested
-            }
+            let warnings = try conversion.run(
+                progress: { done, total in
+                    bar.update(done: done, total: total)
+                    return !Interruption.isRequested
+                },
+                lateFiles: provenance)
             bar.finish()
             for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
             if json {

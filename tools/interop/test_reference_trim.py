@@ -17,7 +17,7 @@ is checked here against things that do not share its code:
 Why logits are compared with a tolerance rather than bit for bit: a zeroed column still
 takes part in the matmul's reduction, and a reduction over a different length is blocked
 and summed in a different order by the BLAS kernel, so results differ by float32
-rounding (observed max |diff| ~1e-6 on these fixtures). The same holds for the router's
+rounding (observed: max |diff| <= 2e-7, about half of the cases bit-equal). The same holds for the router's
 softmax over 4 vs 3 entries. Dropping a layer (identity) and the weights themselves are
 checked bit for bit.
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO_ROOT / "tools"))
 import reference_trim as rt  # noqa: E402
 
 PLANS_DIR = Path(__file__).resolve().parent / "trim_plans"
-RTOL = ATOL = 2e-5  # float32 logits, see the module docstring
+RTOL, ATOL = 1e-5, 2e-6  # float32 logits, see the module docstring
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,6 +77,8 @@ def _save(model, folder: Path) -> Path:
 def extra_models(tmp_path_factory) -> dict[str, Path]:
     """Families / layouts the committed fixtures do not cover."""
     from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
         MistralConfig,
         MistralForCausalLM,
         Qwen2Config,
@@ -93,6 +95,12 @@ def extra_models(tmp_path_factory) -> dict[str, Path]:
     out["mistral"] = _save(
         MistralForCausalLM(MistralConfig(intermediate_size=48, num_hidden_layers=4, head_dim=8, **common)),
         root / "mistral",
+    )
+    # Biases on q/k/v/o and on gate/up/down.
+    out["llama-bias"] = _save(
+        LlamaForCausalLM(LlamaConfig(intermediate_size=48, num_hidden_layers=3, attention_bias=True, mlp_bias=True,
+                                     **common)),
+        root / "llama-bias",
     )
     # Sliding window on the layers >= max_window_layers: layer_types = [full, full, sliding, sliding].
     out["qwen2-sliding"] = _save(
@@ -346,6 +354,9 @@ CASES = [
      {"num_hidden_layers": 1, "num_key_value_heads": 1, "num_attention_heads": 2, "intermediate_size": 24}),
     ("mistral", "chain", {"merge": [{"start": 1, "count": 2}], "drop_layers": [3], "kv_heads": 1, "heads": 1, "ffn": 0.5},
      {"num_hidden_layers": 2, "num_key_value_heads": 1, "num_attention_heads": 1, "head_dim": 8, "intermediate_size": 24}),
+    ("llama-bias", "chain", {"merge": [{"start": 1, "count": 2}], "kv_heads": 1, "heads": 1, "ffn": 0.5},
+     {"num_hidden_layers": 2, "num_key_value_heads": 1, "num_attention_heads": 1, "head_dim": 8, "intermediate_size": 24}),
+    ("llama-bias", "heads", {"heads": 2}, {"num_key_value_heads": 2, "num_attention_heads": 2, "head_dim": 8}),
     ("qwen3", "drop", {"drop_layers": [1]}, {"num_hidden_layers": 2, "max_window_layers": 2}),
     ("qwen3", "merge3", {"merge": [{"start": 0, "count": 3}]}, {"num_hidden_layers": 1}),
     ("qwen3", "kv_heads", {"kv_heads": 1}, {"num_key_value_heads": 1, "num_attention_heads": 2, "head_dim": 16}),

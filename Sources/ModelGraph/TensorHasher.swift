@@ -1,0 +1,31 @@
+import Crypto
+import Dispatch
+import ModelFolder
+import Synchronization
+
+/// SHA-256 of every tensor of a model, computed on another core while the main work runs,
+/// for provenance records that let a result be audited against its exact input.
+public final class TensorHasher: Sendable {
+    private let digests = Mutex<[(name: String, sha256: String)]>([])
+    private let group = DispatchGroup()
+
+    /// Starts hashing `model`'s tensors in the background.
+    public init(model: ModelFolder) {
+        group.enter()
+        DispatchQueue.global(qos: .utility).async { [self] in
+            var result: [(name: String, sha256: String)] = []
+            for tensor in model.tensors {
+                let digest = model.shards[tensor.shard].withBytes(of: tensor.info) { SHA256.hash(data: $0) }
+                result.append((tensor.info.name, digest.map { String($0, radix: 16).leftPadded(2) }.joined()))
+            }
+            digests.withLock { $0 = result }
+            group.leave()
+        }
+    }
+
+    /// The digests, in the model's tensor order; waits for the hashing to finish.
+    public func wait() -> [(name: String, sha256: String)] {
+        group.wait()
+        return digests.withLock { $0 }
+    }
+}
