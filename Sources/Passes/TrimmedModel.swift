@@ -36,15 +36,15 @@ public struct TrimmedModel: Sendable {
             guard distinct.count <= 1 else { throw .unevenCounts(what: what, counts: counts) }
             return distinct.first
         }
-        if let kv = try uniform("kv heads", plan.attention.values.map(\.kvHeads.count)) { sizes["kv_heads"] = kv }
-        if let perGroup = try uniform("query heads per group", plan.attention.values.flatMap { $0.queryHeads.map(\.count) }) {
+        if let kv = try uniform("kv heads", plan.attention.sorted { $0.key < $1.key }.map(\.value.kvHeads.count)) { sizes["kv_heads"] = kv }
+        if let perGroup = try uniform("query heads per group", plan.attention.sorted { $0.key < $1.key }.flatMap { $0.value.queryHeads.map(\.count) }) {
             sizes["group"] = perGroup
             sizes["heads"] = (sizes["kv_heads"] ?? 0) * perGroup
         }
-        if let ffn = try uniform("FFN channels", plan.ffn.values.map(\.count)) { sizes["ffn"] = ffn }
-        if let ffn = try uniform("expert FFN channels", plan.expertFFN.values.flatMap { $0.values.map(\.count) }) { sizes["expert_ffn"] = ffn }
-        if let ffn = try uniform("shared expert FFN channels", plan.sharedExpertFFN.values.map(\.count)) { sizes["shared_expert_ffn"] = ffn }
-        if let experts = try uniform("experts", plan.experts.values.map(\.count)) { sizes["experts"] = experts }
+        if let ffn = try uniform("FFN channels", plan.ffn.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["ffn"] = ffn }
+        if let ffn = try uniform("expert FFN channels", plan.expertFFN.sorted { $0.key < $1.key }.flatMap { $0.value.sorted { $0.key < $1.key }.map(\.value.count) }) { sizes["expert_ffn"] = ffn }
+        if let ffn = try uniform("shared expert FFN channels", plan.sharedExpertFFN.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["shared_expert_ffn"] = ffn }
+        if let experts = try uniform("experts", plan.experts.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["experts"] = experts }
         self.sizes = sizes
 
         // Output tensors, in input order.
