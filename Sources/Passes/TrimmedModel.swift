@@ -18,6 +18,8 @@ public struct TrimmedModel: Sendable {
     public let sizes: [String: Int]
     /// Config entries that change: key, before, after.
     public let configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
+    /// Things that will load but may not run everywhere, each one sentence.
+    public let warnings: [String]
 
     public init(graph: ModelGraph, plan: TrimPlan) throws(TrimError) {
         self.graph = graph
@@ -85,6 +87,17 @@ public struct TrimmedModel: Sendable {
         try Self.rewrite(&config, graph: graph, sizes: sizes, surviving: surviving, changes: &changes)
         self.config = config
         self.configChanges = changes
+
+        // transformers runs MoE experts through grouped_mm on CPU by default, which needs
+        // every expert row to be a multiple of 16 bytes.
+        var warnings: [String] = []
+        if let ffn = sizes["expert_ffn"], ffn != binding.size("expert_ffn"),
+            let element = graph.nodes.first(where: { $0.expert != nil })?.source.info.dtype.bitWidth, (ffn * element / 8) % 16 != 0
+        {
+            let multiple = 16 / gcd(16, element / 8)
+            warnings.append("experts keep \(ffn) FFN channels: transformers' default grouped_mm needs rows of a multiple of 16 bytes (a multiple of \(multiple) channels here), so load with experts_implementation=\"eager\" or choose a multiple of \(multiple)")
+        }
+        self.warnings = warnings
     }
 
     /// The kept flat indices of one dimension of `node`, or `nil` to keep it whole.
@@ -157,3 +170,5 @@ public struct TrimmedModel: Sendable {
         }
     }
 }
+
+private func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }

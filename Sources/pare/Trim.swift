@@ -153,6 +153,7 @@ struct Trim: ParsableCommand {
             let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
             let trimmed = try TrimmedModel(graph: graph, plan: plan)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
+            for warning in trimmed.warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
             if dryRun {
                 StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
                 return
