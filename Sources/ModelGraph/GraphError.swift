@@ -46,7 +46,7 @@ extension GraphError: CustomStringConvertible {
         case let .axisInvalid(path, axis, expression, problem):
             return "\(path): axis '\(axis)' = \(expression): \(problem)"
         case let .unexpectedTensor(tensor, family):
-            return "tensor '\(tensor)' is not part of a \(family) checkpoint as the descriptor describes it"
+            return "tensor '\(tensor)' is not part of a \(family) checkpoint as the descriptor describes it (describe it in a descriptor under formats/, or let pare trim copy it unchanged with --keep-unknown)"
         case let .missingTensor(tensor, shape):
             return "tensor '\(tensor)' \(dims(shape)) is missing"
         case let .shapeMismatch(tensor, expected, actual, axes):

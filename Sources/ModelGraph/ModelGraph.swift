@@ -28,6 +28,8 @@ public struct ModelGraph: Sendable {
     public let nodes: [Node]
     /// Everything wrong with the checkpoint, in tensor order (empty when it is consistent).
     public let problems: [GraphError]
+    /// Tensors no template describes (each also reported in `problems`).
+    public let unknownTensors: [ModelFolder.Tensor]
 
     /// Builds the graph; `registry` finds the descriptor for the config's `model_type`.
     /// Structural problems (a config the descriptor cannot bind) throw; tensor problems are
@@ -47,6 +49,7 @@ public struct ModelGraph: Sendable {
         var problems: [GraphError] = []
         var nodes: [Node] = []
         var seen = Set<String>()
+        var unknown: [ModelFolder.Tensor] = []
         let layers = binding.layerCount
         let experts = binding.size("experts") ?? 0
         for tensor in model.tensors {
@@ -73,7 +76,10 @@ public struct ModelGraph: Sendable {
                 matched = true
                 break
             }
-            if !matched { problems.append(.unexpectedTensor(tensor: name, family: descriptor.family)) }
+            if !matched {
+                problems.append(.unexpectedTensor(tensor: name, family: descriptor.family))
+                unknown.append(tensor)
+            }
         }
         // Every required instance must be there.
         for (index, spec) in descriptor.tensors.enumerated() {
@@ -94,6 +100,7 @@ public struct ModelGraph: Sendable {
         }
         self.nodes = nodes
         self.problems = problems
+        self.unknownTensors = unknown
     }
 
     /// The shape a tensor of this template has under the binding (dimensions that cannot be

@@ -42,6 +42,14 @@ public struct TrimPlanner {
             if let dropped = run.first(where: { plan.dropLayers.contains($0) }) {
                 throw .badMerge(layers: run, reason: "layer \(dropped) is also dropped; a layer is either merged or dropped")
             }
+            // The formula needs the same tensors in every layer of the run.
+            func structure(_ layer: Int) -> Set<String> {
+                Set(graph.nodes.filter { $0.layer == layer }.map { "\($0.template)/\($0.expert ?? -1)" })
+            }
+            let first = structure(run[0])
+            if let odd = run.dropFirst().first(where: { structure($0) != first }) {
+                throw .badMerge(layers: run, reason: "layer \(odd) does not have the same tensors as layer \(run[0]) (e.g. one is a dense layer and the other an MoE layer)")
+            }
             merged.formUnion(run)
             plan.merges.append(.init(layers: run, norms: request.mergeNorms))
         }

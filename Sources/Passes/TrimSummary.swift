@@ -45,12 +45,32 @@ public struct TrimSummary: Sendable {
         }
     }
 
+    /// One line per operation, in the order they apply.
+    public var steps: [String] {
+        let plan = trimmed.plan
+        let before = trimmed.graph.binding.sizes, after = trimmed.sizes
+        var steps: [String] = []
+        for merge in plan.merges {
+            steps.append("merge layers \(merge.layers.first!)-\(merge.layers.last!) into \(merge.layers.first!) (LaCo, norms: \(merge.norms.rawValue))")
+        }
+        if !plan.dropLayers.isEmpty {
+            steps.append("drop layers \(plan.dropLayers.map(String.init).joined(separator: ", "))")
+        }
+        if let b = before["kv_heads"], let a = after["kv_heads"], a != b { steps.append("keep \(a) of \(b) kv heads (whole GQA groups) per layer") }
+        if let b = before["group"], let a = after["group"], a != b { steps.append("keep \(a) of \(b) query heads in every kv group") }
+        for (axis, what) in [("ffn", "FFN channels"), ("expert_ffn", "FFN channels in every expert"), ("shared_expert_ffn", "shared-expert FFN channels"), ("experts", "routed experts per MoE layer")] {
+            if let b = before[axis], let a = after[axis], a != b { steps.append("keep \(a) of \(b) \(what)") }
+        }
+        return steps
+    }
+
     public var json: JSONValue {
         let before = trimmed.graph.binding.sizes, after = trimmed.sizes
         func optional(_ v: Int?) -> JSONValue { v.map { .integer($0) } ?? .null }
         return .object([
             ("family", .string(trimmed.graph.descriptor.family)),
             ("indices_final", .bool(indicesAreFinal)),
+            ("steps", .array(steps.map { .string($0) })),
             ("parameters", .object([("before", .integer(parametersBefore)), ("after", .integer(parametersAfter))])),
             ("bytes", .object([("before", .integer(bytesBefore)), ("after", .integer(bytesAfter))])),
             ("kv_cache_bytes_per_token", .object([("before", optional(kvCacheBytesPerToken(before))), ("after", optional(kvCacheBytesPerToken(after)))])),
@@ -72,6 +92,7 @@ public struct TrimSummary: Sendable {
         var lines: [String] = []
         let before = trimmed.graph.binding.sizes, after = trimmed.sizes
         lines.append("\(trimmed.graph.model.path) (\(trimmed.graph.descriptor.family))")
+        for step in steps { lines.append("  - " + step) }
         for axis in ["layers", "heads", "kv_heads", "head_dim", "ffn", "expert_ffn", "shared_expert_ffn", "experts"] {
             guard let b = before[axis], let a = after[axis] else { continue }
             lines.append("  " + axis.padding(20) + (a == b ? "\(b)" : "\(b) → \(a)"))

@@ -21,7 +21,9 @@ public struct TrimmedModel: Sendable {
     /// Things that will load but may not run everywhere, each one sentence.
     public let warnings: [String]
 
-    public init(graph: ModelGraph, plan: TrimPlan) throws(TrimError) {
+    /// `keepUnknown` copies tensors no descriptor template describes through unchanged (the
+    /// user vouches they are unaffected by the trim).
+    public init(graph: ModelGraph, plan: TrimPlan, keepUnknown: Bool = false) throws(TrimError) {
         self.graph = graph
         self.plan = plan
         let binding = graph.binding
@@ -79,6 +81,11 @@ public struct TrimmedModel: Sendable {
                 entry: .init(name: name, dtype: node.source.info.dtype, shape: shape),
                 selections: selections.contains { $0 != nil } ? selections : nil,
                 mergeSources: Self.mergeSources(of: node, merges: plan.merges, graph: graph)))
+        }
+        if keepUnknown {
+            items += graph.unknownTensors.map { tensor in
+                Conversion.Item(source: tensor, entry: .init(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape))
+            }
         }
         self.items = items
 

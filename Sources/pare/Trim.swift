@@ -95,6 +95,9 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Also read architecture descriptors from this folder.", valueName: "dir"))
     var formats: String?
 
+    @Flag(help: "Copy tensors the architecture descriptor does not know through unchanged, instead of refusing the checkpoint.")
+    var keepUnknown = false
+
     func validate() throws {
         if inPlace && output != nil {
             throw ValidationError("give either OUT or --in-place, not both")
@@ -145,13 +148,17 @@ struct Trim: ParsableCommand {
             let model = try ModelFolder(path: input)
             let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let graph = try ModelGraph(model: model, registry: registry)
-            if let problem = graph.problems.first {
+            let problems = graph.problems.filter { !(keepUnknown && $0.rule == "unexpected-tensor") }
+            if let problem = problems.first {
                 throw TrimError.graph(problem)
+            }
+            if keepUnknown && !graph.unknownTensors.isEmpty {
+                StandardStream.standardError.write("pare: warning: copying \(graph.unknownTensors.count) tensor\(graph.unknownTensors.count == 1 ? "" : "s") the \(graph.descriptor.family) descriptor does not know unchanged (first: '\(graph.unknownTensors[0].info.name)')\n")
             }
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             var planner = TrimPlanner(graph: graph, scores: !dryRun)
             let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
-            let trimmed = try TrimmedModel(graph: graph, plan: plan)
+            let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
             for warning in trimmed.warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
             if dryRun {

@@ -177,3 +177,24 @@ def test_refusals_write_nothing(tmp_path, fixture, flags, fragment):
     proc = run_pare(["trim", FIXTURES / fixture, tmp_path / "out", *flags])
     expect_error(proc, 1, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merging_a_dense_layer_into_an_moe_layer_is_refused(tmp_path):
+    # qwen2-moe's layer 1 is dense (mlp_only_layers), layers 0 and 2 are MoE.
+    expect_error(run_pare(["trim", FIXTURES / "qwen2-moe", tmp_path / "out", "--merge-layers", "1-2"]), 1, "same tensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_tensors_are_refused_unless_kept(tmp_path):
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / "bert", model)
+    tensors = load_file(model / "model.safetensors")
+    tensors["extra.adapter.weight"] = torch.arange(3, dtype=torch.float32)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    expect_error(run_pare(["trim", model, tmp_path / "out", "--ffn", "32"]), 1, "extra.adapter.weight", "--keep-unknown")
+    proc = run_pare(["trim", model, tmp_path / "out", "--ffn", "32", "--keep-unknown", "--quiet"])
+    assert proc.returncode == 0 and "extra.adapter.weight" in proc.stderr
+    assert torch.equal(read_tensors(tmp_path / "out")["extra.adapter.weight"].tensor, torch.arange(3, dtype=torch.float32))
