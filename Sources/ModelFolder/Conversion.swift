@@ -343,7 +343,7 @@ public struct Conversion: Sendable {
             let source = input.shards[item.source.shard]
             let range = source.fileRange(of: item.source.info)
             if !item.mergeSources.isEmpty {
-                let merged = mergedBytes(item)
+                let merged = input.mergedBytes(base: item.source, others: item.mergeSources)
                 let selections = item.selections ?? item.source.info.shape.map { _ in nil }
                 // Array's closure APIs rethrow untyped errors; carry the typed one through a Result.
                 let result = merged.withUnsafeBytes { bytes in
@@ -401,32 +401,6 @@ public struct Conversion: Sendable {
 
     /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.
     static let gatherChunkBytes = 16 << 20
-
-    /// The LaCo merge of an item's source with its merge sources, in the source's dtype.
-    /// Holds one tensor in memory (its F32 sum and the cast result).
-    private func mergedBytes(_ item: Item) -> [UInt8] {
-        let dtype = item.source.info.dtype
-        let count = Int(item.source.info.elementCount)
-        var sum = [Float](repeating: 0, count: count)
-        var result = [UInt8](repeating: 0, count: count * dtype.bitWidth / 8)
-        func withAll(_ tensors: ArraySlice<ModelFolder.Tensor>, _ pointers: [UnsafeRawPointer], _ body: ([UnsafeRawPointer]) -> Void) {
-            guard let first = tensors.first else { return body(pointers) }
-            input.shards[first.shard].withBytes(of: first.info) { bytes in
-                withAll(tensors.dropFirst(), pointers + [bytes.baseAddress!], body)
-            }
-        }
-        withAll(ArraySlice([item.source] + item.mergeSources), []) { pointers in
-            sum.withUnsafeMutableBufferPointer { out in
-                LayerMerge.merge(count: count, dtype: dtype, base: pointers[0], others: Array(pointers.dropFirst()), into: out.baseAddress!)
-            }
-        }
-        sum.withUnsafeBytes { source in
-            result.withUnsafeMutableBytes { destination in
-                FloatConversion.convert(count: count, from: .f32, source.baseAddress!, to: dtype, destination.baseAddress!)
-            }
-        }
-        return result
-    }
 
     /// Writes the selected sub-tensor of `source` (the whole source tensor's bytes), a block
     /// of output rows at a time, cast if needed.

@@ -23,22 +23,8 @@ enum GroupMagnitude {
                 marginals(bytes, dtype: info.dtype, shape: shape)
             }
         }
-        let count = Int(info.elementCount)
-        var sum = [Float](repeating: 0, count: count)
-        func withAll(_ tensors: ArraySlice<ModelFolder.Tensor>, _ pointers: [UnsafeRawPointer], _ body: ([UnsafeRawPointer]) -> Void) {
-            guard let first = tensors.first else { return body(pointers) }
-            model.shards[first.shard].withBytes(of: first.info) { withAll(tensors.dropFirst(), pointers + [$0.baseAddress!], body) }
-        }
-        withAll(ArraySlice([node.source] + mergeSources), []) { pointers in
-            sum.withUnsafeMutableBufferPointer {
-                LayerMerge.merge(count: count, dtype: info.dtype, base: pointers[0], others: Array(pointers.dropFirst()), into: $0.baseAddress!)
-            }
-        }
         // Score what will be written: the merge rounded to the tensor's dtype.
-        var rounded = [UInt8](repeating: 0, count: count * info.dtype.bitWidth / 8)
-        sum.withUnsafeBytes { source in
-            rounded.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: .f32, source.baseAddress!, to: info.dtype, $0.baseAddress!) }
-        }
+        let rounded = model.mergedBytes(base: node.source, others: mergeSources)
         return rounded.withUnsafeBytes { marginals($0, dtype: info.dtype, shape: shape) }
     }
 
