@@ -33,28 +33,45 @@ enum GroupMagnitude {
         guard !shape.isEmpty, shape.allSatisfy({ $0 > 0 }) else { return result }
         let inner = shape[shape.count - 1]
         let rows = shape.dropLast().reduce(1, *)
+        let width = dtype.bitWidth / 8
         var index = [Int](repeating: 0, count: shape.count - 1)
         var columns = [Double](repeating: 0, count: inner)
-        for row in 0..<rows {
-            var rowSum = 0.0
-            let base = row * inner
-            for j in 0..<inner {
-                let v = Double(Self.load(bytes, base + j, dtype))
-                let square = v * v
-                rowSum += square
-                columns[j] += square
-            }
-            for d in 0..<index.count { result[d][index[d]] += rowSum }
-            // Advance the multi-index of the outer dimensions.
-            var d = index.count - 1
-            while d >= 0 {
-                index[d] += 1
-                if index[d] < shape[d] { break }
-                index[d] = 0
-                d -= 1
+        var row32 = [Float](repeating: 0, count: inner)
+        columns.withUnsafeMutableBufferPointer { columns in
+            row32.withUnsafeMutableBufferPointer { row32 in
+                for row in 0..<rows {
+                    // Widen the row to F32 in bulk (vectorised), then square and add in
+                    // Double: four running sums break the dependency chain of one.
+                    FloatConversion.convert(count: inner, from: dtype, bytes.baseAddress! + row * inner * width, to: .f32, row32.baseAddress!)
+                    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+                    var j = 0
+                    while j + 4 <= inner {
+                        let a = Double(row32[j]), b = Double(row32[j + 1]), c = Double(row32[j + 2]), d = Double(row32[j + 3])
+                        let aa = a * a, bb = b * b, cc = c * c, dd = d * d
+                        columns[j] += aa; columns[j + 1] += bb; columns[j + 2] += cc; columns[j + 3] += dd
+                        s0 += aa; s1 += bb; s2 += cc; s3 += dd
+                        j += 4
+                    }
+                    while j < inner {
+                        let a = Double(row32[j])
+                        columns[j] += a * a
+                        s0 += a * a
+                        j += 1
+                    }
+                    let rowSum = (s0 + s1) + (s2 + s3)
+                    for d in 0..<index.count { result[d][index[d]] += rowSum }
+                    // Advance the multi-index of the outer dimensions.
+                    var d = index.count - 1
+                    while d >= 0 {
+                        index[d] += 1
+                        if index[d] < shape[d] { break }
+                        index[d] = 0
+                        d -= 1
+                    }
+                }
             }
         }
-        result[shape.count - 1] = columns
+        result[shape.count - 1] = Array(columns)
         return result
     }
 

@@ -140,6 +140,14 @@ def compare_outputs(pare_out: str, hf_out: str, layers_in: int) -> dict:
             "problems": problems[:20], "configs": cfgs, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def busy_seconds() -> float:
+    """CPU time spent by the whole machine (all CPUs, excluding idle and iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
 def pare_validate(pare: str, folder: str) -> dict:
     p = subprocess.run([pare, "validate", folder], capture_output=True, text=True)
     return {"ok": p.returncode == 0, "exit": p.returncode,
@@ -158,7 +166,7 @@ def commands(method: str, pare: str, src: str, dst: str) -> list[str]:
 
 def fmt_table(scales: list[dict], cache: str) -> str:
     hdr = (f"{'scale':>5} {'method':<12} {'wall s':>7} {'+sync s':>8} {'best s':>7} {'x cp':>6} {'hf/this':>8} "
-           f"{'cpu s':>6} {'RssAnon MiB':>11} {'VmRSS MiB':>9} {'out GB':>7}")
+           f"{'cpu s':>6} {'other':>6} {'RssAnon MiB':>11} {'VmRSS MiB':>9} {'out GB':>7}")
     lines = [hdr, "-" * len(hdr)]
     runs = 0
     for sr in scales:
@@ -170,10 +178,11 @@ def fmt_table(scales: list[dict], cache: str) -> str:
             hf = f"{med['transformers'] / med[m]:.2f}" if "transformers" in med and m == "pare" else "-"
             lines.append(f"{sr['scale']:>5g} {m:<12} {r['median_wall_s']:>7.2f} {r['median_wall_sync_s']:>8.2f} "
                          f"{min(x['wall_sync_s'] for x in r['runs']):>7.2f} {x_cp:>6} {hf:>8} "
-                         f"{r['median_cpu_s']:>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['peak_rss_total_mib']:>9.0f} "
+                         f"{r['median_cpu_s']:>6.2f} {r.get('median_other_cpu_s', float('nan')):>6.2f} {r['peak_rss_anon_mib']:>11.1f} {r['peak_rss_total_mib']:>9.0f} "
                          f"{r['out_bytes'] / 1e9:>7.2f}")
     lines.append(f"(medians of {runs} run(s); best = fastest wall+sync; 'x cp' and 'hf/this' (transformers / pare) "
-                 f"on wall+sync; RssAnon/VmRSS = max over runs; cache: {cache})")
+                 f"on wall+sync; cpu = the command's user+sys; other = CPU the rest of the machine used meanwhile "
+                 f"(incl. kernel writeback); RssAnon/VmRSS = max over runs; cache: {cache})")
     return "\n".join(lines)
 
 
@@ -296,7 +305,9 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, os.path.join(HERE, "make_model.py"), src, "--scale", str(scale)], check=True)
         with open(os.path.join(src, ".make_model_stamp.json")) as f:
             stamp = json.load(f)
-        layers = stamp["params"]["layers"]
+        # (the stamp's params["layers"] is BASE's 16 at every scale: make_model merges **BASE last)
+        with open(os.path.join(src, "config.json")) as f:
+            layers = json.load(f)["num_hidden_layers"]
         if layers < DROP[1]:
             raise SystemExit(f"scale {scale:g} has {layers} layers; layers {DROP[0]}-{DROP[1] - 1} do not exist")
         in_bytes = du_bytes(src)
@@ -317,14 +328,19 @@ def main(argv=None) -> int:
                     else:
                         warm(src)
                         os.sync()
+                    busy0 = busy_seconds()
                     res = timed_run(commands(m, pare, src, dst))
+                    # CPU the rest of the machine used meanwhile (other processes, kernel writeback
+                    # threads): a noisy-neighbour indicator.
+                    res["other_cpu_s"] = max(0.0, busy_seconds() - busy0 - res["cpu_user_s"] - res["cpu_sys_s"])
                     res["out_bytes"] = du_bytes(dst)
                     res["loadavg_1m_after"] = os.getloadavg()[0]
                     runs[m].append(res)
                     print(f"  scale {scale:g} run {r + 1}/{args.runs} {m:<12} wall {res['wall_s']:6.2f}s "
                           f"+sync {res['wall_sync_s']:6.2f}s  RssAnon {res['peak_rss_anon_mib']:7.1f} MiB  "
                           f"VmRSS {res['peak_rss_total_mib']:6.0f} MiB  "
-                          f"cpu {res['cpu_user_s'] + res['cpu_sys_s']:6.2f}s", flush=True)
+                          f"cpu {res['cpu_user_s'] + res['cpu_sys_s']:6.2f}s  other cpu {res['other_cpu_s']:5.2f}s",
+                          flush=True)
                     if r == 0 and m in ("pare", "transformers") and not args.no_verify:
                         os.makedirs(keep, exist_ok=True)
                         os.rename(dst, os.path.join(keep, m))  # untimed; kept for the comparison
@@ -354,6 +370,7 @@ def main(argv=None) -> int:
                 "median_wall_s": statistics.median(x["wall_s"] for x in rs),
                 "median_wall_sync_s": statistics.median(x["wall_sync_s"] for x in rs),
                 "median_cpu_s": statistics.median(x["cpu_user_s"] + x["cpu_sys_s"] for x in rs),
+                "median_other_cpu_s": statistics.median(x["other_cpu_s"] for x in rs),
                 "peak_rss_anon_mib": max(x["peak_rss_anon_mib"] for x in rs),
                 "peak_rss_total_mib": max(x["peak_rss_total_mib"] for x in rs),
                 "out_bytes": rs[0]["out_bytes"],
