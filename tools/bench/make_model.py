@@ -170,8 +170,9 @@ def main(argv=None) -> int:
 
     layers = max(1, round(BASE["layers"] * args.scale))
     shard_limit = parse_size(args.shard_size)
-    params = {"generator_version": GENERATOR_VERSION, "layers": layers, "shard_size": shard_limit,
-              "seed": args.seed, **BASE}
+    # BASE first: its 16 layers must not overwrite the scaled count.
+    params = {**BASE, "generator_version": GENERATOR_VERSION, "layers": layers, "shard_size": shard_limit,
+              "seed": args.seed}
 
     stamp_path = os.path.join(args.out, STAMP)
     if not args.force and os.path.exists(stamp_path):
