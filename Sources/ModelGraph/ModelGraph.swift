@@ -30,6 +30,14 @@ public struct ModelGraph: Sendable {
     public let problems: [GraphError]
     /// Tensors no template describes (each also reported in `problems`).
     public let unknownTensors: [ModelFolder.Tensor]
+    /// The nodes of each layer, in tensor order, so passes never scan the whole model per layer.
+    public let nodesByLayer: [Int: [Node]]
+
+    /// The node of `template` in `layer` (and `expert`), if the checkpoint has it.
+    public func node(template: Int, layer: Int?, expert: Int?) -> Node? {
+        let candidates = layer.map { nodesByLayer[$0] ?? [] } ?? nodes
+        return candidates.first { $0.template == template && $0.layer == layer && $0.expert == expert }
+    }
 
     /// Builds the graph; `registry` finds the descriptor for the config's `model_type`.
     /// Structural problems (a config the descriptor cannot bind) throw; tensor problems are
@@ -101,6 +109,9 @@ public struct ModelGraph: Sendable {
         self.nodes = nodes
         self.problems = problems
         self.unknownTensors = unknown
+        var byLayer: [Int: [Node]] = [:]
+        for node in nodes { if let layer = node.layer { byLayer[layer, default: []].append(node) } }
+        self.nodesByLayer = byLayer
     }
 
     /// The shape a tensor of this template has under the binding (dimensions that cannot be

@@ -44,7 +44,7 @@ public struct TrimPlanner {
             }
             // The formula needs the same tensors in every layer of the run.
             func structure(_ layer: Int) -> Set<String> {
-                Set(graph.nodes.filter { $0.layer == layer }.map { "\($0.template)/\($0.expert ?? -1)" })
+                Set((graph.nodesByLayer[layer] ?? []).map { "\($0.template)/\($0.expert ?? -1)" })
             }
             let first = structure(run[0])
             if let odd = run.dropFirst().first(where: { structure($0) != first }) {
@@ -219,7 +219,7 @@ public struct TrimPlanner {
         for layer in surviving where binding.layer(layer, hasAxis: "experts", in: graph) && explicit.experts[layer] == nil {
             var scores = [Double](repeating: 0, count: experts)
             // Every tensor of an expert goes with it, plus its router row.
-            for node in graph.nodes where node.layer == layer {
+            for node in graph.nodesByLayer[layer] ?? [] {
                 guard let expert = node.expert else { continue }
                 let m = try marginals(node)
                 scores[expert] += m.first?.reduce(0, +) ?? 0
@@ -259,7 +259,7 @@ public struct TrimPlanner {
     private mutating func accumulate(
         axis: String, layer: Int, expert: Int? = nil, into scores: inout [Double], key: ([String: Int]) -> Int?
     ) throws(TrimError) {
-        for node in graph.nodes where node.layer == layer && (expert == nil || node.expert == expert) {
+        for node in graph.nodesByLayer[layer] ?? [] where expert == nil || node.expert == expert {
             let spec = graph.descriptor.tensors[node.template]
             for (d, dimension) in spec.shape.enumerated() {
                 let segments = AxisSegment.segments(of: dimension, binding)
@@ -278,8 +278,8 @@ public struct TrimPlanner {
 extension AxisBinding {
     /// Whether any tensor of `layer` carries `axis` (e.g. whether a layer is an MoE layer).
     func layer(_ layer: Int, hasAxis axis: String, in graph: ModelGraph) -> Bool {
-        graph.nodes.contains { node in
-            node.layer == layer && graph.descriptor.tensors[node.template].shape.contains { dimension in
+        (graph.nodesByLayer[layer] ?? []).contains { node in
+            graph.descriptor.tensors[node.template].shape.contains { dimension in
                 AxisSegment.segments(of: dimension, self).contains { $0.axes?.contains(axis) == true }
             }
         }

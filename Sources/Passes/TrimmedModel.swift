@@ -173,7 +173,7 @@ public struct TrimmedModel: Sendable {
         if spec.role == "norm" && merge.norms == .first { return [] }
         guard node.source.info.dtype.isCastable else { return [] }
         return merge.layers.dropFirst().compactMap { other in
-            graph.nodes.first { $0.template == node.template && $0.layer == other && $0.expert == node.expert }?.source
+            graph.node(template: node.template, layer: other, expert: node.expert)?.source
         }
     }
 }
