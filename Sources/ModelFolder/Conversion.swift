@@ -304,7 +304,7 @@ public struct Conversion: Sendable {
     private func writeMetadataFiles(into staging: String, late: [(name: String, bytes: [UInt8])]) throws(FileError) {
         if shards.count > 1 {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
-            let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + $1.source.info.elementCount } }
+            let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + (Shape.elementCount($1.entry.shape) ?? 0) } }
             let text = ShardIndex.render(weightMap: weightMap, totalSize: outputTensorBytes, totalParameters: parameters)
             try writeFile(Array(text.utf8), to: PathName.join(staging, ShardIndex.fileName))
         }

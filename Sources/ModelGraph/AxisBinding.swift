@@ -21,6 +21,9 @@ public struct AxisBinding: Sendable {
             for key in spec.keys ?? [] {
                 guard let value = config[key], !value.isNull else { continue }
                 guard let n = value.intValue else { throw .configNotInteger(path: path, key: key) }
+                guard n >= 0, n <= 1 << 40 else {
+                    throw .axisInvalid(path: path, axis: axis, expression: key, problem: "\(n) is not a usable size")
+                }
                 sizes[axis] = n
                 sources[axis] = key
                 pending[axis] = nil

@@ -49,6 +49,12 @@ public struct ModelGraph: Sendable {
             throw .unknownModelType(path: model.path, modelType: modelType, known: registry.modelTypes)
         }
         let binding = try AxisBinding(descriptor: descriptor, config: config, path: model.path)
+        for axis in ["layers", "experts"] {
+            if let n = binding.size(axis), n > max(1, model.tensors.count) {
+                throw .axisInvalid(path: model.path, axis: axis, expression: binding.sources[axis] ?? axis,
+                                   problem: "\(n) is more than the checkpoint's \(model.tensors.count) tensors could hold")
+            }
+        }
         self.model = model
         self.descriptor = descriptor
         self.binding = binding

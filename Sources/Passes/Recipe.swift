@@ -53,7 +53,6 @@ public struct Recipe: Sendable, Equatable {
                 recipe.plan = try TrimPlan(json: value, source: source)
                 recipe.request.dropLayers += recipe.plan.dropLayers
                 recipe.request.merges += recipe.plan.merges.map(\.layers)
-                if let norms = recipe.plan.merges.first?.norms { recipe.request.mergeNorms = norms }
             default:
                 throw fail("unknown key (known: drop_layers, merge_layers, merge_norms, kv_heads, heads, ffn, expert_ffn, shared_expert_ffn, experts, plan)")
             }
@@ -157,7 +156,7 @@ public enum LayerList {
             let bounds = part.trimmingSpaces.split(separator: "-", omittingEmptySubsequences: false)
             if bounds.count == 1, let n = Int(bounds[0]), n >= 0 {
                 result.append(n)
-            } else if bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a <= b {
+            } else if bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a <= b, b - a < 100_000 {
                 result += Array(a...b)
             } else {
                 return nil
@@ -170,7 +169,7 @@ public enum LayerList {
         var runs: [[Int]] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let bounds = part.trimmingSpaces.split(separator: "-", omittingEmptySubsequences: false)
-            guard bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a < b else { return nil }
+            guard bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]), a >= 0, a < b, b - a < 100_000 else { return nil }
             runs.append(Array(a...b))
         }
         return runs

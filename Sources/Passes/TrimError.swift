@@ -3,6 +3,8 @@ import ModelGraph
 /// A trim the output cannot represent, refused before anything is written, with what
 /// would work instead.
 public enum TrimError: Error, Sendable, Equatable {
+    public static func == (lhs: TrimError, rhs: TrimError) -> Bool { lhs.description == rhs.description }
+
     case layerOutOfRange(layer: Int, layers: Int)
     case badMerge(layers: [Int], reason: String)
     case badKeepList(what: String, reason: String)
@@ -15,7 +17,8 @@ public enum TrimError: Error, Sendable, Equatable {
     case derivedAxisChanges(family: String, axis: String, expression: String, from: Int, to: Int)
     case axisNotWritable(family: String, axis: String)
     case layerPatternUnrepresentable(kind: String)
-    case unevenCounts(what: String, counts: [Int])
+    case layerListLength(key: String, count: Int, layers: Int)
+    case unevenCounts(what: String, configKey: String, counts: [(layer: Int, count: Int)])
     case graph(GraphError)
 
     public var rule: String {
@@ -32,6 +35,7 @@ public enum TrimError: Error, Sendable, Equatable {
         case .derivedAxisChanges: return "derived-axis-changes"
         case .axisNotWritable: return "axis-not-writable"
         case .layerPatternUnrepresentable: return "layer-pattern"
+        case .layerListLength: return "layer-list-length"
         case .unevenCounts: return "uneven-counts"
         case .graph(let error): return error.rule
         }
@@ -70,9 +74,12 @@ extension TrimError: CustomStringConvertible {
         case let .axisNotWritable(family, axis):
             return "the \(family) config has no key that holds '\(axis)', so its size cannot change"
         case let .layerPatternUnrepresentable(kind):
-            return "after dropping these layers, which layers are \(kind) can no longer be expressed in the config"
-        case let .unevenCounts(what, counts):
-            return "layers would keep different numbers of \(what) (\(counts.map(String.init).joined(separator: ", "))); standard transformers classes need the same count in every layer"
+            return "after dropping these layers, which layers are \(kind) can no longer be expressed in the config; drop a different set of layers"
+        case let .layerListLength(key, count, layers):
+            return "config.json '\(key)' has \(count) entries for \(layers) layers, so it cannot follow the dropped layers; fix the config first"
+        case let .unevenCounts(what, configKey, counts):
+            let listed = counts.prefix(8).map { "layer \($0.layer): \($0.count)" }.joined(separator: ", ")
+            return "layers would keep different numbers of \(what) (\(listed)\(counts.count > 8 ? ", ..." : "")), but the config holds one \(configKey) for every layer; give every layer a keep list of the same length, or a count for all"
         case .graph(let error):
             return error.description
         }

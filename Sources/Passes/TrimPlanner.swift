@@ -9,6 +9,7 @@ public struct TrimPlanner {
     /// ones scoring would choose; counts, shapes and sizes are the same.
     public let scores: Bool
     private var marginalCache: [String: [[Double]]] = [:]
+    private var cachedLayer: Int?
     /// Merges already planned: scores of a merged layer are taken on its merged weights.
     private var mergePlan: [TrimPlan.Merge] = []
     /// Keep lists given in a recipe; they win over scoring for the layers they name.
@@ -25,6 +26,8 @@ public struct TrimPlanner {
     /// The resolved plan. Reads the weights of the layers it scores (only when a width
     /// prune asks for magnitude selection).
     public mutating func plan(_ request: TrimRequest, explicit: TrimPlan = TrimPlan()) throws(TrimError) -> TrimPlan {
+        // A checkpoint that disagrees with its config cannot be sliced by its config.
+        if let problem = graph.problems.first(where: { $0.rule != "unexpected-tensor" }) { throw .graph(problem) }
         self.explicit = explicit
         var plan = TrimPlan()
         let layers = binding.layerCount
@@ -44,14 +47,20 @@ public struct TrimPlanner {
             }
             // The formula needs the same tensors in every layer of the run.
             func structure(_ layer: Int) -> Set<String> {
-                Set((graph.nodesByLayer[layer] ?? []).map { "\($0.template)/\($0.expert ?? -1)" })
+                Set((graph.nodesByLayer[layer] ?? []).map { "\($0.template)/\($0.expert ?? -1)/\($0.source.info.dtype.name)/\($0.source.info.shape)" })
             }
             let first = structure(run[0])
             if let odd = run.dropFirst().first(where: { structure($0) != first }) {
                 throw .badMerge(layers: run, reason: "layer \(odd) does not have the same tensors as layer \(run[0]) (e.g. one is a dense layer and the other an MoE layer)")
             }
+            if let fixed = (graph.nodesByLayer[run[0]] ?? []).first(where: {
+                !$0.source.info.dtype.isCastable && graph.descriptor.tensors[$0.template].role != "buffer"
+            }) {
+                throw .badMerge(layers: run, reason: "tensor '\(fixed.name)' is \(fixed.source.info.dtype.name); LaCo merges float weights only (dequantize first)")
+            }
             merged.formUnion(run)
-            plan.merges.append(.init(layers: run, norms: request.mergeNorms))
+            let norms = explicit.merges.first { $0.layers == run }?.norms ?? request.mergeNorms
+            plan.merges.append(.init(layers: run, norms: norms))
         }
         plan.merges.sort { $0.layers[0] < $1.layers[0] }
         mergePlan = plan.merges
@@ -64,8 +73,32 @@ public struct TrimPlanner {
         if let layer = named.sorted().first(where: { $0 >= layers || removed.contains($0) }) {
             throw .badKeepList(what: "layer \(layer)", reason: layer >= layers ? "the model has \(layers) layers" : "that layer is dropped or merged away")
         }
+        let listed: [(String, [Int])] = [
+            ("ffn", Array(explicit.ffn.keys)), ("shared_expert_ffn", Array(explicit.sharedExpertFFN.keys)),
+            ("experts", Array(explicit.experts.keys)), ("experts", Array(explicit.expertFFN.keys)), ("kv_heads", Array(explicit.attention.keys)),
+        ]
+        for (axis, layers) in listed {
+            if let layer = layers.sorted().first(where: { !binding.layer($0, hasAxis: axis, in: graph) }) {
+                throw .badKeepList(what: "layer \(layer)", reason: "it has no \(axis) axis (e.g. a dense layer given an expert list, or an MoE layer given an FFN list)")
+            }
+        }
+        for (layer, byExpert) in explicit.expertFFN {
+            let kept = Set(explicit.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0)))
+            guard Set(byExpert.keys) == kept else {
+                throw .badKeepList(what: "expert FFN of layer \(layer)", reason: "it must list exactly the experts the layer keeps (\(kept.sorted().map(String.init).joined(separator: ", ")))")
+            }
+        }
         if request.kvHeads != nil || request.heads != nil || !explicit.attention.isEmpty {
+            if graph.descriptor.tensors.contains(where: { $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("heads") == true } } }) {
+                throw .notSupported(family: family, request: "head pruning", reason: "its descriptor writes attention dimensions with the 'heads' axis; describe them as kv_heads*group*head_dim so heads can be selected per kv group")
+            }
             try planAttention(request, surviving, &plan)
+        }
+        if request.expertFFN != nil || !explicit.expertFFN.isEmpty || (isRatio(request.ffn) && binding.size("expert_ffn") != nil) {
+            // One keep list per expert cannot slice a tensor that stacks all experts.
+            if let stacked = graph.descriptor.tensors.first(where: { $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("experts") == true } } && $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("expert_ffn") == true } } }) {
+                throw .notSupported(family: family, request: "pruning each expert's FFN", reason: "'\(stacked.name)' stacks all experts in one tensor, and each expert would keep different channels")
+            }
         }
         if request.experts != nil || !explicit.experts.isEmpty {
             try planExperts(request.experts, surviving, &plan)
@@ -89,14 +122,18 @@ public struct TrimPlanner {
         // axis the model has; a count on --ffn applies to the experts' FFN of a model with
         // no dense one (Mixtral).
         let ffnAxes: [(axis: String, size: TrimRequest.Size?, explicit: Bool)] = [
-            ("ffn", request.ffn, binding.size("expert_ffn") == nil),
+            ("ffn", request.ffn, !isRatio(request.ffn) || binding.size("expert_ffn") == nil),
             ("expert_ffn", request.expertFFN ?? (isRatio(request.ffn) || binding.size("ffn") == nil ? request.ffn : nil), request.expertFFN != nil),
             ("shared_expert_ffn", request.sharedExpertFFN ?? (isRatio(request.ffn) ? request.ffn : nil), request.sharedExpertFFN != nil),
         ]
         for (axis, size, explicit) in ffnAxes {
             guard let size else { continue }
+            if explicit, binding.size(axis) != nil, !surviving.contains(where: { binding.layer($0, hasAxis: axis, in: graph) }) {
+                throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "no surviving layer has a \(axis) FFN (every one is an MoE layer); use --expert-ffn or --shared-expert-ffn")
+            }
             guard let current = binding.size(axis) else {
-                if !explicit { continue }
+                // Mixtral: --ffn counts go to the experts' FFN, handled as expert_ffn.
+                if !explicit || (axis == "ffn" && binding.size("expert_ffn") != nil) { continue }
                 throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "the model has no \(axis) axis")
             }
             try planFFN(axis: axis, keep: size.resolve(from: current), current: current, surviving, &plan)
@@ -121,6 +158,10 @@ public struct TrimPlanner {
         }
         var keepKV = request.kvHeads ?? kv
         var perGroup = group
+        guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
+        if let wanted = request.heads, wanted < 1 || wanted > heads {
+            throw .countOutOfRange(what: "query heads", requested: wanted, available: heads)
+        }
         if let wanted = request.heads {
             if group == 1 && request.kvHeads == nil {
                 keepKV = wanted  // no GQA: every head is its own group
@@ -248,6 +289,11 @@ public struct TrimPlanner {
             return node.source.info.shape.map { [Double](repeating: 0, count: Int($0)) }
         }
         if let cached = marginalCache[node.name] { return cached }
+        if let layer = node.layer, layer != cachedLayer {
+            // Keep one layer's marginals: memory stays flat on models with many experts.
+            marginalCache.removeAll(keepingCapacity: true)
+            cachedLayer = layer
+        }
         let sources = TrimmedModel.mergeSources(of: node, merges: mergePlan, graph: graph)
         let m = try GroupMagnitude.marginals(node, mergedWith: sources, in: graph.model)
         marginalCache[node.name] = m

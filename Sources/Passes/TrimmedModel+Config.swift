@@ -49,7 +49,8 @@ extension TrimmedModel {
             for (i, layer) in surviving.enumerated() { newIndex[layer] = i }
             let layerConfig = descriptor.layer_config
             for key in layerConfig?.slice ?? [] {
-                guard let items = json[key]?.arrayValue, items.count == layers else { continue }
+                guard let items = json[key]?.arrayValue else { continue }
+                guard items.count == layers else { throw .layerListLength(key: key, count: items.count, layers: layers) }
                 set(key, .array(surviving.map { items[$0] }))
             }
             for key in layerConfig?.remap ?? [] {

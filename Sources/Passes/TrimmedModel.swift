@@ -35,20 +35,42 @@ public struct TrimmedModel: Sendable {
         // New axis sizes, checked uniform across layers.
         var sizes = binding.sizes
         sizes["layers"] = surviving.count
-        func uniform(_ what: String, _ counts: [Int]) throws(TrimError) -> Int? {
-            let distinct = Set(counts)
-            guard distinct.count <= 1 else { throw .unevenCounts(what: what, counts: counts) }
-            return distinct.first
+        // Every surviving layer that carries an axis counts, at its full size when the plan
+        // leaves it alone: a keep list for some layers only must not shrink the config for all.
+        func carriers(_ axis: String) -> [Int] { surviving.filter { binding.layer($0, hasAxis: axis, in: graph) } }
+        func uniform(_ what: String, key: String, _ counts: [(layer: Int, count: Int)]) throws(TrimError) -> Int? {
+            guard !counts.isEmpty else { return nil }
+            guard Set(counts.map(\.count)).count <= 1 else { throw .unevenCounts(what: what, configKey: key, counts: counts) }
+            return counts[0].count
         }
-        if let kv = try uniform("kv heads", plan.attention.sorted { $0.key < $1.key }.map(\.value.kvHeads.count)) { sizes["kv_heads"] = kv }
-        if let perGroup = try uniform("query heads per group", plan.attention.sorted { $0.key < $1.key }.flatMap { $0.value.queryHeads.map(\.count) }) {
+        func key(_ axis: String) -> String { binding.sources[axis] ?? graph.descriptor.axes[axis]?.keys?.first ?? axis }
+        let attentionLayers = plan.attention.isEmpty ? [] : carriers("kv_heads")
+        if let kv = try uniform("kv heads", key: key("kv_heads"), attentionLayers.map { ($0, plan.attention[$0]?.kvHeads.count ?? binding.size("kv_heads") ?? 0) }) {
+            sizes["kv_heads"] = kv
+        }
+        if let perGroup = try uniform("query heads per kv group", key: key("heads"), attentionLayers.flatMap { layer in
+            plan.attention[layer].map { $0.queryHeads.map { (layer, $0.count) } } ?? [(layer, binding.size("group") ?? 0)]
+        }) {
             sizes["group"] = perGroup
             sizes["heads"] = (sizes["kv_heads"] ?? 0) * perGroup
         }
-        if let ffn = try uniform("FFN channels", plan.ffn.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["ffn"] = ffn }
-        if let ffn = try uniform("expert FFN channels", plan.expertFFN.sorted { $0.key < $1.key }.flatMap { $0.value.sorted { $0.key < $1.key }.map(\.value.count) }) { sizes["expert_ffn"] = ffn }
-        if let ffn = try uniform("shared expert FFN channels", plan.sharedExpertFFN.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["shared_expert_ffn"] = ffn }
-        if let experts = try uniform("experts", plan.experts.sorted { $0.key < $1.key }.map(\.value.count)) { sizes["experts"] = experts }
+        if !plan.ffn.isEmpty, let ffn = try uniform("FFN channels", key: key("ffn"), carriers("ffn").map { ($0, plan.ffn[$0]?.count ?? binding.size("ffn") ?? 0) }) {
+            sizes["ffn"] = ffn
+        }
+        if !plan.sharedExpertFFN.isEmpty, let ffn = try uniform("shared expert FFN channels", key: key("shared_expert_ffn"), carriers("shared_expert_ffn").map { ($0, plan.sharedExpertFFN[$0]?.count ?? binding.size("shared_expert_ffn") ?? 0) }) {
+            sizes["shared_expert_ffn"] = ffn
+        }
+        if !plan.experts.isEmpty, let experts = try uniform("experts", key: key("experts"), carriers("experts").map { ($0, plan.experts[$0]?.count ?? binding.size("experts") ?? 0) }) {
+            sizes["experts"] = experts
+        }
+        if !plan.expertFFN.isEmpty {
+            var counts: [(layer: Int, count: Int)] = []
+            for layer in carriers("experts") {
+                let kept = plan.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0))
+                for expert in kept { counts.append((layer, plan.expertFFN[layer]?[expert]?.count ?? binding.size("expert_ffn") ?? 0)) }
+            }
+            if let ffn = try uniform("expert FFN channels", key: key("expert_ffn"), counts) { sizes["expert_ffn"] = ffn }
+        }
         self.sizes = sizes
 
         // Output tensors, in input order.
@@ -130,6 +152,19 @@ public struct TrimmedModel: Sendable {
             }
         }
         let segments = AxisSegment.segments(of: dimension, binding)
+        // Most dimensions carry no axis this layer selects on: keep them whole without
+        // enumerating their indices.
+        var active: Set<String> = []
+        if attention != nil { active.formUnion(["kv_heads", "group", "heads"]) }
+        if plan.ffn[layer] != nil { active.insert("ffn") }
+        if plan.sharedExpertFFN[layer] != nil { active.insert("shared_expert_ffn") }
+        if plan.experts[layer] != nil { active.insert("experts") }
+        if plan.expertFFN[layer] != nil { active.insert("expert_ffn") }
+        let touched = segments.contains { segment in
+            let names = segment.axes ?? ((try? AxisExpression(segment.expression).axes) ?? [])
+            return names.contains(where: active.contains)
+        }
+        if !touched { return nil }
         var result: [Int] = []
         var changed = false
         for segment in segments {

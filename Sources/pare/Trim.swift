@@ -53,8 +53,8 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Merge runs of consecutive layers into their first the LaCo way, θ_l + Σ(θ_l+k − θ_l), computed in f32 from the original weights: 20-23 or 3-4,20-23.", valueName: "runs"))
     var mergeLayers: String?
 
-    @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first) or merge them too (merge).", valueName: "first|merge"))
-    var mergeNorms = "first"
+    @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first, the default) or merge them too (merge).", valueName: "first|merge"))
+    var mergeNorms: String?
 
     @Option(help: ArgumentHelp("Keep N kv heads (whole GQA groups) per layer.", valueName: "N"))
     var kvHeads: Int?
@@ -111,8 +111,11 @@ struct Trim: ParsableCommand {
         if let mergeLayers, Self.parseRuns(mergeLayers) == nil {
             throw ValidationError("--merge-layers takes runs of consecutive layers such as 20-23 or 3-4,20-23 (got '\(mergeLayers)')")
         }
-        if TrimRequest.NormPolicy(rawValue: mergeNorms) == nil {
+        if let mergeNorms, TrimRequest.NormPolicy(rawValue: mergeNorms) == nil {
             throw ValidationError("--merge-norms is first or merge (got '\(mergeNorms)')")
+        }
+        for (flag, value) in [("--kv-heads", kvHeads), ("--heads", heads), ("--experts", experts)] {
+            if let value, value < 1 { throw ValidationError("\(flag) takes a positive count (got \(value))") }
         }
         for (flag, value) in [("--ffn", ffn), ("--expert-ffn", expertFfn), ("--shared-expert-ffn", sharedExpertFfn)] {
             if let value, TrimRequest.Size(value) == nil {
@@ -132,7 +135,7 @@ struct Trim: ParsableCommand {
     func request(over base: TrimRequest) -> TrimRequest {
         var request = base
         if let runs = mergeLayers.flatMap(Self.parseRuns) { request.merges = runs }
-        if mergeNorms != "first" || mergeLayers != nil { request.mergeNorms = TrimRequest.NormPolicy(rawValue: mergeNorms) ?? .first }
+        if let policy = mergeNorms.flatMap(TrimRequest.NormPolicy.init(rawValue:)) { request.mergeNorms = policy }
         if let layers = dropLayers.flatMap(Self.parseLayers) { request.dropLayers = layers }
         request.kvHeads = kvHeads ?? request.kvHeads
         request.heads = heads ?? request.heads
@@ -150,7 +153,14 @@ struct Trim: ParsableCommand {
             let graph = try ModelGraph(model: model, registry: registry)
             let problems = graph.problems.filter { !(keepUnknown && $0.rule == "unexpected-tensor") }
             if let problem = problems.first {
+                if problems.count > 1 {
+                    StandardStream.standardError.write("pare: error: \(problem) (and \(problems.count - 1) more problem\(problems.count == 2 ? "" : "s"); run pare validate \(input) to list them)\n")
+                    throw ExitCode(1)
+                }
                 throw TrimError.graph(problem)
+            }
+            if request(over: TrimRequest()).isEmpty && recipe == nil {
+                throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts or --recipe")
             }
             if keepUnknown && !graph.unknownTensors.isEmpty {
                 StandardStream.standardError.write("pare: warning: copying \(graph.unknownTensors.count) tensor\(graph.unknownTensors.count == 1 ? "" : "s") the \(graph.descriptor.family) descriptor does not know unchanged (first: '\(graph.unknownTensors[0].info.name)')\n")
@@ -158,6 +168,10 @@ struct Trim: ParsableCommand {
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             var planner = TrimPlanner(graph: graph, scores: !dryRun)
             let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
+            if keepUnknown && !graph.unknownTensors.isEmpty && (!plan.removedLayers.isEmpty || !plan.experts.isEmpty) {
+                throw TrimError.notSupported(family: graph.descriptor.family, request: "--keep-unknown with dropped, merged layers or pruned experts",
+                                             reason: "tensors the descriptor does not know cannot be renumbered with the layers and experts around them ('\(graph.unknownTensors[0].info.name)'); describe them in a descriptor under formats/")
+            }
             let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
             for warning in trimmed.warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }

@@ -46,13 +46,16 @@ struct Validate: ParsableCommand {
             var goldenDifferences: [String] = []
             if golden != nil || writeGolden != nil {
                 let actual = Golden(of: model)
-                if let writeGolden {
-                    try Self.write(actual.json.serialized(.pretty) + "\n", to: writeGolden)
-                }
                 if let golden {
                     let bytes = try MappedFile(path: golden).withBytes { Array($0) }
                     let expected = try Golden(json: try JSONParser.parse(bytes), source: golden)
                     goldenDifferences = expected.differences(from: actual)
+                }
+                if let writeGolden {
+                    if FileSystem.kind(of: writeGolden) == .directory {
+                        throw ValidationError("--write-golden names a folder (\(writeGolden)); give a file path")
+                    }
+                    try Self.write(actual.json.serialized(.pretty) + "\n", to: writeGolden)
                 }
             }
             for difference in goldenDifferences {

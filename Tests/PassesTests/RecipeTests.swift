@@ -90,7 +90,7 @@ import TestSupport
         uneven.ffn = [0: Array(0..<48), 1: Array(0..<40)]
         var p = TrimPlanner(graph: graph)
         let unevenPlan = try p.plan(TrimRequest(), explicit: uneven)
-        #expect(throws: TrimError.unevenCounts(what: "FFN channels", counts: [48, 40]).self) {
+        #expect(throws: TrimError.self) {
             _ = try TrimmedModel(graph: graph, plan: unevenPlan)
         }
     }

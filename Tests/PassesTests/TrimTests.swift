@@ -209,4 +209,73 @@ import Tensors
         #expect(summary.parametersAfter < summary.parametersBefore)
         #expect(summary.json["plan"]?.objectMembers != nil)
     }
+
+    @Test func partialKeepListsAreRefusedRatherThanShrinkingEveryLayer() throws {
+        let g = try graph("llama-gqa-f32")
+        var explicit = TrimPlan()
+        explicit.ffn = [0: Array(0..<48)]  // layer 1 would keep all 96
+        var planner = TrimPlanner(graph: g)
+        let plan = try planner.plan(TrimRequest(), explicit: explicit)
+        #expect {
+            _ = try TrimmedModel(graph: g, plan: plan)
+        } throws: { error in
+            (error as? TrimError)?.rule == "uneven-counts" && "\(error)".contains("layer 1: 96") && "\(error)".contains("intermediate_size")
+        }
+    }
+
+    @Test func keepListsMustFitTheLayerTheyName() throws {
+        let g = try graph("qwen2-moe")  // layer 1 is dense, 0 and 2 are MoE
+        var ffnOnMoE = TrimPlan()
+        ffnOnMoE.ffn = [0: [0, 1]]
+        var expertsOnDense = TrimPlan()
+        expertsOnDense.experts = [1: [0, 1]]
+        var partialExperts = TrimPlan()
+        partialExperts.experts = [0: [0, 1], 2: [0, 1]]
+        partialExperts.expertFFN = [0: [0: [1, 2]]]  // expert 1 of layer 0 missing
+        for explicit in [ffnOnMoE, expertsOnDense, partialExperts] {
+            #expect {
+                var planner = TrimPlanner(graph: g)
+                _ = try planner.plan(TrimRequest(), explicit: explicit)
+            } throws: { error in
+                (error as? TrimError)?.rule == "bad-keep-list"
+            }
+        }
+    }
+
+    @Test func aDenseFFNCountWithNoDenseLayerLeftIsRefused() throws {
+        #expect {
+            _ = try plan("qwen2-moe") { $0.dropLayers = [1]; $0.ffn = .count(32) }
+        } throws: { error in
+            (error as? TrimError)?.rule == "not-supported" && "\(error)".contains("--expert-ffn")
+        }
+    }
+
+    @Test func shardIndexCountsTheTrimmedParameters() throws {
+        let dir = TemporaryDirectory()
+        let (g, p) = try plan("llama-gqa-f32") { $0.ffn = .count(48) }
+        let trimmed = try TrimmedModel(graph: g, plan: p)
+        try Conversion(input: g.model, output: dir.file("out"), options: .init(maxShardSize: 50_000), items: trimmed.items, config: trimmed.config, extraFiles: []).run()
+        let index = try JSONParser.parse(try readBytes(dir.file("out/model.safetensors.index.json")))
+        let output = try ModelFolder(path: dir.file("out"))
+        #expect(index["metadata"]?["total_parameters"]?.uint64Value == output.parameterCount)
+        #expect(output.parameterCount < g.model.parameterCount)
+    }
+
+    @Test func refusesNegativeOrAbsurdConfigSizes() throws {
+        let dir = TemporaryDirectory()
+        let folder = dir.file("m")
+        try FileSystem.makeDirectory(folder)
+        try FileSystem.copyFile(Fixtures.model("mixtral") + "/model.safetensors", to: folder + "/model.safetensors")
+        for (key, value) in [("num_hidden_layers", -1), ("num_local_experts", 1_000_000_000)] {
+            var config = try JSONParser.parse(try readBytes(Fixtures.model("mixtral") + "/config.json"))
+            config.set(key, to: .integer(value))
+            try? FileSystem.removeTree(folder + "/config.json")
+            try writeBytes(Array(config.serialized().utf8), to: folder + "/config.json")
+            #expect {
+                _ = try ModelGraph(model: try ModelFolder(path: folder))
+            } throws: { error in
+                (error as? GraphError)?.rule == "axis-inconsistent"
+            }
+        }
+    }
 }

@@ -198,3 +198,23 @@ def test_unknown_tensors_are_refused_unless_kept(tmp_path):
     proc = run_pare(["trim", model, tmp_path / "out", "--ffn", "32", "--keep-unknown", "--quiet"])
     assert proc.returncode == 0 and "extra.adapter.weight" in proc.stderr
     assert torch.equal(read_tensors(tmp_path / "out")["extra.adapter.weight"].tensor, torch.arange(3, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("flags", [["--kv-heads", "0"], ["--heads", "-2"], ["--experts", "0"], ["--ffn", "0"], []])
+def test_usage_errors_exit_64(tmp_path, flags):
+    proc = run_pare(["trim", FIXTURES / "mixtral", tmp_path / "out", *flags])
+    assert proc.returncode == 64, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_unknown_is_refused_when_layers_move(tmp_path):
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / "bert", model)
+    tensors = load_file(model / "model.safetensors")
+    tensors["bert.encoder.layer.1.adapter.weight"] = torch.ones(2)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    expect_error(run_pare(["trim", model, tmp_path / "out", "--drop-layers", "0", "--keep-unknown"]), 1, "renumbered")
+    assert not (tmp_path / "out").exists()
