@@ -99,6 +99,9 @@ struct Trim: ParsableCommand {
     var keepUnknown = false
 
     func validate() throws {
+        if recipe == nil && request(over: TrimRequest()).isEmpty {
+            throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts or --recipe")
+        }
         if inPlace && output != nil {
             throw ValidationError("give either OUT or --in-place, not both")
         }
@@ -159,18 +162,15 @@ struct Trim: ParsableCommand {
                 }
                 throw TrimError.graph(problem)
             }
-            if request(over: TrimRequest()).isEmpty && recipe == nil {
-                throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts or --recipe")
-            }
-            if keepUnknown && !graph.unknownTensors.isEmpty {
-                StandardStream.standardError.write("pare: warning: copying \(graph.unknownTensors.count) tensor\(graph.unknownTensors.count == 1 ? "" : "s") the \(graph.descriptor.family) descriptor does not know unchanged (first: '\(graph.unknownTensors[0].info.name)')\n")
-            }
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             var planner = TrimPlanner(graph: graph, scores: !dryRun)
             let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
             if keepUnknown && !graph.unknownTensors.isEmpty && (!plan.removedLayers.isEmpty || !plan.experts.isEmpty) {
                 throw TrimError.notSupported(family: graph.descriptor.family, request: "--keep-unknown with dropped, merged layers or pruned experts",
                                              reason: "tensors the descriptor does not know cannot be renumbered with the layers and experts around them ('\(graph.unknownTensors[0].info.name)'); describe them in a descriptor under formats/")
+            }
+            if keepUnknown && !graph.unknownTensors.isEmpty {
+                StandardStream.standardError.write("pare: warning: copying \(graph.unknownTensors.count) tensor\(graph.unknownTensors.count == 1 ? "" : "s") the \(graph.descriptor.family) descriptor does not know unchanged (first: '\(graph.unknownTensors[0].info.name)')\n")
             }
             let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
