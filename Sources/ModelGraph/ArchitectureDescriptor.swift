@@ -73,6 +73,9 @@ public struct ArchitectureDescriptor: Sendable, Decodable {
     public var layer_kinds: [String: LayerKind]?
     public var tensors: [Tensor]
     public var layer_config: LayerConfig?
+    /// A prefix some checkpoints of the family leave out of every name that has it (the
+    /// base model saved on its own: GPT-2's `transformer.`, BERT's `bert.`).
+    public var optional_prefix: String?
 
     /// Decodes a descriptor; `source` names the file in errors.
     public static func decode(_ bytes: [UInt8], source: String) throws(GraphError) -> ArchitectureDescriptor {

@@ -295,13 +295,31 @@ enum BuiltinDescriptors {
       ],
       "role": "lm_head.bias",
       "optional": true
+    },
+    {
+      "name": "cls.seq_relationship.weight",
+      "shape": [
+        "2",
+        "hidden"
+      ],
+      "role": "head",
+      "optional": true
+    },
+    {
+      "name": "cls.seq_relationship.bias",
+      "shape": [
+        "2"
+      ],
+      "role": "head",
+      "optional": true
     }
   ],
   "layer_config": {
     "slice": [],
     "remap": [],
     "count_below": []
-  }
+  },
+  "optional_prefix": "bert."
 }
 """#),
         ("gpt2.json", #"""
@@ -519,7 +537,8 @@ enum BuiltinDescriptors {
     "slice": [],
     "remap": [],
     "count_below": []
-  }
+  },
+  "optional_prefix": "transformer."
 }
 """#),
         ("llama.json", #"""

@@ -45,10 +45,10 @@ public struct ModelGraph: Sendable {
     public init(model: ModelFolder, registry: DescriptorRegistry = .builtin) throws(GraphError) {
         guard let config = model.config?.json else { throw .noConfig(path: model.path) }
         let modelType = config["model_type"]?.stringValue
-        guard let modelType, let descriptor = registry.descriptor(for: modelType) else {
+        guard let modelType, let found = registry.descriptor(for: modelType) else {
             throw .unknownModelType(path: model.path, modelType: modelType, known: registry.modelTypes)
         }
-        let binding = try AxisBinding(descriptor: descriptor, config: config, path: model.path)
+        let binding = try AxisBinding(descriptor: found, config: config, path: model.path)
         for axis in ["layers", "experts"] {
             if let n = binding.size(axis), n > max(1, model.tensors.count) {
                 throw .axisInvalid(path: model.path, axis: axis, expression: binding.sources[axis] ?? axis,
@@ -56,9 +56,16 @@ public struct ModelGraph: Sendable {
             }
         }
         self.model = model
-        self.descriptor = descriptor
         self.binding = binding
 
+        // Base-model checkpoints leave the optional prefix out of every name.
+        var descriptor = found
+        if let prefix = descriptor.optional_prefix, !model.tensors.contains(where: { $0.info.name.hasPrefix(prefix) }) {
+            for i in descriptor.tensors.indices where descriptor.tensors[i].name.hasPrefix(prefix) {
+                descriptor.tensors[i].name.removeFirst(prefix.count)
+            }
+        }
+        self.descriptor = descriptor
         let templates = descriptor.tensors.map { TensorTemplate($0.name) }
         var problems: [GraphError] = []
         var nodes: [Node] = []

@@ -218,3 +218,34 @@ def test_keep_unknown_is_refused_when_layers_move(tmp_path):
     save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
     expect_error(run_pare(["trim", model, tmp_path / "out", "--drop-layers", "0", "--keep-unknown"]), 1, "renumbered")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fixture,prefix", [("gpt2", "transformer."), ("bert", "bert.")])
+def test_base_model_checkpoints_without_the_prefix(tmp_path, fixture, prefix):
+    """GPT2Model / BertModel / sentence-transformers checkpoints name tensors without the
+    head class's prefix; pare matches and writes them as they are, with the same bytes."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / fixture, model)
+    tensors = {k[len(prefix):]: v for k, v in load_file(model / "model.safetensors").items() if k.startswith(prefix)}
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["GPT2Model" if fixture == "gpt2" else "BertModel"]  # the base model alone
+    (model / "config.json").write_text(json.dumps(config, indent=2))
+    assert run_pare(["validate", model]).returncode == 0
+    flags = ["--drop-layers", "0", "--ffn", "0.5", "--quiet"]
+    assert run_pare(["trim", model, tmp_path / "bare", *flags]).returncode == 0
+    assert run_pare(["trim", FIXTURES / fixture, tmp_path / "full", *flags]).returncode == 0
+    bare, full = read_tensors(tmp_path / "bare"), read_tensors(tmp_path / "full")
+    assert {k: v.raw() for k, v in bare.items()} == {k[len(prefix):]: v.raw() for k, v in full.items() if k.startswith(prefix)}
+    from transformers import AutoModel
+
+    loaded, info = AutoModel.from_pretrained(str(tmp_path / "bare"), output_loading_info=True)
+    # The fixture was saved from the MLM head class, which has no pooler.
+    assert {k for k in info["missing_keys"] if not k.startswith("pooler.")} == set()
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        out = loaded.eval()(input_ids=torch.tensor([[1, 5, 7, 9]]))
+    assert torch.isfinite(out.last_hidden_state).all()
