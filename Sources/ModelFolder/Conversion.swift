@@ -6,6 +6,13 @@ import Darwin
 import SafeTensors
 import Tensors
 
+/// Supplies an item's kept indices when the writer reaches it, for plans that are finished
+/// layer by layer while the output is written (scores computed just in time).
+public protocol SelectionSource: AnyObject, Sendable {
+    /// The selections of item `index` (its position in the conversion's item list).
+    func selections(forItem index: Int) throws(ModelFolderError) -> [[Int]?]?
+}
+
 /// Rewrites a model folder's weights: dtype casts and re-sharding, streaming.
 ///
 /// The output is assembled in a hidden folder beside the destination and renamed into
@@ -53,6 +60,9 @@ public struct Conversion: Sendable {
             self.mergeSources = mergeSources
         }
 
+        /// Position in the conversion's item list (set by the conversion).
+        public internal(set) var order = 0
+
         public var needsCast: Bool { source.info.dtype != entry.dtype }
         public var isWholeCopy: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
     }
@@ -74,6 +84,8 @@ public struct Conversion: Sendable {
     public let config: ModelConfig?
     /// Extra files written into the output folder: name → bytes (e.g. a provenance record).
     public let extraFiles: [(name: String, bytes: [UInt8])]
+    /// Where items that select indices get their final selections, if not from the item.
+    public let selectionSource: SelectionSource?
 
     /// Plans the conversion and checks it can be done, before anything is written.
     public init(input: ModelFolder, output: String, options: Options) throws(ModelFolderError) {
@@ -93,8 +105,11 @@ public struct Conversion: Sendable {
     /// Plans writing `items` (in order) with `config`, plus `extraFiles`, into `output`.
     public init(
         input: ModelFolder, output: String, options: Options, items: [Item], config: ModelConfig?,
-        extraFiles: [(name: String, bytes: [UInt8])]
+        extraFiles: [(name: String, bytes: [UInt8])], selectionSource: SelectionSource? = nil
     ) throws(ModelFolderError) {
+        var items = items
+        for i in items.indices { items[i].order = i }
+        self.selectionSource = selectionSource
         self.input = input
         self.output = PathName.trimTrailingSlashes(output)
         self.options = options
@@ -339,7 +354,11 @@ public struct Conversion: Sendable {
         var written = done
         var buffer: UnsafeMutableRawPointer?
         defer { buffer?.deallocate() }
-        for item in shard.items {
+        for planned in shard.items {
+            var item = planned
+            if item.selections != nil, let selectionSource {
+                item.selections = try selectionSource.selections(forItem: item.order)
+            }
             let source = input.shards[item.source.shard]
             let range = source.fileRange(of: item.source.info)
             if !item.mergeSources.isEmpty {

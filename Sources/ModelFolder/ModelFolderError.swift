@@ -20,6 +20,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case safeTensors(SafeTensorsError)
     case io(FileError)
     case interrupted
+    case planFailed(reason: String)
     case uncopyableFile(path: String, reason: String)
 
     /// The stable identifier of the rule that failed, as in `[rule: ...]`.
@@ -41,6 +42,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
         case .safeTensors(let error): return error.rule
         case .io: return "io"
         case .interrupted: return "interrupted"
+        case .planFailed: return "plan"
         case .uncopyableFile: return "uncopyable-file"
         }
     }
@@ -53,6 +55,7 @@ extension ModelFolderError: CustomStringConvertible {
         case .safeTensors(let error): return error.description
         case .io(let error): return error.description
         case .interrupted: return sentence
+        case .planFailed(let reason): return reason
         default: return "\(sentence) [rule: \(rule)]"
         }
     }
@@ -95,6 +98,8 @@ extension ModelFolderError: CustomStringConvertible {
             return "\(path): \(reason); pare copies every file of a model folder and will not skip one silently — remove or fix it"
         case .interrupted:
             return "interrupted; nothing was written and the input is untouched"
+        case let .planFailed(reason):
+            return reason
         }
     }
 }

@@ -25,7 +25,10 @@ public struct TrimPlanner {
 
     /// The resolved plan. Reads the weights of the layers it scores (only when a width
     /// prune asks for magnitude selection).
-    public mutating func plan(_ request: TrimRequest, explicit: TrimPlan = TrimPlan()) throws(TrimError) -> TrimPlan {
+    ///
+    /// With `only`, indices are chosen for those layers alone (the rest of the plan is the
+    /// same as for the whole model): a writer can score each layer just before writing it.
+    public mutating func plan(_ request: TrimRequest, explicit: TrimPlan = TrimPlan(), only: Set<Int>? = nil) throws(TrimError) -> TrimPlan {
         // A checkpoint that disagrees with its config cannot be sliced by its config.
         if let problem = graph.problems.first(where: { $0.rule != "unexpected-tensor" }) { throw .graph(problem) }
         self.explicit = explicit
@@ -66,6 +69,7 @@ public struct TrimPlanner {
         mergePlan = plan.merges
         guard plan.removedLayers.count < layers else { throw .allLayersDropped(layers: layers) }
         let surviving = (0..<layers).filter { !plan.removedLayers.contains($0) }
+        let scored = only.map { wanted in surviving.filter(wanted.contains) } ?? surviving
 
         let removed = plan.removedLayers
         let named = Set(explicit.attention.keys).union(explicit.ffn.keys).union(explicit.expertFFN.keys)
@@ -92,7 +96,7 @@ public struct TrimPlanner {
             if graph.descriptor.tensors.contains(where: { $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("heads") == true } } }) {
                 throw .notSupported(family: family, request: "head pruning", reason: "its descriptor writes attention dimensions with the 'heads' axis; describe them as kv_heads*group*head_dim so heads can be selected per kv group")
             }
-            try planAttention(request, surviving, &plan)
+            try planAttention(request, scored, &plan)
         }
         if request.expertFFN != nil || !explicit.expertFFN.isEmpty || (isRatio(request.ffn) && binding.size("expert_ffn") != nil) {
             // One keep list per expert cannot slice a tensor that stacks all experts.
@@ -101,7 +105,7 @@ public struct TrimPlanner {
             }
         }
         if request.experts != nil || !explicit.experts.isEmpty {
-            try planExperts(request.experts, surviving, &plan)
+            try planExperts(request.experts, scored, &plan)
         }
         for (layer, kept) in explicit.ffn where surviving.contains(layer) {
             try check(kept, below: binding.size("ffn") ?? 0, "FFN channels of layer \(layer)")
@@ -136,7 +140,7 @@ public struct TrimPlanner {
                 if !explicit || (axis == "ffn" && binding.size("expert_ffn") != nil) { continue }
                 throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "the model has no \(axis) axis")
             }
-            try planFFN(axis: axis, keep: size.resolve(from: current), current: current, surviving, &plan)
+            try planFFN(axis: axis, keep: size.resolve(from: current), current: current, scored, &plan)
         }
         return plan
     }

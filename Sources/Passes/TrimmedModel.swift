@@ -13,6 +13,8 @@ public struct TrimmedModel: Sendable {
     public let graph: ModelGraph
     public let plan: TrimPlan
     public let items: [Conversion.Item]
+    /// The graph node each item comes from (`nil` for tensors kept as unknown).
+    public let itemNodes: [ModelGraph.Node?]
     public let config: ModelConfig
     /// Axis sizes after the trim.
     public let sizes: [String: Int]
@@ -76,6 +78,7 @@ public struct TrimmedModel: Sendable {
         // Output tensors, in input order.
         let templates = graph.descriptor.tensors.map { TensorTemplate($0.name) }
         var items: [Conversion.Item] = []
+        var itemNodes: [ModelGraph.Node?] = []
         for node in graph.nodes {
             var layerOut: Int?
             var expertOut: Int?
@@ -103,13 +106,16 @@ public struct TrimmedModel: Sendable {
                 entry: .init(name: name, dtype: node.source.info.dtype, shape: shape),
                 selections: selections.contains { $0 != nil } ? selections : nil,
                 mergeSources: Self.mergeSources(of: node, merges: plan.merges, graph: graph)))
+            itemNodes.append(node)
         }
         if keepUnknown {
+            itemNodes += graph.unknownTensors.map { _ in nil }
             items += graph.unknownTensors.map { tensor in
                 Conversion.Item(source: tensor, entry: .init(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape))
             }
         }
         self.items = items
+        self.itemNodes = itemNodes
 
         var config = graph.model.config!
         var changes: [(key: String, before: JSONValue?, after: JSONValue)] = []

@@ -163,8 +163,12 @@ struct Trim: ParsableCommand {
                 throw TrimError.graph(problem)
             }
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
-            var planner = TrimPlanner(graph: graph, scores: !dryRun)
-            let plan = try planner.plan(request(over: recipe.request), explicit: recipe.plan)
+            let wanted = request(over: recipe.request)
+            // Scores are computed layer by layer while writing when the layout does not
+            // depend on them (see LayerByLayerPlan); the plan here then fixes shapes only.
+            let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: wanted, explicit: recipe.plan)
+            var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer)
+            let plan = try planner.plan(wanted, explicit: recipe.plan)
             if keepUnknown && !graph.unknownTensors.isEmpty && (!plan.removedLayers.isEmpty || !plan.experts.isEmpty) {
                 throw TrimError.notSupported(family: graph.descriptor.family, request: "--keep-unknown with dropped, merged layers or pruned experts",
                                              reason: "tensors the descriptor does not know cannot be renumbered with the layers and experts around them ('\(graph.unknownTensors[0].info.name)'); describe them in a descriptor under formats/")
@@ -173,7 +177,8 @@ struct Trim: ParsableCommand {
                 StandardStream.standardError.write("pare: warning: copying \(graph.unknownTensors.count) tensor\(graph.unknownTensors.count == 1 ? "" : "s") the \(graph.descriptor.family) descriptor does not know unchanged (first: '\(graph.unknownTensors[0].info.name)')\n")
             }
             let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
-            let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun)
+            let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun && !layerByLayer)
+            let lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: wanted, explicit: recipe.plan, layout: trimmed) : nil
             for warning in trimmed.warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
             if dryRun {
                 StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
@@ -186,7 +191,7 @@ struct Trim: ParsableCommand {
                     ("tool", .string("pare \(Pare.configuration.version)")),
                     ("input", .string(input)),
                     ("request", .string(arguments)),
-                    ("plan", plan.json),
+                    ("plan", ((try? lazyPlan?.finish()) ?? plan).json),
                     ("input_files", .array(model.shards.enumerated().map { i, shard in
                         .object([("file", .string(PathName.lastComponent(model.shardNames[i]))), ("bytes", .integer(shard.fileSize))])
                     })),
@@ -200,7 +205,7 @@ struct Trim: ParsableCommand {
             let conversion = try Conversion(
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
-                items: trimmed.items, config: trimmed.config, extraFiles: [])
+                items: trimmed.items, config: trimmed.config, extraFiles: [], selectionSource: lazyPlan)
             let bar = ProgressBar(label: "trimming", quiet: quiet)
             Interruption.install()
             defer { bar.finish() }
@@ -212,10 +217,13 @@ struct Trim: ParsableCommand {
                 lateFiles: provenance)
             bar.finish()
             for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+            let final = try lazyPlan.map { lazy throws(TrimError) in
+                TrimSummary(try TrimmedModel(graph: graph, plan: try lazy.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
+            } ?? summary
             if json {
-                StandardStream.standardOutput.write(summary.json.serialized(.pretty) + "\n")
+                StandardStream.standardOutput.write(final.json.serialized(.pretty) + "\n")
             } else if !quiet {
-                StandardStream.standardError.write(summary.text)
+                StandardStream.standardError.write(final.text)
                 StandardStream.standardError.write("wrote \(destination)\n")
             }
         }

@@ -278,4 +278,27 @@ import Tensors
             }
         }
     }
+
+    @Test func layerByLayerPlanningWritesWhatEagerPlanningWrites() throws {
+        for (name, edit) in [
+            ("llama-gqa-f32", { (r: inout TrimRequest) in r.heads = 2; r.ffn = .ratio(0.5) }),
+            ("qwen2-moe", { (r: inout TrimRequest) in r.ffn = .ratio(0.5); r.kvHeads = 1; r.dropLayers = [1] }),
+            ("qwen3", { (r: inout TrimRequest) in r.merges = [[0, 1]]; r.ffn = .count(40) }),
+        ] as [(String, (inout TrimRequest) -> Void)] {
+            let dir = TemporaryDirectory()
+            let g = try graph(name)
+            var request = TrimRequest()
+            edit(&request)
+            #expect(LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
+            var eagerPlanner = TrimPlanner(graph: g)
+            let eager = try TrimmedModel(graph: g, plan: try eagerPlanner.plan(request))
+            try Conversion(input: g.model, output: dir.file("eager"), options: .init(), items: eager.items, config: eager.config, extraFiles: []).run()
+            var dryPlanner = TrimPlanner(graph: g, scores: false)
+            let layout = try TrimmedModel(graph: g, plan: try dryPlanner.plan(request))
+            let lazy = LayerByLayerPlan(graph: g, request: request, explicit: TrimPlan(), layout: layout)
+            try Conversion(input: g.model, output: dir.file("lazy"), options: .init(), items: layout.items, config: layout.config, extraFiles: [], selectionSource: lazy).run()
+            #expect(try readBytes(dir.file("eager/model.safetensors")) == readBytes(dir.file("lazy/model.safetensors")), "\(name)")
+            #expect(try lazy.finish() == eager.plan)
+        }
+    }
 }
