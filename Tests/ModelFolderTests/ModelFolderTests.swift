@@ -10,6 +10,21 @@ import Tensors
 @testable import ModelFolder
 
 @Suite struct ModelFolderTests {
+    /// Copies the sharded fixture's shards and other files (not its index) into `dir` and
+    /// returns the index's weight map, for tests that write a changed index.
+    func copyShardedFixture(to dir: TemporaryDirectory) throws -> [(key: String, value: JSONValue)] {
+        let source = Fixtures.model("llama-sharded")
+        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
+            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
+        }
+        let index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
+        return try #require(index["weight_map"]?.objectMembers)
+    }
+
+    func writeIndex(weightMap: [(key: String, value: JSONValue)], to dir: TemporaryDirectory) throws {
+        try writeBytes(Array(JSONValue.object([("weight_map", .object(weightMap))]).serialized().utf8), to: dir.file(ShardIndex.fileName))
+    }
+
     @Test(arguments: Fixtures.all)
     func opensEveryFixture(_ name: String) throws {
         let model = try ModelFolder(path: Fixtures.model(name))
@@ -84,16 +99,10 @@ import Tensors
 
     @Test func refusesAnIndexThatDisagreesWithItsShards() throws {
         let dir = TemporaryDirectory()
-        let source = Fixtures.model("llama-sharded")
-        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
-            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
-        }
-        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
-        var map = try #require(index["weight_map"]?.objectMembers)
+        var map = try copyShardedFixture(to: dir)
         let moved = map.removeFirst()
         map.append((moved.key, .string(moved.value.stringValue == "model-00001-of-00003.safetensors" ? "model-00002-of-00003.safetensors" : "model-00001-of-00003.safetensors")))
-        index.set("weight_map", to: .object(map))
-        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        try writeIndex(weightMap: map, to: dir)
         #expect {
             try ModelFolder(path: dir.path)
         } throws: { error in
@@ -111,10 +120,7 @@ import Tensors
 
     @Test func refusesATensorStoredInTwoShards() throws {
         let dir = TemporaryDirectory()
-        let source = Fixtures.model("llama-sharded")
-        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
-            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
-        }
+        var map = try copyShardedFixture(to: dir)
         // A fourth shard repeating a tensor of the first, listed in the index under it.
         let first = try SafeTensorsFile(path: dir.file("model-00001-of-00003.safetensors"))
         let tensor = first.tensors[0]
@@ -122,11 +128,8 @@ import Tensors
         let writer = try SafeTensorsWriter(path: dir.file("extra.safetensors"), entries: [.init(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape)], metadata: [])
         try bytes.withUnsafeBytes { try writer.write($0) }
         try writer.finish()
-        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
-        var map = try #require(index["weight_map"]?.objectMembers)
         map.append(("extra.tensor", .string("extra.safetensors")))
-        index.set("weight_map", to: .object(map))
-        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        try writeIndex(weightMap: map, to: dir)
         #expect {
             try ModelFolder(path: dir.path)
         } throws: { error in
@@ -136,15 +139,9 @@ import Tensors
 
     @Test func refusesAShardTensorTheIndexDoesNotList() throws {
         let dir = TemporaryDirectory()
-        let source = Fixtures.model("llama-sharded")
-        for file in try FileSystem.list(source) where file != ShardIndex.fileName {
-            try FileSystem.copyFile(source + "/" + file, to: dir.file(file))
-        }
-        var index = try JSONParser.parse(try readBytes(source + "/" + ShardIndex.fileName))
-        var map = try #require(index["weight_map"]?.objectMembers)
+        var map = try copyShardedFixture(to: dir)
         let dropped = map.removeLast()
-        index.set("weight_map", to: .object(map))
-        try writeBytes(Array(index.serialized().utf8), to: dir.file(ShardIndex.fileName))
+        try writeIndex(weightMap: map, to: dir)
         #expect {
             try ModelFolder(path: dir.path)
         } throws: { error in

@@ -328,6 +328,26 @@ def print_summary(results: dict):
           f"machine: {json.dumps(results['machine'])}")
 
 
+def resolve_pare_and_cache(pare_path: str, requested: str) -> tuple[str, str, str]:
+    """The pare binary to time, and the cache mode actually used, with a note saying so."""
+    pare = os.path.abspath(pare_path)
+    if not os.access(pare, os.X_OK):
+        raise SystemExit(f"pare binary not found: {pare} (swift build -c release)")
+    cache = requested
+    if cache in ("auto", "cold"):
+        if drop_caches():
+            cache = "cold"
+        elif requested == "cold":
+            raise SystemExit("cannot write /proc/sys/vm/drop_caches (need root)")
+        else:
+            cache = "warm"
+    cache_note = ("cold: page cache dropped before every run (sync; echo 3 > /proc/sys/vm/drop_caches)"
+                  if cache == "cold" else
+                  "warm: IN read once before each run" + (" (--cache warm)" if requested == "warm" else
+                                                          " (page cache could not be dropped)"))
+    return pare, cache, cache_note
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark pare convert vs cp and a Python round trip.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -355,21 +375,7 @@ def main(argv=None) -> int:
         return 0
 
     os.makedirs(args.data, exist_ok=True)
-    pare = os.path.abspath(args.pare)
-    if not os.access(pare, os.X_OK):
-        raise SystemExit(f"pare binary not found: {pare} (swift build -c release)")
-    cache = args.cache
-    if cache in ("auto", "cold"):
-        if drop_caches():
-            cache = "cold"
-        elif args.cache == "cold":
-            raise SystemExit("cannot write /proc/sys/vm/drop_caches (need root)")
-        else:
-            cache = "warm"
-    cache_note = ("cold: page cache dropped before every run (sync; echo 3 > /proc/sys/vm/drop_caches)"
-                  if cache == "cold" else
-                  "warm: IN read once before each run" + (" (--cache warm)" if args.cache == "warm" else
-                                                          " (page cache could not be dropped)"))
+    pare, cache, cache_note = resolve_pare_and_cache(args.pare, args.cache)
     print(f"# cache: {cache_note}", flush=True)
     started = time.time()
 

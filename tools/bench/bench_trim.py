@@ -229,7 +229,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_convert import drop_caches, du_bytes, machine_notes, timed_run, warm
+    from bench_convert import drop_caches, du_bytes, machine_notes, resolve_pare_and_cache, timed_run, warm
 
     ap = argparse.ArgumentParser(description="Benchmark pare trim vs cp and the transformers way.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -253,21 +253,7 @@ def main(argv=None) -> int:
         print_summary(results)
         return 0
 
-    pare = os.path.abspath(args.pare)
-    if not os.access(pare, os.X_OK):
-        raise SystemExit(f"pare binary not found: {pare} (swift build -c release)")
-    cache = args.cache
-    if cache in ("auto", "cold"):
-        if drop_caches():
-            cache = "cold"
-        elif args.cache == "cold":
-            raise SystemExit("cannot write /proc/sys/vm/drop_caches (need root)")
-        else:
-            cache = "warm"
-    cache_note = ("cold: page cache dropped before every run (sync; echo 3 > /proc/sys/vm/drop_caches)"
-                  if cache == "cold" else
-                  "warm: IN read once before each run" + (" (--cache warm)" if args.cache == "warm" else
-                                                          " (page cache could not be dropped)"))
+    pare, cache, cache_note = resolve_pare_and_cache(args.pare, args.cache)
     print(f"# cache: {cache_note}", flush=True)
     started = time.time()
 
