@@ -75,18 +75,6 @@ enum GroupMagnitude {
         return result
     }
 
-    @inline(__always)
-    static func load(_ bytes: UnsafeRawBufferPointer, _ i: Int, _ dtype: DType) -> Float {
-        switch dtype {
-        case .f32:
-            return Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
-        case .bf16:
-            return Float(bitPattern: FloatConversion.bf16ToF32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
-        default:
-            return Float(bitPattern: FloatConversion.f16ToF32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
-        }
-    }
-
     /// The indices of the `keep` highest scores, ties to the lower index, ascending.
     static func top(_ keep: Int, of scores: [Double]) -> [Int] {
         let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }

@@ -24,8 +24,10 @@ import Tensors
     /// Float values of a tensor, whatever its float dtype.
     func floats(_ model: ModelFolder, _ name: String) throws -> (shape: [Int], values: [Float]) {
         let tensor = try #require(model.tensors.first { $0.info.name == name })
-        let values = model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
-            (0..<Int(tensor.info.elementCount)).map { GroupMagnitude.load(bytes, $0, tensor.info.dtype) }
+        let count = Int(tensor.info.elementCount)
+        var values = [Float](repeating: 0, count: count)
+        model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
+            values.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: tensor.info.dtype, bytes.baseAddress!, to: .f32, $0.baseAddress!) }
         }
         return (tensor.info.shape.map { Int($0) }, values)
     }
