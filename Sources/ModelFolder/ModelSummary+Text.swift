@@ -51,8 +51,9 @@ extension ModelSummary {
 }
 
 extension String {
-    /// The string followed by spaces up to `width` columns, and at least one.
-    func padded(to width: Int) -> String {
+    /// The string followed by spaces up to `width` columns, and at least one: the column
+    /// layout of pare's text reports.
+    public func padded(to width: Int) -> String {
         count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 }

@@ -1,4 +1,3 @@
-import Crypto
 import ModelFolder
 import OrderedJSON
 import Tensors
@@ -29,9 +28,8 @@ public struct Golden: Sendable {
     public init(of model: ModelFolder, extra: [(key: String, value: JSONValue)] = []) {
         config = model.config?.json ?? .null
         tensors = model.tensors.map { tensor in
-            let digest = model.shards[tensor.shard].withBytes(of: tensor.info) { SHA256.hash(data: $0) }
-            return Entry(name: tensor.info.name, dtype: tensor.info.dtype.name, shape: tensor.info.shape,
-                         sha256: digest.map { String($0, radix: 16).leftPadded(2) }.joined())
+            Entry(name: tensor.info.name, dtype: tensor.info.dtype.name, shape: tensor.info.shape,
+                  sha256: model.shards[tensor.shard].withBytes(of: tensor.info, TensorHasher.sha256))
         }.sorted { $0.name < $1.name }
         self.extra = extra
     }
@@ -111,11 +109,5 @@ extension Golden {
             return x.count == y.count && zip(x, y).allSatisfy { $0.key == $1.key && same($0.value, $1.value) }
         default: return a == b
         }
-    }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -15,8 +15,7 @@ public final class TensorHasher: Sendable {
         DispatchQueue.global(qos: .utility).async { [self] in
             var result: [(name: String, sha256: String)] = []
             for tensor in model.tensors {
-                let digest = model.shards[tensor.shard].withBytes(of: tensor.info) { SHA256.hash(data: $0) }
-                result.append((tensor.info.name, digest.map { String($0, radix: 16).leftPadded(2) }.joined()))
+                result.append((tensor.info.name, model.shards[tensor.shard].withBytes(of: tensor.info, Self.sha256)))
             }
             digests.withLock { $0 = result }
             group.leave()
@@ -27,5 +26,18 @@ public final class TensorHasher: Sendable {
     public func wait() -> [(name: String, sha256: String)] {
         group.wait()
         return digests.withLock { $0 }
+    }
+}
+
+extension TensorHasher {
+    /// The SHA-256 of `bytes` as 64 lowercase hex digits, as `sha256sum` and hashlib print it.
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String {
+        let hex = Array("0123456789abcdef")
+        var text = ""
+        for byte in SHA256.hash(data: bytes) {
+            text.append(hex[Int(byte >> 4)])
+            text.append(hex[Int(byte & 0xF)])
+        }
+        return text
     }
 }

@@ -5,6 +5,8 @@ import ModelGraph
 struct AxisSegment {
     /// Axes outermost first, or `nil` for an expression that is not a pure product.
     var axes: [String]?
+    /// Every axis the expression names, product or not.
+    var names: [String]
     var sizes: [Int]
     /// Where the segment starts in the dimension.
     var offset: Int
@@ -27,7 +29,7 @@ struct AxisSegment {
         func segment(_ e: AxisExpression, offset: Int) -> AxisSegment {
             let length = (try? e.evaluate { binding.size($0) }) ?? 0
             let axes = e.productAxes
-            return AxisSegment(axes: axes, sizes: axes?.map { binding.size($0) ?? 0 } ?? [], offset: offset, length: length, expression: e.text)
+            return AxisSegment(axes: axes, names: e.axes, sizes: axes?.map { binding.size($0) ?? 0 } ?? [], offset: offset, length: length, expression: e.text)
         }
         switch dimension {
         case .expression(let e):

@@ -95,12 +95,12 @@ public struct TrimSummary: Sendable {
         for step in steps { lines.append("  - " + step) }
         for axis in ["layers", "heads", "kv_heads", "head_dim", "ffn", "expert_ffn", "shared_expert_ffn", "experts"] {
             guard let b = before[axis], let a = after[axis] else { continue }
-            lines.append("  " + axis.padding(20) + (a == b ? "\(b)" : "\(b) → \(a)"))
+            lines.append("  " + axis.padded(to: 20) + (a == b ? "\(b)" : "\(b) → \(a)"))
         }
-        lines.append("  " + "parameters".padding(20) + "\(Count.short(parametersBefore)) → \(Count.short(parametersAfter)) (\(percent(parametersAfter, parametersBefore)))")
-        lines.append("  " + "tensor bytes".padding(20) + "\(ByteSize.describe(bytesBefore)) → \(ByteSize.describe(bytesAfter))")
+        lines.append("  " + "parameters".padded(to: 20) + "\(Count.short(parametersBefore)) → \(Count.short(parametersAfter)) (\(percent(parametersAfter, parametersBefore)))")
+        lines.append("  " + "tensor bytes".padded(to: 20) + "\(ByteSize.describe(bytesBefore)) → \(ByteSize.describe(bytesAfter))")
         if let b = kvCacheBytesPerToken(before), let a = kvCacheBytesPerToken(after) {
-            lines.append("  " + "KV cache per token".padding(20) + "\(ByteSize.describe(b)) → \(ByteSize.describe(a))")
+            lines.append("  " + "KV cache per token".padded(to: 20) + "\(ByteSize.describe(b)) → \(ByteSize.describe(a))")
         }
         lines.append("")
         lines.append("  layer  new   heads  kv  ffn     experts")
@@ -108,9 +108,9 @@ public struct TrimSummary: Sendable {
             func f(_ v: Int?) -> String { v.map(String.init) ?? "—" }
             if l.new == nil {
                 let into = trimmed.plan.merges.first { $0.layers.dropFirst().contains(l.original) }?.layers.first
-                lines.append("  " + String(l.original).padding(7) + (into.map { "merged into \($0)" } ?? "dropped"))
+                lines.append("  " + String(l.original).padded(to: 7) + (into.map { "merged into \($0)" } ?? "dropped"))
             } else {
-                lines.append("  " + String(l.original).padding(7) + f(l.new).padding(6) + f(l.heads).padding(7) + f(l.kvHeads).padding(4) + f(l.ffn).padding(8) + f(l.experts))
+                lines.append("  " + String(l.original).padded(to: 7) + f(l.new).padded(to: 6) + f(l.heads).padded(to: 7) + f(l.kvHeads).padded(to: 4) + f(l.ffn).padded(to: 8) + f(l.experts))
             }
         }
         if !trimmed.configChanges.isEmpty {
@@ -131,11 +131,5 @@ public struct TrimSummary: Sendable {
         guard b > 0 else { return "—" }
         let p = (Double(a) / Double(b) * 1000).rounded() / 10
         return "\(p)%"
-    }
-}
-
-extension String {
-    func padding(_ width: Int) -> String {
-        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 }

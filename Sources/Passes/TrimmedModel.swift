@@ -166,18 +166,13 @@ public struct TrimmedModel: Sendable {
         if plan.sharedExpertFFN[layer] != nil { active.insert("shared_expert_ffn") }
         if plan.experts[layer] != nil { active.insert("experts") }
         if plan.expertFFN[layer] != nil { active.insert("expert_ffn") }
-        let touched = segments.contains { segment in
-            let names = segment.axes ?? ((try? AxisExpression(segment.expression).axes) ?? [])
-            return names.contains(where: active.contains)
-        }
-        if !touched { return nil }
+        if !segments.contains(where: { $0.names.contains(where: active.contains) }) { return nil }
         var result: [Int] = []
         var changed = false
         for segment in segments {
             guard let axes = segment.axes else {
                 // An opaque expression (e.g. hidden / heads) may only stay whole.
-                let names = (try? AxisExpression(segment.expression).axes) ?? []
-                if names.contains(where: { ["kv_heads", "group", "heads", "ffn", "expert_ffn", "shared_expert_ffn", "experts"].contains($0) && kept($0, outer: [:]) != nil }) {
+                if segment.names.contains(where: active.contains) {
                     throw .notSupported(family: family, request: "this trim", reason: "dimension '\(segment.expression)' of \(node.name) cannot be sliced")
                 }
                 result += (segment.offset..<(segment.offset + segment.length))

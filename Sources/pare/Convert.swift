@@ -66,15 +66,7 @@ struct Convert: ParsableCommand {
                 force: force
             )
             let conversion = try Conversion(input: model, output: output, options: options)
-            let bar = ProgressBar(label: "converting", quiet: quiet)
-            Interruption.install()
-            defer { bar.finish() }
-            let warnings = try conversion.run { done, total in
-                bar.update(done: done, total: total)
-                return !Interruption.isRequested
-            }
-            bar.finish()
-            for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+            try runShowingProgress(conversion, label: "converting", quiet: quiet)
             if !quiet {
                 let files = conversion.shards.count
                 StandardStream.standardError.write(

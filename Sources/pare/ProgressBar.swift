@@ -49,3 +49,27 @@ final class ProgressBar {
         StandardStream.standardError.write("\r\u{1B}[K")
     }
 }
+
+/// Runs a conversion with a progress bar, stopping cleanly on Ctrl-C/SIGTERM, and prints
+/// its warnings: what every command that writes a model does the same way.
+func runShowingProgress(
+    _ conversion: Conversion, label: String, quiet: Bool,
+    lateFiles: () -> [(name: String, bytes: [UInt8])] = { [] }
+) throws {
+    let bar = ProgressBar(label: label, quiet: quiet)
+    Interruption.install()
+    defer { bar.finish() }
+    let warnings = try conversion.run(
+        progress: { done, total in
+            bar.update(done: done, total: total)
+            return !Interruption.isRequested
+        },
+        lateFiles: lateFiles)
+    bar.finish()
+    warn(warnings)
+}
+
+/// Prints one `pare: warning:` line per warning.
+func warn(_ warnings: [String]) {
+    for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+}

@@ -108,10 +108,10 @@ struct Trim: ParsableCommand {
         if !inPlace && output == nil && !dryRun {
             throw ValidationError("missing OUT: give an output folder, or --in-place to trim IN itself")
         }
-        if let dropLayers, Self.parseLayers(dropLayers) == nil {
+        if let dropLayers, LayerList.parse(dropLayers) == nil {
             throw ValidationError("--drop-layers takes indices and ranges such as 3,20-23 (got '\(dropLayers)')")
         }
-        if let mergeLayers, Self.parseRuns(mergeLayers) == nil {
+        if let mergeLayers, LayerList.parseRuns(mergeLayers) == nil {
             throw ValidationError("--merge-layers takes runs of consecutive layers such as 20-23 or 3-4,20-23 (got '\(mergeLayers)')")
         }
         if let mergeNorms, TrimRequest.NormPolicy(rawValue: mergeNorms) == nil {
@@ -130,16 +130,12 @@ struct Trim: ParsableCommand {
         }
     }
 
-    static func parseLayers(_ text: String) -> [Int]? { LayerList.parse(text) }
-
-    static func parseRuns(_ text: String) -> [[Int]]? { LayerList.parseRuns(text) }
-
     /// The recipe's request with every flag given on the command line on top.
     func request(over base: TrimRequest) -> TrimRequest {
         var request = base
-        if let runs = mergeLayers.flatMap(Self.parseRuns) { request.merges = runs }
+        if let runs = mergeLayers.flatMap(LayerList.parseRuns) { request.merges = runs }
         if let policy = mergeNorms.flatMap(TrimRequest.NormPolicy.init(rawValue:)) { request.mergeNorms = policy }
-        if let layers = dropLayers.flatMap(Self.parseLayers) { request.dropLayers = layers }
+        if let layers = dropLayers.flatMap(LayerList.parse) { request.dropLayers = layers }
         request.kvHeads = kvHeads ?? request.kvHeads
         request.heads = heads ?? request.heads
         request.ffn = ffn.flatMap(TrimRequest.Size.init) ?? request.ffn
@@ -179,7 +175,7 @@ struct Trim: ParsableCommand {
             let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun && !layerByLayer)
             let lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: wanted, explicit: recipe.plan, layout: trimmed) : nil
-            for warning in trimmed.warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+            warn(trimmed.warnings)
             if dryRun {
                 StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
                 return
@@ -206,17 +202,7 @@ struct Trim: ParsableCommand {
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
                 items: trimmed.items, config: trimmed.config, extraFiles: [], selectionSource: lazyPlan)
-            let bar = ProgressBar(label: "trimming", quiet: quiet)
-            Interruption.install()
-            defer { bar.finish() }
-            let warnings = try conversion.run(
-                progress: { done, total in
-                    bar.update(done: done, total: total)
-                    return !Interruption.isRequested
-                },
-                lateFiles: provenance)
-            bar.finish()
-            for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+            try runShowingProgress(conversion, label: "trimming", quiet: quiet, lateFiles: provenance)
             let final = try lazyPlan.map { lazy throws(TrimError) in
                 TrimSummary(try TrimmedModel(graph: graph, plan: try lazy.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
             } ?? summary

@@ -207,17 +207,6 @@ def compute_targets(scales: list[dict]) -> dict:
     return t
 
 
-def print_summary(results: dict):
-    print()
-    print(results["table"])
-    print()
-    for name, ok in results["targets"].items():
-        print(f"  [{'met' if ok else 'MISSED'}] {name}")
-    lo, hi = results.get("loadavg_1m_range") or (float("nan"), float("nan"))
-    print(f"\n# total {results['elapsed_s']:.0f}s; 1-min loadavg after runs {lo:.2f}..{hi:.2f}; "
-          f"machine: {json.dumps(results['machine'])}")
-
-
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> int:
@@ -229,7 +218,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_convert import drop_caches, du_bytes, machine_notes, resolve_pare_and_cache, timed_run, warm
+    from bench_convert import drop_caches, du_bytes, machine_notes, print_summary, resolve_pare_and_cache, timed_run, warm
 
     ap = argparse.ArgumentParser(description="Benchmark pare trim vs cp and the transformers way.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
