@@ -64,15 +64,12 @@ public struct ModelSummary: Sendable {
             sizes[field] = .some(found)
         }
         if let json {
-            // Documented defaults of the HF configs: kv heads = heads (no GQA), head_dim =
-            // hidden / heads, GPT-2's n_inner = null meaning 4 × hidden.
+            // The defaults every HF config shares: kv heads = heads (no GQA), head_dim =
+            // hidden / heads. Family-specific ones (GPT-2's n_inner = 4 × hidden) come from
+            // the architecture descriptors, see `filling(from:)`.
             if sizes["kv_heads"]! == nil { sizes["kv_heads"] = sizes["attention_heads"]! }
             if sizes["head_dim"]! == nil, let hidden = sizes["hidden_size"]!, let heads = sizes["attention_heads"]!, heads > 0 {
                 sizes["head_dim"] = hidden / heads
-            }
-            if sizes["intermediate_size"]! == nil, json["n_inner"]?.isNull == true, let hidden = sizes["hidden_size"]! {
-                let (product, overflow) = hidden.multipliedReportingOverflow(by: 4)
-                sizes["intermediate_size"] = overflow ? nil : product
             }
             tieWordEmbeddings = json["tie_word_embeddings"]?.boolValue ?? model.config?.json["tie_word_embeddings"]?.boolValue
         }
@@ -94,6 +91,19 @@ public struct ModelSummary: Sendable {
         }
         tensors = model.tensors
         shardNames = model.shardNames.map(PathName.lastComponent)
+    }
+
+    /// The summary with the sizes its config leaves to defaults filled in from `axes`:
+    /// an axis size (as an architecture descriptor binds it) fills a field when the axis is
+    /// read from one of the field's config keys.
+    public func filling(from axes: [String: (keys: [String], size: Int)]) -> ModelSummary {
+        var copy = self
+        for (field, keys) in Self.configKeys where (copy.sizes[field] ?? nil) == nil {
+            if let axis = axes.values.first(where: { !Set($0.keys).isDisjoint(with: keys) }) {
+                copy.sizes[field] = .some(axis.size)
+            }
+        }
+        return copy
     }
 
     /// Multimodal configs keep the language model's sizes in `text_config`.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ModelFolder
+import ModelGraph
 import OrderedJSON
 
 struct Inspect: ParsableCommand {
@@ -30,7 +31,7 @@ struct Inspect: ParsableCommand {
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: path)
-            let summary = ModelSummary(model)
+            let summary = ModelSummary(model, registry: .builtin)
             if json {
                 StandardStream.standardOutput.write(summary.json(includeTensors: tensors).serialized(.pretty) + "\n")
             } else {

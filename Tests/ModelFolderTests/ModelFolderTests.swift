@@ -69,7 +69,16 @@ import Tensors
         #expect(mixtral.sizes["experts_per_token"]! == 2)
         let gpt2 = ModelSummary(try ModelFolder(path: Fixtures.model("gpt2")))
         #expect(gpt2.sizes["layers"]! != nil)
-        #expect(gpt2.sizes["intermediate_size"]! == 4 * gpt2.sizes["hidden_size"]!!)
+        // GPT-2's n_inner = null (4 × hidden) is the gpt2 descriptor's to say: see
+        // ModelGraphTests.inspectTakesFamilyDefaultsFromTheDescriptor.
+        #expect(gpt2.sizes["intermediate_size"]! == nil)
+    }
+
+    @Test func fillsDefaultedSizesFromAxesReadFromTheSameKeys() throws {
+        let gpt2 = ModelSummary(try ModelFolder(path: Fixtures.model("gpt2")))
+        let filled = gpt2.filling(from: ["ffn": (["n_inner"], 192), "positions": (["n_positions"], 64)])
+        #expect(filled.sizes["intermediate_size"]! == 192)
+        #expect(filled.sizes["layers"]! == gpt2.sizes["layers"]!)
     }
 
     @Test func refusesWeightsItCannotRead() throws {

@@ -178,4 +178,14 @@ import Tensors
         }
         #expect(throws: AxisExpression.ParseError.self) { try AxisExpression("hidden + 1") }
     }
+
+    @Test func inspectTakesFamilyDefaultsFromTheDescriptor() throws {
+        let gpt2 = ModelSummary(try ModelFolder(path: Fixtures.model("gpt2")), registry: .builtin)
+        #expect(gpt2.sizes["layers"]! != nil)
+        #expect(gpt2.sizes["intermediate_size"]! == 4 * gpt2.sizes["hidden_size"]!!)
+        // Mixtral's per-expert size is intermediate_size itself; nothing moves to moe_intermediate_size.
+        let mixtral = ModelSummary(try ModelFolder(path: Fixtures.model("mixtral")), registry: .builtin)
+        #expect(mixtral.sizes["intermediate_size"]! == 48)
+        #expect(mixtral.sizes["moe_intermediate_size"]! == nil)
+    }
 }
