@@ -93,46 +93,25 @@ public enum FloatConversion {
             return
         }
         switch (from, to) {
-        case (.f32, .bf16): map32to16(count, source, destination, f32ToBF16)
-        case (.f32, .f16): map32to16(count, source, destination, f32ToF16)
-        case (.bf16, .f32): map16to32(count, source, destination, bf16ToF32)
-        case (.f16, .f32): map16to32(count, source, destination, f16ToF32)
-        case (.f16, .bf16): map16to16(count, source, destination) { f32ToBF16(f16ToF32($0)) }
-        case (.bf16, .f16): map16to16(count, source, destination) { f32ToF16(bf16ToF32($0)) }
+        case (.f32, .bf16): map(count, source, destination, f32ToBF16)
+        case (.f32, .f16): map(count, source, destination, f32ToF16)
+        case (.bf16, .f32): map(count, source, destination, bf16ToF32)
+        case (.f16, .f32): map(count, source, destination, f16ToF32)
+        case (.f16, .bf16): map(count, source, destination) { f32ToBF16(f16ToF32($0)) }
+        case (.bf16, .f16): map(count, source, destination) { f32ToF16(bf16ToF32($0)) }
         default: preconditionFailure("unreachable cast \(from) -> \(to)")
         }
     }
 
+    /// Applies a bit-pattern kernel element by element (specialised per pair of widths).
     @inline(__always)
-    private static func map32to16(
+    private static func map<In: FixedWidthInteger, Out: FixedWidthInteger>(
         _ count: Int, _ source: UnsafeRawPointer, _ destination: UnsafeMutableRawPointer,
-        _ op: (UInt32) -> UInt16
+        _ op: (In) -> Out
     ) {
         for i in 0..<count {
-            let bits = UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
-            destination.storeBytes(of: op(bits).littleEndian, toByteOffset: i * 2, as: UInt16.self)
-        }
-    }
-
-    @inline(__always)
-    private static func map16to32(
-        _ count: Int, _ source: UnsafeRawPointer, _ destination: UnsafeMutableRawPointer,
-        _ op: (UInt16) -> UInt32
-    ) {
-        for i in 0..<count {
-            let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-            destination.storeBytes(of: op(bits).littleEndian, toByteOffset: i * 4, as: UInt32.self)
-        }
-    }
-
-    @inline(__always)
-    private static func map16to16(
-        _ count: Int, _ source: UnsafeRawPointer, _ destination: UnsafeMutableRawPointer,
-        _ op: (UInt16) -> UInt16
-    ) {
-        for i in 0..<count {
-            let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-            destination.storeBytes(of: op(bits).littleEndian, toByteOffset: i * 2, as: UInt16.self)
+            let bits = In(littleEndian: source.loadUnaligned(fromByteOffset: i * MemoryLayout<In>.size, as: In.self))
+            destination.storeBytes(of: op(bits).littleEndian, toByteOffset: i * MemoryLayout<Out>.size, as: Out.self)
         }
     }
 }
