@@ -321,21 +321,14 @@ public struct Conversion: Sendable {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
             let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + (Shape.elementCount($1.entry.shape) ?? 0) } }
             let text = ShardIndex.render(weightMap: weightMap, totalSize: outputTensorBytes, totalParameters: parameters)
-            try writeFile(Array(text.utf8), to: PathName.join(staging, ShardIndex.fileName))
+            try FileSystem.writeFile(Array(text.utf8), to: PathName.join(staging, ShardIndex.fileName))
         }
         if let config {
-            try writeFile(config.bytes, to: PathName.join(staging, "config.json"))
+            try FileSystem.writeFile(config.bytes, to: PathName.join(staging, "config.json"))
         }
         for file in extraFiles + late {
-            try writeFile(file.bytes, to: PathName.join(staging, file.name))
+            try FileSystem.writeFile(file.bytes, to: PathName.join(staging, file.name))
         }
-    }
-
-    private func writeFile(_ bytes: [UInt8], to path: String) throws(FileError) {
-        let file = try OutputFile(creating: path)
-        try file.write(bytes)
-        try file.sync()
-        try file.close()
     }
 
     /// Elements cast per step: bounds the cast buffer at 4 MiB of F32 whatever the tensor.

@@ -85,6 +85,28 @@ public enum FileSystem {
         try output.close()
     }
 
+    /// Writes a new file (which must not exist) and flushes it to the device.
+    public static func writeFile(_ bytes: [UInt8], to path: String) throws(FileError) {
+        let file = try OutputFile(creating: path)
+        try file.write(bytes)
+        try file.sync()
+        try file.close()
+    }
+
+    /// Replaces `path` (a file, or nothing) with `bytes` atomically: written beside it,
+    /// flushed, then renamed over it, so a reader never sees half a file.
+    public static func replaceFile(_ path: String, with bytes: [UInt8]) throws(FileError) {
+        let staging = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
+        try removeTree(staging)
+        do throws(FileError) {
+            try writeFile(bytes, to: staging)
+            try rename(staging, to: path)
+        } catch {
+            try? removeTree(staging)
+            throw error
+        }
+    }
+
     /// Flushes a file's data to the device (for files written and closed earlier).
     public static func syncFile(_ path: String) throws(FileError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

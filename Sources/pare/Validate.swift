@@ -55,7 +55,7 @@ struct Validate: ParsableCommand {
                     if FileSystem.kind(of: writeGolden) == .directory {
                         throw ValidationError("--write-golden names a folder (\(writeGolden)); give a file path")
                     }
-                    try Self.write(actual.json.serialized(.pretty) + "\n", to: writeGolden)
+                    try FileSystem.replaceFile(writeGolden, with: Array((actual.json.serialized(.pretty) + "\n").utf8))
                 }
             }
             for difference in goldenDifferences {
@@ -76,13 +76,6 @@ struct Validate: ParsableCommand {
             }
             if !graph.problems.isEmpty || !goldenDifferences.isEmpty { throw ExitCode(1) }
         }
-    }
-
-    static func write(_ text: String, to path: String) throws {
-        if FileSystem.exists(path) { try FileSystem.removeTree(path) }
-        let file = try OutputFile(creating: path)
-        try file.write(Array(text.utf8))
-        try file.close()
     }
 
     static func report(_ graph: ModelGraph, golden: [String]) -> JSONValue {

@@ -27,9 +27,7 @@ public func safetensorsBytes(header: String, data: [UInt8], declaredLength: UInt
 }
 
 public func writeBytes(_ bytes: [UInt8], to path: String) throws {
-    let file = try OutputFile(creating: path)
-    try file.write(bytes)
-    try file.close()
+    try FileSystem.writeFile(bytes, to: path)
 }
 
 public func readBytes(_ path: String) throws -> [UInt8] {
