@@ -82,8 +82,6 @@ public struct Conversion: Sendable {
     public let writesSingleFile: Bool
     /// The config to write (the input's when nothing changes it).
     public let config: ModelConfig?
-    /// Extra files written into the output folder: name → bytes (e.g. a provenance record).
-    public let extraFiles: [(name: String, bytes: [UInt8])]
     /// Where items that select indices get their final selections, if not from the item.
     public let selectionSource: SelectionSource?
 
@@ -99,13 +97,13 @@ public struct Conversion: Sendable {
         }
         var config = input.config
         if let dtype = options.dtype { config?.setDType(dtype) }
-        try self.init(input: input, output: output, options: options, items: items, config: config, extraFiles: [])
+        try self.init(input: input, output: output, options: options, items: items, config: config)
     }
 
-    /// Plans writing `items` (in order) with `config`, plus `extraFiles`, into `output`.
+    /// Plans writing `items` (in order) with `config` into `output`.
     public init(
         input: ModelFolder, output: String, options: Options, items: [Item], config: ModelConfig?,
-        extraFiles: [(name: String, bytes: [UInt8])], selectionSource: SelectionSource? = nil
+        selectionSource: SelectionSource? = nil
     ) throws(ModelFolderError) {
         var items = items
         for i in items.indices { items[i].order = i }
@@ -114,7 +112,6 @@ public struct Conversion: Sendable {
         self.output = PathName.trimTrailingSlashes(output)
         self.options = options
         self.config = config
-        self.extraFiles = extraFiles
         writesSingleFile = input.layout == .singleFile && output.hasSuffix(".safetensors")
         let groups = Self.packShards(items, limit: options.maxShardSize)
         if groups.count == 1 {
@@ -208,9 +205,9 @@ public struct Conversion: Sendable {
     /// after the new output was already in place (the conversion itself succeeded).
     @discardableResult
     ///
-    /// `lateFiles` is called once the tensors are written, for files whose content depends
-    /// on work done meanwhile (a provenance record with hashes computed alongside); they
-    /// are written like `extraFiles`.
+    /// `lateFiles` is called once the tensors are written, for extra files of the output
+    /// folder whose content may depend on work done meanwhile (a provenance record with
+    /// hashes computed alongside); a file of the input with the same name is replaced.
     public func run(
         progress: Progress = { _, _ in true },
         lateFiles: () -> [(name: String, bytes: [UInt8])] = { [] }
@@ -296,7 +293,7 @@ public struct Conversion: Sendable {
         try io { () throws(FileError) in try writeMetadataFiles(into: staging, late: late) }
         guard let root = input.root else { return }
         var directories: [String] = []
-        let replaced = Set((extraFiles + late).map(\.name))
+        let replaced = Set(late.map(\.name))
         for relative in input.otherFiles where !replaced.contains(relative) {
             if !progress(outputTensorBytes, outputTensorBytes) { throw .interrupted }
             try io { () throws(FileError) in
@@ -326,7 +323,7 @@ public struct Conversion: Sendable {
         if let config {
             try FileSystem.writeFile(config.bytes, to: PathName.join(staging, "config.json"))
         }
-        for file in extraFiles + late {
+        for file in late {
             try FileSystem.writeFile(file.bytes, to: PathName.join(staging, file.name))
         }
     }

@@ -201,7 +201,7 @@ struct Trim: ParsableCommand {
             let conversion = try Conversion(
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
-                items: trimmed.items, config: trimmed.config, extraFiles: [], selectionSource: lazyPlan)
+                items: trimmed.items, config: trimmed.config, selectionSource: lazyPlan)
             try runShowingProgress(conversion, label: "trimming", quiet: quiet, lateFiles: provenance)
             let final = try lazyPlan.map { lazy throws(TrimError) in
                 TrimSummary(try TrimmedModel(graph: graph, plan: try lazy.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
