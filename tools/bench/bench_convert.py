@@ -348,6 +348,19 @@ def resolve_pare_and_cache(pare_path: str, requested: str) -> tuple[str, str, st
     return pare, cache, cache_note
 
 
+def finish_results(results: dict, started: float, targets: dict, table: str, out_json: str) -> None:
+    """Adds the run's totals, targets and table to `results`, prints them and saves the JSON."""
+    results["elapsed_s"] = round(time.time() - started, 1)
+    loads = [x["loadavg_1m_after"] for s in results["scales"] for m in s["methods"].values() for x in m["runs"]]
+    results["loadavg_1m_range"] = [min(loads), max(loads)] if loads else None
+    results["targets"] = targets
+    results["table"] = table
+    print_summary(results)
+    with open(out_json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"# results: {out_json}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark pare convert vs cp and a Python round trip.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -456,16 +469,8 @@ def main(argv=None) -> int:
             }
         results["scales"].append(sr)
 
-    results["elapsed_s"] = round(time.time() - started, 1)
-    loads = [x["loadavg_1m_after"] for s in results["scales"] for m in s["methods"].values() for x in m["runs"]]
-    results["loadavg_1m_range"] = [min(loads), max(loads)] if loads else None
-    results["targets"] = compute_targets(results["scales"])
-    results["table"] = fmt_table(results["scales"], cache)
-    print_summary(results)
-    out_json = args.json or os.path.join(args.data, "results.json")
-    with open(out_json, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"# results: {out_json}")
+    finish_results(results, started, compute_targets(results["scales"]), fmt_table(results["scales"], cache),
+                   args.json or os.path.join(args.data, "results.json"))
     return 0 if all(v.get("verify") is None or v["verify"]["ok"]
                     for s in results["scales"] for v in s["methods"].values()) else 1
 

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_convert import drop_caches, du_bytes, machine_notes, print_summary, resolve_pare_and_cache, timed_run, warm
+    from bench_convert import drop_caches, du_bytes, finish_results, machine_notes, print_summary, resolve_pare_and_cache, timed_run, warm
 
     ap = argparse.ArgumentParser(description="Benchmark pare trim vs cp and the transformers way.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -354,16 +354,8 @@ def main(argv=None) -> int:
         all_ok &= all(x is None or x["ok"] for x in (sr["verify"], sr["validate"]))
         results["scales"].append(sr)
 
-    results["elapsed_s"] = round(time.time() - started, 1)
-    loads = [x["loadavg_1m_after"] for s in results["scales"] for m in s["methods"].values() for x in m["runs"]]
-    results["loadavg_1m_range"] = [min(loads), max(loads)] if loads else None
-    results["targets"] = compute_targets(results["scales"])
-    results["table"] = fmt_table(results["scales"], cache)
-    print_summary(results)
-    out_json = args.json or os.path.join(args.data, "results-trim.json")
-    with open(out_json, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"# results: {out_json}")
+    finish_results(results, started, compute_targets(results["scales"]), fmt_table(results["scales"], cache),
+                   args.json or os.path.join(args.data, "results-trim.json"))
     return 0 if all_ok else 1
 
 

@@ -53,12 +53,7 @@ CRASH_MARKERS = [
 ]
 
 
-def _pare_bin() -> Path:
-    env = os.environ.get("PARE_BIN")
-    if env:
-        p = Path(env)
-        return p if p.is_absolute() else REPO / p
-    return REPO / ".build" / "debug" / "pare"
+from conftest import _pare_bin  # noqa: E402  (the one place that finds the binary)
 
 
 @pytest.fixture(scope="session")
