@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> Passes -> ModelGraph -> ModelFolder -> SafeTensors -> Tensors, OrderedJSON
+// pare (CLI) -> Passes -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
     products: [
@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "ModelGraph", targets: ["ModelGraph"]),
         .library(name: "ModelFolder", targets: ["ModelFolder"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "PareFormat", targets: ["PareFormat"]),
         .library(name: "Tensors", targets: ["Tensors"]),
     ],
     dependencies: [
@@ -20,9 +21,12 @@ let package = Package(
     targets: [
         .target(name: "OrderedJSON"),
         .target(name: "CSystemShims"),
+        .target(name: "CKernels"),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "Tensors", dependencies: ["CSystemShims"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
-        .target(name: "ModelFolder", dependencies: ["SafeTensors", "Tensors", "OrderedJSON"]),
+        .target(name: "PareFormat", dependencies: ["Tensors", "OrderedJSON", "CKernels", "CZstd"]),
+        .target(name: "ModelFolder", dependencies: ["SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
         .target(
             name: "ModelGraph",
             dependencies: [
@@ -52,6 +56,7 @@ let package = Package(
         .testTarget(name: "OrderedJSONTests", dependencies: ["OrderedJSON"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "TestSupport"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "PareFormatTests", dependencies: ["PareFormat", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),

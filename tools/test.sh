@@ -24,6 +24,8 @@ if ! command -v swift >/dev/null; then
     echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
     exit 1
 fi
+# libzstd for the .pare format's CZstd system-library target.
+[ -f /usr/include/zstd.h ] || apt_install libzstd-dev pkg-config
 command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 

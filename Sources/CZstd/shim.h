@@ -1,0 +1,2 @@
+// libzstd from the system (Debian: libzstd-dev), for the .pare format's compressed streams.
+#include <zstd.h>

@@ -1,0 +1,15 @@
+import CKernels
+
+/// CRC-32C (Castagnoli), the checksum of every chunk, tensor and index of a `.pare` file.
+public enum CRC32C {
+    /// The CRC of `bytes`, continuing `crc` (0 to start): crc(a ++ b) = checksum(b, continuing: checksum(a)).
+    @inlinable
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        return pare_crc32c(crc, base, bytes.count)
+    }
+
+    public static func checksum(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 {
+        bytes.withUnsafeBytes { checksum($0, continuing: crc) }
+    }
+}
