@@ -47,6 +47,7 @@ let package = Package(
                 "Passes",
                 "ModelGraph",
                 "ModelFolder",
+                "PareFormat",
                 "OrderedJSON",
                 "Tensors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

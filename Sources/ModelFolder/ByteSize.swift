@@ -41,7 +41,8 @@ public enum ByteSize {
         return "\(bytes) B"
     }
 
-    static func format(_ value: Double, _ digits: Int) -> String {
+    /// `value` with at most `digits` decimals.
+    public static func format(_ value: Double, _ digits: Int) -> String {
         var factor = 1.0
         for _ in 0..<digits { factor *= 10 }
         let rounded = (value * factor).rounded() / factor

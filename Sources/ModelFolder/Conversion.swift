@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PareFormat
 import SafeTensors
 import Tensors
 
@@ -29,12 +30,21 @@ public struct Conversion: Sendable {
         /// The output is the input itself (`--in-place`): the new model is written beside it
         /// and swapped in only once complete, so the original survives any failure.
         public var replacesInput: Bool
+        /// The format of the output's weight files.
+        public var format: WeightFormat
+        /// Compression settings for `.pare` output.
+        public var pare: PareWriter.Options
 
-        public init(dtype: DType? = nil, maxShardSize: Int = 5_000_000_000, force: Bool = false, replacesInput: Bool = false) {
+        public init(
+            dtype: DType? = nil, maxShardSize: Int = 5_000_000_000, force: Bool = false, replacesInput: Bool = false,
+            format: WeightFormat = .safetensors, pare: PareWriter.Options = .init()
+        ) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.force = force
             self.replacesInput = replacesInput
+            self.format = format
+            self.pare = pare
         }
     }
 
@@ -50,14 +60,19 @@ public struct Conversion: Sendable {
         /// empty for a plain copy.
         public var mergeSources: [ModelFolder.Tensor]
 
+        /// How to store the tensor in `.pare` output; `nil` lets the conversion choose from
+        /// the data (see `PareEncoding.choose`).
+        public var encoding: PareEncoding?
+
         public init(
             source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil,
-            mergeSources: [ModelFolder.Tensor] = []
+            mergeSources: [ModelFolder.Tensor] = [], encoding: PareEncoding? = nil
         ) {
             self.source = source
             self.entry = entry
             self.selections = selections
             self.mergeSources = mergeSources
+            self.encoding = encoding
         }
 
         /// Position in the conversion's item list (set by the conversion).
@@ -112,17 +127,18 @@ public struct Conversion: Sendable {
         self.output = PathName.trimTrailingSlashes(output)
         self.options = options
         self.config = config
-        writesSingleFile = input.layout == .singleFile && output.hasSuffix(".safetensors")
+        let format = options.format
+        writesSingleFile = input.layout == .singleFile && output.hasSuffix(format.fileExtension)
         let groups = Self.packShards(items, limit: options.maxShardSize)
         if groups.count == 1 {
-            let name = writesSingleFile ? PathName.lastComponent(output) : "model.safetensors"
+            let name = writesSingleFile ? PathName.lastComponent(output) : format.singleFileName
             shards = [Shard(fileName: name, items: groups[0])]
         } else {
             if writesSingleFile { throw .singleFileNeedsShards(path: output, shards: groups.count) }
-            shards = groups.enumerated().map { Shard(fileName: ShardIndex.shardName($0 + 1, of: groups.count), items: $1) }
+            shards = groups.enumerated().map { Shard(fileName: format.shardName($0 + 1, of: groups.count), items: $1) }
         }
-        for shard in shards {
-            let header = SafeTensorsWriter.headerBytes(entries: shard.items.map(\.entry), metadata: Self.outputMetadata(input.shards.first?.header.metadata))
+        for shard in shards where format == .safetensors {
+            let header = SafeTensorsWriter.headerBytes(entries: shard.items.map(\.entry), metadata: Self.outputMetadata(input.shards.first?.metadata))
             if UInt64(header.count - 8) > SafeTensorsHeader.maximumHeaderLength {
                 throw .headerTooLarge(shard: shard.fileName, bytes: header.count - 8)
             }
@@ -210,7 +226,7 @@ public struct Conversion: Sendable {
     /// hashes computed alongside); a file of the input with the same name is replaced.
     public func run(
         progress: Progress = { _, _ in true },
-        lateFiles: () -> [(name: String, bytes: [UInt8])] = { [] }
+        lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] = { [] }
     ) throws(ModelFolderError) -> [String] {
         let parent = PathName.parent(output)
         let name = PathName.lastComponent(output)
@@ -276,14 +292,14 @@ public struct Conversion: Sendable {
     }
 
     private func writeFolder(
-        into staging: String, progress: Progress, lateFiles: () -> [(name: String, bytes: [UInt8])]
+        into staging: String, progress: Progress, lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])]
     ) throws(ModelFolderError) {
         var done = 0
         for shard in shards {
             try writeShard(shard, to: PathName.join(staging, shard.fileName), done: done, progress: progress)
             done += shard.tensorBytes
         }
-        let late = lateFiles()
+        let late = try lateFiles()
         try writeOtherFiles(into: staging, progress: progress, late: late)
     }
 
@@ -318,7 +334,7 @@ public struct Conversion: Sendable {
             let weightMap = shards.flatMap { shard in shard.items.map { ($0.entry.name, shard.fileName) } }
             let parameters = shards.reduce(UInt64(0)) { $0 + $1.items.reduce(0) { $0 + (Shape.elementCount($1.entry.shape) ?? 0) } }
             let text = ShardIndex.render(weightMap: weightMap, totalSize: outputTensorBytes, totalParameters: parameters)
-            try FileSystem.writeFile(Array(text.utf8), to: PathName.join(staging, ShardIndex.fileName))
+            try FileSystem.writeFile(Array(text.utf8), to: PathName.join(staging, options.format.indexFileName))
         }
         if let config {
             try FileSystem.writeFile(config.bytes, to: PathName.join(staging, "config.json"))
@@ -335,9 +351,17 @@ public struct Conversion: Sendable {
 
     private func writeShard(_ shard: Shard, to path: String, done: Int, progress: Progress) throws(ModelFolderError) {
         let total = outputTensorBytes
-        let metadata = Self.outputMetadata(input.shards.first?.header.metadata)
-        let writer: SafeTensorsWriter
-        do { writer = try SafeTensorsWriter(path: path, entries: shard.items.map(\.entry), metadata: metadata) } catch { throw .io(error) }
+        let metadata = Self.outputMetadata(input.shards.first?.metadata)
+        let writer: TensorSink
+        switch options.format {
+        case .safetensors:
+            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata)
+        case .pare:
+            let entries = try shard.items.map { (item: Item) throws(ModelFolderError) -> PareWriter.Entry in
+                PareWriter.Entry(name: item.entry.name, dtype: item.entry.dtype, shape: item.entry.shape, encoding: try pareEncoding(item))
+            }
+            writer = try PareSink(path: path, entries: entries, metadata: metadata, options: options.pare)
+        }
         func report(_ bytes: Int) throws(ModelFolderError) {
             if !progress(bytes, total) { throw .interrupted }
         }
@@ -350,9 +374,8 @@ public struct Conversion: Sendable {
                 item.selections = try selectionSource.selections(forItem: item.order)
             }
             let source = input.shards[item.source.shard]
-            let range = source.fileRange(of: item.source.info)
             if !item.mergeSources.isEmpty {
-                let merged = input.mergedBytes(base: item.source, others: item.mergeSources)
+                let merged = try input.mergedBytes(base: item.source, others: item.mergeSources)
                 let selections = item.selections ?? item.source.info.shape.map { _ in nil }
                 // Array's closure APIs rethrow untyped errors; carry the typed one through a Result.
                 let result = merged.withUnsafeBytes { bytes in
@@ -364,40 +387,54 @@ public struct Conversion: Sendable {
                 }
                 try result.get()
             } else if !item.isWholeCopy, let selections = item.selections {
-                let mapping = source.mapping
-                try mapping.withBytes(in: range) { bytes throws(ModelFolderError) in
-                    try writeGathered(item, selections: selections, source: bytes.baseAddress!, writer: writer) { done throws(ModelFolderError) in
-                        try report(written + done)
+                let result = try source.withBytes(of: item.source.info) { bytes in
+                    Result { () throws(ModelFolderError) in
+                        try writeGathered(item, selections: selections, source: bytes.baseAddress!, writer: writer) { done throws(ModelFolderError) in
+                            try report(written + done)
+                        }
                     }
                 }
+                try result.get()
             } else if !item.needsCast {
-                var offset = range.lowerBound
-                while offset < range.upperBound {
-                    let count = min(Self.copyChunkBytes, range.upperBound - offset)
-                    try io { () throws(FileError) in try writer.copy(from: source.mapping, at: offset, count: count) }
-                    writer.startWriteback()
-                    offset += count
-                    try report(written + (offset - range.lowerBound))
+                if case .safetensors(let file) = source, options.format == .safetensors {
+                    // Same bytes, same format: let the kernel copy (reflinks where it can).
+                    let range = file.fileRange(of: item.source.info)
+                    var offset = range.lowerBound
+                    while offset < range.upperBound {
+                        let count = min(Self.copyChunkBytes, range.upperBound - offset)
+                        try writer.copy(from: file.mapping, at: offset, count: count)
+                        writer.startWriteback()
+                        offset += count
+                        try report(written + (offset - range.lowerBound))
+                    }
+                } else {
+                    var copied = 0
+                    try source.forEachPiece(of: item.source.info, pieceBytes: Self.copyChunkBytes) { piece throws(ModelFolderError) in
+                        try writer.write(piece)
+                        writer.startWriteback()
+                        copied += piece.count
+                        try report(written + copied)
+                    }
                 }
             } else {
                 let from = item.source.info.dtype, to = item.entry.dtype
                 let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
                 let scratch = buffer ?? UnsafeMutableRawPointer.allocate(byteCount: Self.castChunkElements * 4, alignment: 64)
                 buffer = scratch
-                let elements = Int(item.source.info.elementCount)
-                var start = 0
-                while start < elements {
-                    let count = min(Self.castChunkElements, elements - start)
-                    let chunk = (range.lowerBound + start * inBytes)..<(range.lowerBound + (start + count) * inBytes)
-                    source.mapping.adviseSequential(chunk)
-                    source.mapping.withBytes(in: chunk) { bytes in
-                        FloatConversion.convertInParallel(count: count, from: from, bytes.baseAddress!, to: to, scratch)
+                var converted = 0
+                try source.forEachPiece(of: item.source.info, pieceBytes: Self.castChunkElements * inBytes) { piece throws(ModelFolderError) in
+                    // Pieces of a .pare tensor are batches of chunks, larger than the scratch.
+                    var start = 0
+                    let elements = piece.count / inBytes
+                    while start < elements {
+                        let count = min(Self.castChunkElements, elements - start)
+                        FloatConversion.convertInParallel(count: count, from: from, piece.baseAddress! + start * inBytes, to: to, scratch)
+                        try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes))
+                        start += count
+                        converted += count
+                        if converted % (16 * Self.castChunkElements) == 0 { writer.startWriteback() }
+                        try report(written + converted * outBytes)
                     }
-                    try io { () throws(FileError) in try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes)) }
-                    if start % (16 * Self.castChunkElements) == 0 { writer.startWriteback() }
-                    source.mapping.adviseDone(chunk)
-                    start += count
-                    try report(written + start * outBytes)
                 }
             }
             written += item.entry.byteCount
@@ -405,7 +442,29 @@ public struct Conversion: Sendable {
         }
         // Flushed later, all shards together (see `run`), so the disk keeps working
         // while the next shard is produced.
-        try io { () throws(FileError) in try writer.finish(sync: false) }
+        try writer.finish(sync: false)
+    }
+
+    /// The `.pare` encoding of an output tensor: the item's own, the source's when the data
+    /// is the same bytes or a cast of them (a cast keeps zeros zero), else chosen from the
+    /// source's bytes for whole copies and casts, else byte grouping for floats.
+    private func pareEncoding(_ item: Item) throws(ModelFolderError) -> PareEncoding {
+        if let encoding = item.encoding { return encoding }
+        let dtype = item.entry.dtype
+        let fallback: PareEncoding = item.entry.byteCount >= PareEncoding.smallTensorBytes && dtype.isCastable ? .byteGroup : .raw
+        guard item.isWholeCopy else { return fallback }
+        let chosen: PareEncoding
+        switch input.shards[item.source.shard] {
+        case .pare(let file, _):
+            chosen = file.tensor(named: item.source.info.name)?.encoding ?? fallback
+        case .safetensors(let file):
+            let info = item.source.info
+            chosen = file.withBytes(of: info) { PareEncoding.choose(dtype: info.dtype, shape: info.shape, bytes: $0) }
+        }
+        if chosen == .raw, item.entry.byteCount >= PareEncoding.smallTensorBytes, dtype.isCastable { return .byteGroup }
+        if chosen != .raw, !chosen.accepts(dtype) { return fallback }
+        if item.entry.byteCount < PareEncoding.smallTensorBytes { return .raw }
+        return chosen
     }
 
     /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.
@@ -415,7 +474,7 @@ public struct Conversion: Sendable {
     /// of output rows at a time, cast if needed.
     private func writeGathered(
         _ item: Item, selections: [[Int]?], source: UnsafeRawPointer,
-        writer: SafeTensorsWriter, progress: (Int) throws(ModelFolderError) -> Void
+        writer: TensorSink, progress: (Int) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
         let from = item.source.info.dtype, to = item.entry.dtype
         let gather = Gather(shape: item.source.info.shape.map { Int($0) }, elementSize: from.bitWidth / 8, selections: selections)
@@ -439,7 +498,7 @@ public struct Conversion: Sendable {
                 FloatConversion.convertInParallel(count: count, from: from, buffer, to: to, castBuffer)
                 chunk = UnsafeRawBufferPointer(start: castBuffer, count: count * (to.bitWidth / 8))
             }
-            try io { () throws(FileError) in try writer.write(chunk) }
+            try writer.write(chunk)
             done += chunk.count
             row += step
             try progress(done)

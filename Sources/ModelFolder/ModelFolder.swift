@@ -1,3 +1,4 @@
+import PareFormat
 import SafeTensors
 import Tensors
 
@@ -11,9 +12,9 @@ public final class ModelFolder: Sendable {
     public enum Layout: Sendable, Equatable {
         /// A folder with `config.json` and weights.
         case folder
-        /// A bare `.safetensors` file (no config, no other files).
+        /// A bare `.safetensors` or `.pare` file (no config, no other files).
         case singleFile
-        /// A `*.safetensors.index.json` path; its folder is the model.
+        /// A `*.safetensors.index.json` or `*.pare.index.json` path; its folder is the model.
         case index
     }
 
@@ -31,7 +32,9 @@ public final class ModelFolder: Sendable {
     public let config: ModelConfig?
     /// Weight files in reading order, as paths relative to `root` (or the file's path).
     public let shardNames: [String]
-    public let shards: [SafeTensorsFile]
+    public let shards: [WeightFile]
+    /// The format of the weight files.
+    public let format: WeightFormat
     public let index: ShardIndex?
     /// Every tensor, shard by shard in file order, each shard's in data order.
     public let tensors: [Tensor]
@@ -55,15 +58,18 @@ public final class ModelFolder: Sendable {
 
         var indexPath: String?
         var weightPaths: [String] = []
+        var format = WeightFormat.safetensors
         switch kind {
-        case .file where name.hasSuffix(".safetensors.index.json"):
+        case .file where WeightFormat.allCases.contains(where: { name.hasSuffix($0.indexSuffix) }):
             layout = .index
             root = PathName.parent(path)
             indexPath = path
-        case .file where name.hasSuffix(".safetensors"):
+            format = WeightFormat.allCases.first { name.hasSuffix($0.indexSuffix) }!
+        case .file where WeightFormat(fileName: name) != nil:
             layout = .singleFile
             root = nil
             weightPaths = [path]
+            format = WeightFormat(fileName: name)!
         case .directory:
             layout = .folder
             root = path
@@ -83,31 +89,36 @@ public final class ModelFolder: Sendable {
             }
             let topLevel = files.filter { !$0.contains("/") }
             if indexPath == nil {
-                let indexes = topLevel.filter { $0.hasSuffix(".safetensors.index.json") }
+                let indexes = topLevel.filter { file in WeightFormat.allCases.contains { file.hasSuffix($0.indexSuffix) } }
                 if indexes.count > 1 {
                     throw .ambiguousWeights(path: root, files: indexes)
                 }
                 indexPath = indexes.first.map { PathName.join(root, $0) }
+                if let index = indexes.first { format = WeightFormat.allCases.first { index.hasSuffix($0.indexSuffix) }! }
             }
-            let topWeights = topLevel.filter { $0.hasSuffix(".safetensors") }
+            let allWeights = topLevel.filter { WeightFormat(fileName: $0) != nil }
             if let indexPath {
                 let indexName = PathName.lastComponent(indexPath)
                 let parsed: ShardIndex
                 do { parsed = try ShardIndex.read(path: indexPath) } catch { throw .safeTensors(error) }
                 guard !parsed.weightMap.isEmpty else { throw .noWeights(path: indexPath) }
                 let listed = Set(parsed.shardNames)
-                if let stray = topWeights.first(where: { !listed.contains($0) }) {
+                if let stray = allWeights.first(where: { !listed.contains($0) }) {
                     throw .unlistedSafeTensors(path: PathName.join(root, stray), index: indexName)
+                }
+                if let foreign = parsed.shardNames.first(where: { WeightFormat(fileName: $0) != format }) {
+                    throw .safeTensors(.indexMalformed(path: indexPath, problem: "the index lists '\(foreign)', which is not a \(format.fileExtension) file"))
                 }
                 weightPaths = parsed.shardNames.map { PathName.join(root, $0) }
                 index = parsed
                 others = files.filter { $0 != indexName && !listed.contains($0) && $0 != "config.json" }
             } else {
-                guard !topWeights.isEmpty else { throw .noWeights(path: root) }
-                guard topWeights.count == 1 else { throw .ambiguousWeights(path: root, files: topWeights) }
-                weightPaths = [PathName.join(root, topWeights[0])]
+                guard !allWeights.isEmpty else { throw .noWeights(path: root) }
+                guard allWeights.count == 1 else { throw .ambiguousWeights(path: root, files: allWeights) }
+                weightPaths = [PathName.join(root, allWeights[0])]
+                format = WeightFormat(fileName: allWeights[0])!
                 index = nil
-                others = files.filter { $0 != topWeights[0] && $0 != "config.json" }
+                others = files.filter { $0 != allWeights[0] && $0 != "config.json" }
             }
             let configPath = PathName.join(root, "config.json")
             config = FileSystem.kind(of: configPath) == .file ? try ModelConfig.read(path: configPath) : nil
@@ -115,16 +126,17 @@ public final class ModelFolder: Sendable {
             index = nil
             config = nil
         }
+        self.format = format
         otherFiles = others
         let isBareFile = layout == .singleFile
         shardNames = weightPaths.map { isBareFile ? $0 : PathName.lastComponent($0) }
 
-        var opened: [SafeTensorsFile] = []
+        var opened: [WeightFile] = []
         for weightPath in weightPaths {
             guard FileSystem.kind(of: weightPath) == .file else {
                 throw .missingShard(path: weightPath, index: indexPath.map(PathName.lastComponent) ?? "the index")
             }
-            do { opened.append(try SafeTensorsFile(path: weightPath)) } catch { throw .safeTensors(error) }
+            opened.append(try WeightFile(path: weightPath, format: format))
         }
         shards = opened
 

@@ -1,3 +1,4 @@
+import PareFormat
 import SafeTensors
 import Tensors
 
@@ -18,6 +19,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case missingShard(path: String, index: String)
     case singleFileNeedsShards(path: String, shards: Int)
     case safeTensors(SafeTensorsError)
+    case pare(PareError)
     case io(FileError)
     case interrupted
     case planFailed(reason: String)
@@ -40,6 +42,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
         case .headerTooLarge: return "header-too-large"
         case .missingShard: return "index-missing-shard"
         case .safeTensors(let error): return error.rule
+        case .pare(let error): return error.rule
         case .io: return "io"
         case .interrupted: return "interrupted"
         case .planFailed: return "plan"
@@ -53,6 +56,7 @@ extension ModelFolderError: CustomStringConvertible {
     public var description: String {
         switch self {
         case .safeTensors(let error): return error.description
+        case .pare(let error): return error.description
         case .io(let error): return error.description
         case .interrupted: return sentence
         case .planFailed(let reason): return reason
@@ -65,15 +69,15 @@ extension ModelFolderError: CustomStringConvertible {
         case let .notFound(path):
             return "\(path): no such file or folder"
         case let .notAModel(path):
-            return "\(path): not a model folder, a .safetensors file or a model.safetensors.index.json"
+            return "\(path): not a model folder, a .safetensors or .pare file, or a model.safetensors.index.json or model.pare.index.json"
         case let .noWeights(path):
-            return "\(path): the folder holds no .safetensors weights"
+            return "\(path): the folder holds no .safetensors or .pare weights"
         case let .unreadableWeights(path, format):
             return "\(path): pare cannot read \(format) weights; convert them to safetensors first or move the file out of the folder (pare never drops weights silently)"
         case let .unlistedSafeTensors(path, index):
             return "\(path): this weight file is not listed in \(index); move it out of the folder or add it to the index (pare never drops weights silently)"
         case let .ambiguousWeights(path, files):
-            return "\(path): several weight files without an index (\(files.joined(separator: ", "))); add a model.safetensors.index.json or keep one file"
+            return "\(path): several weight files without an index (\(files.joined(separator: ", "))); add a model.safetensors.index.json (model.pare.index.json for .pare files) or keep one file"
         case let .configNotJSON(path, reason):
             return "\(path): not valid JSON (\(reason))"
         case let .configNotObject(path):
@@ -91,6 +95,8 @@ extension ModelFolderError: CustomStringConvertible {
         case let .singleFileNeedsShards(path, shards):
             return "\(path): the output needs \(shards) shards under --max-shard-size, but a single .safetensors file was asked for; give a folder as output"
         case let .safeTensors(error):
+            return error.description
+        case let .pare(error):
             return error.description
         case let .io(error):
             return error.description

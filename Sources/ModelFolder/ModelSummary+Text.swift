@@ -30,7 +30,12 @@ extension ModelSummary {
         for (dtype, totals) in s.dtypes {
             row("  " + dtype.name, "\(totals.tensors) tensors, \(Count.short(totals.parameters)) params, \(ByteSize.describe(totals.bytes))")
         }
-        row("files", "\(s.shards.count)")
+        if s.format == .pare {
+            let ratio = s.bytes > 0 ? ByteSize.format(Double(s.fileBytes) / Double(s.bytes), 3) : "1"
+            row("files", "\(s.shards.count) .pare, \(ByteSize.describe(s.fileBytes)) on disk (\(ratio)× the tensor bytes)")
+        } else {
+            row("files", "\(s.shards.count)")
+        }
         if s.shards.count > 1 {
             for shard in s.shards {
                 row("  " + shard.file, "\(shard.tensors) tensors, \(ByteSize.describe(shard.bytes))")
@@ -42,7 +47,11 @@ extension ModelSummary {
             for tensor in s.tensors {
                 let shape = "[" + tensor.info.shape.map(String.init).joined(separator: ", ") + "]"
                 var line = tensor.info.name.padded(to: nameWidth + 2) + tensor.info.dtype.name.padded(to: 12) + shape.padded(to: 20)
+                if let stored = s.storage[tensor.info.name] {
+                    line += stored.encoding.padded(to: 16) + ByteSize.describe(stored.storedBytes).padded(to: 12)
+                }
                 if s.shards.count > 1 { line += s.shardNames[tensor.shard] }
+                while line.last == " " { line.removeLast() }
                 lines.append(line)
             }
         }

@@ -45,6 +45,10 @@ public struct ModelSummary: Sendable {
     public var shards: [ShardTotals]
     public var tensors: [ModelFolder.Tensor]
     public var shardNames: [String]
+    /// The weight files' format.
+    public var format: WeightFormat
+    /// For `.pare` files: each tensor's encoding and stored bytes, by name.
+    public var storage: [String: (encoding: String, storedBytes: UInt64)]
 
     public init(_ model: ModelFolder) {
         path = model.path
@@ -91,7 +95,16 @@ public struct ModelSummary: Sendable {
         }
         tensors = model.tensors
         shardNames = model.shardNames.map(PathName.lastComponent)
+        format = model.format
+        var storage: [String: (encoding: String, storedBytes: UInt64)] = [:]
+        for case .pare(let file, _) in model.shards {
+            for tensor in file.tensors { storage[tensor.name] = (tensor.encoding.name, tensor.storedBytes) }
+        }
+        self.storage = storage
     }
+
+    /// Bytes of all weight files on disk.
+    public var fileBytes: Int { shards.reduce(0) { $0 + $1.bytes } }
 
     /// The summary with the sizes its config leaves to defaults filled in from `axes`:
     /// an axis size (as an architecture descriptor binds it) fills a field when the axis is
@@ -120,7 +133,7 @@ public struct ModelSummary: Sendable {
         func optionalInt(_ v: Int??) -> JSONValue { (v ?? nil).map { .integer($0) } ?? .null }
         var members: [(key: String, value: JSONValue)] = [
             ("path", .string(path)),
-            ("format", .string("safetensors")),
+            ("format", .string(format.rawValue)),
             ("model_type", modelType.map { .string($0) } ?? .null),
             ("architectures", architectures.map { .array($0.map { .string($0) }) } ?? .null),
         ]
@@ -128,6 +141,7 @@ public struct ModelSummary: Sendable {
         members.append(("tie_word_embeddings", tieWordEmbeddings.map { .bool($0) } ?? .null))
         members.append(("parameters", .integer(parameters)))
         members.append(("bytes", .integer(bytes)))
+        members.append(("file_bytes", .integer(fileBytes)))
         members.append(("dtypes", .object(dtypes.map { dtype, totals in
             (dtype.name, .object([
                 ("tensors", .integer(totals.tensors)),
@@ -140,12 +154,16 @@ public struct ModelSummary: Sendable {
         })))
         if includeTensors {
             members.append(("tensors", .array(tensors.map { tensor in
-                .object([
+                var fields: [(key: String, value: JSONValue)] = [
                     ("name", .string(tensor.info.name)),
                     ("dtype", .string(tensor.info.dtype.name)),
                     ("shape", .array(tensor.info.shape.map { .integer($0) })),
                     ("file", .string(shardNames[tensor.shard])),
-                ])
+                ]
+                if let stored = storage[tensor.info.name] {
+                    fields += [("encoding", .string(stored.encoding)), ("stored_bytes", .integer(stored.storedBytes))]
+                }
+                return .object(fields)
             })))
         }
         return .object(members)

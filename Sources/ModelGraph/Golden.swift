@@ -25,11 +25,11 @@ public struct Golden: Sendable {
     public var extra: [(key: String, value: JSONValue)]
 
     /// The golden of `model` as it is now (reads every tensor's bytes to hash them).
-    public init(of model: ModelFolder, extra: [(key: String, value: JSONValue)] = []) {
+    public init(of model: ModelFolder, extra: [(key: String, value: JSONValue)] = []) throws(ModelFolderError) {
         config = model.config?.json ?? .null
-        tensors = model.tensors.map { tensor in
+        tensors = try model.tensors.map { (tensor: ModelFolder.Tensor) throws(ModelFolderError) in
             Entry(name: tensor.info.name, dtype: tensor.info.dtype.name, shape: tensor.info.shape,
-                  sha256: model.shards[tensor.shard].withBytes(of: tensor.info, TensorHasher.sha256))
+                  sha256: try TensorHasher.sha256(of: tensor, in: model))
         }.sorted { $0.name < $1.name }
         self.extra = extra
     }

@@ -18,13 +18,18 @@ enum GroupMagnitude {
         let info = node.source.info
         let shape = info.shape.map { Int($0) }
         guard info.dtype.isCastable else { throw .cannotScore(tensor: node.name, dtype: info.dtype.name) }
-        if mergeSources.isEmpty {
-            return model.shards[node.source.shard].withBytes(of: info) { bytes in
-                marginals(bytes, dtype: info.dtype, shape: shape)
+        do throws(ModelFolderError) {
+            if mergeSources.isEmpty {
+                return try model.shards[node.source.shard].withBytes(of: info) { bytes in
+                    marginals(bytes, dtype: info.dtype, shape: shape)
+                }
             }
+        } catch {
+            throw .input(error)
         }
         // Score what will be written: the merge rounded to the tensor's dtype.
-        let rounded = model.mergedBytes(base: node.source, others: mergeSources)
+        let rounded: [UInt8]
+        do { rounded = try model.mergedBytes(base: node.source, others: mergeSources) } catch { throw .input(error) }
         return rounded.withUnsafeBytes { marginals($0, dtype: info.dtype, shape: shape) }
     }
 

@@ -1,3 +1,4 @@
+import ModelFolder
 import ModelGraph
 
 /// A trim the output cannot represent, refused before anything is written, with what
@@ -20,6 +21,8 @@ public enum TrimError: Error, Sendable, Equatable {
     case layerListLength(key: String, count: Int, layers: Int)
     case unevenCounts(what: String, configKey: String, counts: [(layer: Int, count: Int)])
     case graph(GraphError)
+    /// The input could not be read while scoring (a damaged `.pare` chunk, say).
+    case input(ModelFolderError)
 
     public var rule: String {
         switch self {
@@ -37,7 +40,10 @@ public enum TrimError: Error, Sendable, Equatable {
         case .layerPatternUnrepresentable: return "layer-pattern"
         case .layerListLength: return "layer-list-length"
         case .unevenCounts: return "uneven-counts"
+        case .input(let error):
+            return error.description
         case .graph(let error): return error.rule
+        case .input(let error): return error.rule
         }
     }
 }
@@ -45,6 +51,7 @@ public enum TrimError: Error, Sendable, Equatable {
 extension TrimError: CustomStringConvertible {
     public var description: String {
         if case .graph(let error) = self { return error.description }
+        if case .input(let error) = self { return error.description }
         return "\(sentence) [rule: \(rule)]"
     }
 
@@ -80,6 +87,8 @@ extension TrimError: CustomStringConvertible {
         case let .unevenCounts(what, configKey, counts):
             let listed = counts.prefix(8).map { "layer \($0.layer): \($0.count)" }.joined(separator: ", ")
             return "layers would keep different numbers of \(what) (\(listed)\(counts.count > 8 ? ", ..." : "")), but the config holds one \(configKey) for every layer; give every layer a keep list of the same length, or a count for all"
+        case .input(let error):
+            return error.description
         case .graph(let error):
             return error.description
         }

@@ -72,12 +72,12 @@ public struct ShardIndex: Sendable, Equatable {
         return json.serialized(.pretty) + "\n"
     }
 
-    /// `model-00002-of-00005.safetensors`.
-    public static func shardName(_ index: Int, of count: Int) -> String {
+    /// `model-00002-of-00005.safetensors` (or another extension, e.g. `pare`).
+    public static func shardName(_ index: Int, of count: Int, extension fileExtension: String = "safetensors") -> String {
         func pad(_ n: Int) -> String {
             let s = String(n)
             return String(repeating: "0", count: max(0, 5 - s.count)) + s
         }
-        return "model-\(pad(index))-of-\(pad(count)).safetensors"
+        return "model-\(pad(index))-of-\(pad(count)).\(fileExtension)"
     }
 }

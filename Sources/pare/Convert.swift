@@ -1,15 +1,21 @@
 import ArgumentParser
 import ModelFolder
+import PareFormat
 import Tensors
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Cast dtypes and re-shard a checkpoint, streaming, into a new folder.",
+        abstract: "Convert between safetensors and .pare, cast dtypes and re-shard, streaming.",
         discussion: """
-            Reads IN (a model folder, a .safetensors file or a model.safetensors.index.json) \
-            and writes OUT as a model folder: model.safetensors, or \
-            model-0000i-of-0000n.safetensors plus model.safetensors.index.json when the \
-            weights exceed --max-shard-size. config.json is copied with its keys in order \
+            Reads IN (a model folder, a .safetensors or .pare file, or a \
+            model.safetensors.index.json / model.pare.index.json) and writes OUT as a model \
+            folder: model.safetensors, or model-0000i-of-0000n.safetensors plus \
+            model.safetensors.index.json when the weights exceed --max-shard-size. With \
+            --format pare the weights go into model.pare (or .pare shards with \
+            model.pare.index.json): pare's lossless compressed format (formats/pare.md), which \
+            picks per tensor byte-grouped zstd, N:M packing for N:M-sparse tensors, a bitmask \
+            for other sparse ones, or raw bytes. Converting back gives the same bytes; every \
+            chunk is checked against its CRC-32C as it is decoded. config.json is copied with its keys in order \
             (with --dtype, its torch_dtype/dtype entries are updated); every other file \
             (tokenizer, generation_config.json, README, ...) is copied unchanged. Given a \
             single .safetensors file as IN and a name ending in .safetensors as OUT, writes \
@@ -27,10 +33,12 @@ struct Convert: ParsableCommand {
               pare convert ./model ./model-bf16 --dtype bf16
               pare convert ./model ./model-resharded --max-shard-size 2GB
               pare convert ./model.safetensors ./model-f16.safetensors --dtype f16
+              pare convert ./model ./model-packed --format pare
+              pare convert ./model-packed ./model-again          # back to safetensors
             """
     )
 
-    @Argument(help: "Input: model folder, .safetensors file, or model.safetensors.index.json.")
+    @Argument(help: "Input: model folder, .safetensors or .pare file, or its .index.json.")
     var input: String
 
     @Argument(help: "Output folder (or .safetensors file when IN is a single file).")
@@ -42,6 +50,12 @@ struct Convert: ParsableCommand {
     @Option(help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"))
     var maxShardSize = "5GB"
 
+    @Option(help: ArgumentHelp("Weight file format of OUT.", valueName: "safetensors|pare"))
+    var format = "safetensors"
+
+    @Option(help: ArgumentHelp("With --format pare: zstd level (1-22) of the exponent byte streams, masks and positions; mantissa streams stay at level 1 since they barely compress.", valueName: "n"))
+    var level: Int32 = PareWriter.Options().exponentLevel
+
     @Flag(help: "Replace OUT if it exists (it is swapped out only once the new one is complete).")
     var force = false
 
@@ -51,6 +65,12 @@ struct Convert: ParsableCommand {
     func validate() throws {
         if let dtype, DType(castName: dtype) == nil {
             throw ValidationError("--dtype must be one of f32, f16, bf16 (got '\(dtype)')")
+        }
+        if WeightFormat(rawValue: format) == nil {
+            throw ValidationError("--format must be safetensors or pare (got '\(format)')")
+        }
+        if !(1...22).contains(level) {
+            throw ValidationError("--level must be a zstd level from 1 to 22 (got \(level))")
         }
         if ByteSize.parse(maxShardSize) == nil {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB, 500MB or 2GiB (got '\(maxShardSize)')")
@@ -63,14 +83,24 @@ struct Convert: ParsableCommand {
             let options = Conversion.Options(
                 dtype: dtype.flatMap(DType.init(castName:)),
                 maxShardSize: ByteSize.parse(maxShardSize)!,
-                force: force
+                force: force,
+                format: WeightFormat(rawValue: format)!,
+                pare: PareWriter.Options(exponentLevel: level)
             )
             let conversion = try Conversion(input: model, output: output, options: options)
             try runShowingProgress(conversion, label: "converting", quiet: quiet)
             if !quiet {
                 let files = conversion.shards.count
+                let onDisk = conversion.writesSingleFile
+                    ? [output]
+                    : conversion.shards.map { PathName.join(output, $0.fileName) }
+                let stored = onDisk.reduce(0) { $0 + ((try? FileSystem.fileSize($1)) ?? 0) }
+                let ratio = conversion.outputTensorBytes > 0 ? Double(stored) / Double(conversion.outputTensorBytes) : 1
+                let sizes = WeightFormat(rawValue: format)! == .pare
+                    ? "\(ByteSize.describe(conversion.outputTensorBytes)) of tensors stored in \(ByteSize.describe(stored)) (\(ByteSize.format(ratio, 3))×)"
+                    : ByteSize.describe(conversion.outputTensorBytes)
                 StandardStream.standardError.write(
-                    "wrote \(output): \(model.tensors.count) tensors, \(ByteSize.describe(conversion.outputTensorBytes)) in \(files) file\(files == 1 ? "" : "s")\n")
+                    "wrote \(output): \(model.tensors.count) tensors, \(sizes) in \(files) file\(files == 1 ? "" : "s")\n")
             }
         }
     }

@@ -54,7 +54,7 @@ final class ProgressBar {
 /// its warnings: what every command that writes a model does the same way.
 func runShowingProgress(
     _ conversion: Conversion, label: String, quiet: Bool,
-    lateFiles: () -> [(name: String, bytes: [UInt8])] = { [] }
+    lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] = { [] }
 ) throws {
     let bar = ProgressBar(label: label, quiet: quiet)
     Interruption.install()

@@ -182,7 +182,7 @@ struct Trim: ParsableCommand {
             }
             let hasher = noHashes ? nil : TensorHasher(model: model)
             let arguments = CommandLine.arguments.dropFirst().joined(separator: " ")
-            func provenance() -> [(name: String, bytes: [UInt8])] {
+            func provenance() throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] {
                 var members: [(key: String, value: JSONValue)] = [
                     ("tool", .string("pare \(Pare.configuration.version)")),
                     ("input", .string(input)),
@@ -193,7 +193,7 @@ struct Trim: ParsableCommand {
                     })),
                 ]
                 if let hasher {
-                    members.append(("input_tensors", .array(hasher.wait().map { .object([("name", .string($0.name)), ("sha256", .string($0.sha256))]) })))
+                    members.append(("input_tensors", .array(try hasher.wait().map { .object([("name", .string($0.name)), ("sha256", .string($0.sha256))]) })))
                 }
                 return [("pare-trim.json", Array((JSONValue.object(members).serialized(.pretty) + "\n").utf8))]
             }

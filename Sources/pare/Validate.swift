@@ -2,6 +2,7 @@ import ArgumentParser
 import ModelFolder
 import ModelGraph
 import OrderedJSON
+import PareFormat
 import Tensors
 
 struct Validate: ParsableCommand {
@@ -20,14 +21,18 @@ struct Validate: ParsableCommand {
               pare validate ./trimmed-model
               pare validate ./model --json
               pare validate ./model --formats ./my-formats   # extra descriptors
+              pare validate ./model-packed --verify          # also decode every .pare chunk
             """
     )
 
-    @Argument(help: "Model folder or model.safetensors.index.json.")
+    @Argument(help: "Model folder, or its model.safetensors.index.json or model.pare.index.json.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
+
+    @Flag(help: "Also read every weight: decode each .pare tensor and check every chunk, tensor and padding checksum (safetensors files have no checksums; use --golden for their hashes).")
+    var verify = false
 
     @Option(help: ArgumentHelp("Also read architecture descriptors from this folder (they win over built-in ones).", valueName: "dir"))
     var formats: String?
@@ -41,11 +46,18 @@ struct Validate: ParsableCommand {
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: path)
+            if verify {
+                for shard in model.shards {
+                    if case .pare(let file, _) = shard {
+                        do throws(PareError) { try file.verify() } catch { throw ModelFolderError.pare(error) }
+                    }
+                }
+            }
             let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let graph = try ModelGraph(model: model, registry: registry)
             var goldenDifferences: [String] = []
             if golden != nil || writeGolden != nil {
-                let actual = Golden(of: model)
+                let actual = try Golden(of: model)
                 if let golden {
                     let bytes = try MappedFile(path: golden).withBytes { Array($0) }
                     let expected = try Golden(json: try JSONParser.parse(bytes), source: golden)

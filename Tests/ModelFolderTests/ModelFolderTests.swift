@@ -48,8 +48,8 @@ import Tensors
         // Same bytes through either path.
         for tensor in sharded.tensors {
             let twin = try #require(single.tensors.first { $0.info.name == tensor.info.name })
-            let a = sharded.shards[tensor.shard].withBytes(of: tensor.info) { Array($0) }
-            let b = single.shards[twin.shard].withBytes(of: twin.info) { Array($0) }
+            let a = try sharded.shards[tensor.shard].withBytes(of: tensor.info) { Array($0) }
+            let b = try single.shards[twin.shard].withBytes(of: twin.info) { Array($0) }
             #expect(a == b, "\(tensor.info.name)")
         }
         // Opening by the index path is the same model.

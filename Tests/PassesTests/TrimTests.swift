@@ -26,7 +26,7 @@ import Tensors
         let tensor = try #require(model.tensors.first { $0.info.name == name })
         let count = Int(tensor.info.elementCount)
         var values = [Float](repeating: 0, count: count)
-        model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
+        try model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
             values.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: tensor.info.dtype, bytes.baseAddress!, to: .f32, $0.baseAddress!) }
         }
         return (tensor.info.shape.map { Int($0) }, values)

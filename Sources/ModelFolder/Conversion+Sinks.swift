@@ -1,0 +1,56 @@
+import PareFormat
+import SafeTensors
+import Tensors
+
+/// Where a conversion streams one output file's tensor bytes, whatever the format.
+protocol TensorSink: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError)
+    /// Appends `count` bytes of `mapping` from `offset` (in the kernel where it can).
+    func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError)
+    func startWriteback()
+    func finish(sync: Bool) throws(ModelFolderError)
+}
+
+final class SafeTensorsSink: TensorSink {
+    let writer: SafeTensorsWriter
+
+    init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(ModelFolderError) {
+        do { writer = try SafeTensorsWriter(path: path, entries: entries, metadata: metadata) } catch { throw .io(error) }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError) {
+        do { try writer.write(bytes) } catch { throw .io(error) }
+    }
+
+    func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
+        do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .io(error) }
+    }
+
+    func startWriteback() { writer.startWriteback() }
+
+    func finish(sync: Bool) throws(ModelFolderError) {
+        do { try writer.finish(sync: sync) } catch { throw .io(error) }
+    }
+}
+
+final class PareSink: TensorSink {
+    let writer: PareWriter
+
+    init(path: String, entries: [PareWriter.Entry], metadata: [(key: String, value: String)], options: PareWriter.Options) throws(ModelFolderError) {
+        do { writer = try PareWriter(path: path, entries: entries, metadata: metadata, options: options) } catch { throw .pare(error) }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError) {
+        do { try writer.write(bytes) } catch { throw .pare(error) }
+    }
+
+    func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
+        do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .pare(error) }
+    }
+
+    func startWriteback() { writer.startWriteback() }
+
+    func finish(sync: Bool) throws(ModelFolderError) {
+        do { try writer.finish(sync: sync) } catch { throw .pare(error) }
+    }
+}
