@@ -37,7 +37,7 @@ let package = Package(
         .target(
             name: "Passes",
             dependencies: [
-                "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON",
+                "ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -14,6 +14,19 @@ public protocol SelectionSource: AnyObject, Sendable {
     func selections(forItem index: Int) throws(ModelFolderError) -> [[Int]?]?
 }
 
+/// Computes an output tensor from its source tensor's bytes, a block of rows at a time, so
+/// that a pass (N:M sparsity, a packed layout) streams like a copy.
+///
+/// Output rows follow input rows: input rows `r` give `entryBytes · r.count / rows` output
+/// bytes. A transform whose output is not laid out by rows asks for all rows at once.
+public protocol TensorTransform: Sendable {
+    /// Input rows transformed together (a step is a multiple of it); 0 for all at once.
+    var rowBlock: Int { get }
+    /// Writes the output bytes of input rows `rows` into `output`. `source` is the whole
+    /// source tensor.
+    func apply(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer)
+}
+
 /// Rewrites a model folder's weights: dtype casts and re-sharding, streaming.
 ///
 /// The output is assembled in a hidden folder beside the destination and renamed into
@@ -64,22 +77,28 @@ public struct Conversion: Sendable {
         /// the data (see `PareEncoding.choose`).
         public var encoding: PareEncoding?
 
+        /// Computes the output from the source (no selections, merges or casts with it).
+        public var transform: (any TensorTransform)?
+
         public init(
             source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil,
-            mergeSources: [ModelFolder.Tensor] = [], encoding: PareEncoding? = nil
+            mergeSources: [ModelFolder.Tensor] = [], encoding: PareEncoding? = nil, transform: (any TensorTransform)? = nil
         ) {
             self.source = source
             self.entry = entry
             self.selections = selections
             self.mergeSources = mergeSources
             self.encoding = encoding
+            self.transform = transform
         }
 
         /// Position in the conversion's item list (set by the conversion).
         public internal(set) var order = 0
 
         public var needsCast: Bool { source.info.dtype != entry.dtype }
-        public var isWholeCopy: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
+        public var isWholeCopy: Bool {
+            transform == nil && mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true)
+        }
     }
 
     /// An output file and the tensors it holds.
@@ -374,7 +393,16 @@ public struct Conversion: Sendable {
                 item.selections = try selectionSource.selections(forItem: item.order)
             }
             let source = input.shards[item.source.shard]
-            if !item.mergeSources.isEmpty {
+            if let transform = item.transform {
+                let result = try source.withBytes(of: item.source.info) { bytes in
+                    Result { () throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer) { done throws(ModelFolderError) in
+                            try report(written + done)
+                        }
+                    }
+                }
+                try result.get()
+            } else if !item.mergeSources.isEmpty {
                 let merged = try input.mergedBytes(base: item.source, others: item.mergeSources)
                 let selections = item.selections ?? item.source.info.shape.map { _ in nil }
                 // Array's closure APIs rethrow untyped errors; carry the typed one through a Result.
@@ -465,6 +493,35 @@ public struct Conversion: Sendable {
         if chosen != .raw, !chosen.accepts(dtype) { return fallback }
         if item.entry.byteCount < PareEncoding.smallTensorBytes { return .raw }
         return chosen
+    }
+
+    /// Writes a transformed tensor, a block of source rows at a time (about
+    /// `gatherChunkBytes` of output per step).
+    private func writeTransformed(
+        _ item: Item, _ transform: any TensorTransform, source: UnsafeRawBufferPointer,
+        writer: TensorSink, progress: (Int) throws(ModelFolderError) -> Void
+    ) throws(ModelFolderError) {
+        let rows = item.source.info.shape.count >= 2 ? Int(item.source.info.shape[0]) : 1
+        let total = item.entry.byteCount
+        // Whole tensor at once unless the output is laid out row by row.
+        var step = max(rows, 1)
+        if transform.rowBlock > 0, rows > 0, total % rows == 0 {
+            let rowBytes = max(1, total / rows)
+            step = min(step, max(1, Self.gatherChunkBytes / rowBytes / transform.rowBlock) * transform.rowBlock)
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, step >= rows ? total : total / rows * step), alignment: 64)
+        defer { buffer.deallocate() }
+        var done = 0
+        var row = 0
+        repeat {
+            let range = row..<min(rows, row + step)
+            let bytes = step >= rows ? total : total / rows * range.count
+            transform.apply(source: source, rows: range, into: buffer)
+            try writer.write(UnsafeRawBufferPointer(start: buffer, count: bytes))
+            done += bytes
+            row = range.upperBound
+            try progress(done)
+        } while row < rows
     }
 
     /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.

@@ -120,14 +120,14 @@ public enum NMPacking {
 
 /// Appends little bit fields LSB first: field k of b bits occupies stream bits k·b …,
 /// bit i of the stream being bit (i mod 8) of byte ⌊i/8⌋.
-struct BitWriter {
+public struct BitWriter {
     private var output: UnsafeMutablePointer<UInt8>
     private var buffer: UInt64 = 0
     private var filled = 0
 
-    init(_ output: UnsafeMutablePointer<UInt8>) { self.output = output }
+    public init(_ output: UnsafeMutablePointer<UInt8>) { self.output = output }
 
-    mutating func append(_ value: UInt64, bits: Int) {
+    public mutating func append(_ value: UInt64, bits: Int) {
         buffer |= value << UInt64(filled)
         filled &+= bits
         while filled >= 8 {
@@ -139,7 +139,7 @@ struct BitWriter {
     }
 
     /// Writes the last partial byte, padded with zero bits.
-    mutating func flush() {
+    public mutating func flush() {
         if filled > 0 {
             output.pointee = UInt8(truncatingIfNeeded: buffer)
             output += 1
@@ -150,14 +150,14 @@ struct BitWriter {
 }
 
 /// Reads what `BitWriter` wrote.
-struct BitReader {
+public struct BitReader {
     private var input: UnsafePointer<UInt8>
     private var buffer: UInt64 = 0
     private var available = 0
 
-    init(_ input: UnsafePointer<UInt8>) { self.input = input }
+    public init(_ input: UnsafePointer<UInt8>) { self.input = input }
 
-    mutating func next(bits: Int) -> UInt64 {
+    public mutating func next(bits: Int) -> UInt64 {
         while available < bits {
             buffer |= UInt64(input.pointee) << UInt64(available)
             input += 1

@@ -1,0 +1,94 @@
+/// Chooses which elements N:M sparsity keeps and zeroes the rest.
+///
+/// A 2-D weight is cut into groups of M consecutive elements along its input dimension;
+/// each group keeps the N elements with the highest score and the others become
+/// all-bits zero. Scores are `|w|` (magnitude) or `|w| · norm[j]` (Wanda, with `norm[j]`
+/// the activation norm of input channel j), computed in F32. Ties go to the lower
+/// index, so results never depend on sort stability or thread timing.
+public enum NMSparsity {
+    /// Which dimension of a 2-D weight is the input one.
+    public enum InputDimension: Sendable, Hashable {
+        /// `nn.Linear`'s `[out, in]`: groups run along each row.
+        case last
+        /// GPT-2 `Conv1D`'s `[in, out]`: groups run down each column.
+        case first
+    }
+
+    /// The positions kept in a group, as a bit set: the N highest of `scores[0..<m]`.
+    @inline(__always)
+    static func keptPositions(_ scores: UnsafePointer<Float>, m: Int, n: Int) -> UInt32 {
+        var kept: UInt32 = 0
+        for _ in 0..<n {
+            var best = -1
+            var bestScore: Float = 0
+            for j in 0..<m where kept & (1 << UInt32(j)) == 0 {
+                let s = scores[j]
+                // Strictly greater: an equal score later in the group never wins.
+                if best < 0 || s > bestScore {
+                    best = j
+                    bestScore = s
+                }
+            }
+            kept |= 1 << UInt32(best)
+        }
+        return kept
+    }
+
+    /// Writes rows `rows` of the pruned tensor into `output` (those rows only, back to
+    /// back). `source` is the whole `[rows, columns]` tensor. For `.first`, `rows` must
+    /// start and end on multiples of M (a group spans M rows).
+    ///
+    /// `norms` (Wanda) has one entry per input channel: `columns` for `.last`, the row
+    /// count for `.first`.
+    public static func prune(
+        _ source: UnsafeRawPointer, dtype: DType, columns: Int, input: InputDimension, rows: Range<Int>,
+        n: Int, m: Int, norms: UnsafePointer<Float>?, into output: UnsafeMutableRawPointer
+    ) {
+        let width = dtype.bitWidth / 8
+        let rowBytes = columns * width
+        output.copyMemory(from: source + rows.lowerBound * rowBytes, byteCount: rows.count * rowBytes)
+        switch input {
+        case .last:
+            let values = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+            defer { values.deallocate() }
+            for (k, row) in rows.enumerated() {
+                FloatConversion.convert(count: columns, from: dtype, source + row * rowBytes, to: .f32, values)
+                for j in 0..<columns {
+                    let magnitude = abs(values[j])
+                    values[j] = norms.map { magnitude * $0[j] } ?? magnitude
+                }
+                let out = output + k * rowBytes
+                var start = 0
+                while start < columns {
+                    let kept = keptPositions(values + start, m: m, n: n)
+                    for j in 0..<m where kept & (1 << UInt32(j)) == 0 {
+                        (out + (start + j) * width).initializeMemory(as: UInt8.self, repeating: 0, count: width)
+                    }
+                    start += m
+                }
+            }
+        case .first:
+            precondition(rows.lowerBound % m == 0 && rows.count % m == 0, "Conv1D groups span \(m) rows")
+            let block = UnsafeMutablePointer<Float>.allocate(capacity: m * columns)
+            defer { block.deallocate() }
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: m)
+            defer { scores.deallocate() }
+            var first = rows.lowerBound
+            while first < rows.upperBound {
+                FloatConversion.convert(count: m * columns, from: dtype, source + first * rowBytes, to: .f32, block)
+                for c in 0..<columns {
+                    for j in 0..<m {
+                        let magnitude = abs(block[j * columns + c])
+                        scores[j] = norms.map { magnitude * $0[first + j] } ?? magnitude
+                    }
+                    let kept = keptPositions(scores, m: m, n: n)
+                    for j in 0..<m where kept & (1 << UInt32(j)) == 0 {
+                        let offset = (first - rows.lowerBound + j) * rowBytes + c * width
+                        (output + offset).initializeMemory(as: UInt8.self, repeating: 0, count: width)
+                    }
+                }
+                first += m
+            }
+        }
+    }
+}
