@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The main job on the bundled tiny model: inspect a Llama checkpoint (GQA, f32), print the
 # plan of a trim, trim it (drop a layer, keep one kv group, halve the FFN), validate the
-# result, and convert it to bf16 in shards.
+# result, convert it to bf16 in shards, sparsify it 2:4, pack that into .pare, and check
+# every checksum of the packed copy. Installs libzstd-dev (apt) if it is missing.
 # Usage: tools/demo.sh [OUTPUT_DIR]   (default: a fresh temporary folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v swift >/dev/null; then
     echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
     exit 1
+fi
+if [ ! -f /usr/include/zstd.h ]; then
+    echo "installing libzstd-dev (the .pare format's compressor)" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libzstd-dev pkg-config
 fi
 swift build --product pare >/dev/null
 PARE=.build/debug/pare
@@ -22,3 +28,6 @@ run trim "$MODEL" "$OUT/llama-small" --drop-layers 1 --kv-heads 1 --ffn 0.5
 run validate "$OUT/llama-small"
 run convert "$OUT/llama-small" "$OUT/llama-small-bf16" --dtype bf16 --max-shard-size 50KB
 run inspect "$OUT/llama-small-bf16"
+run sparsify "$OUT/llama-small-bf16" "$OUT/llama-small-24" --pattern 2:4
+run convert "$OUT/llama-small-24" "$OUT/llama-small-24-pare" --format pare
+run validate "$OUT/llama-small-24-pare" --verify

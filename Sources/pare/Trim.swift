@@ -35,7 +35,7 @@ struct Trim: ParsableCommand {
             """
     )
 
-    @Argument(help: "Input model folder (or model.safetensors.index.json).")
+    @Argument(help: "Input model folder (safetensors or .pare weights), or its index.json.")
     var input: String
 
     @Argument(help: "Output folder (omit with --in-place).")
@@ -95,6 +95,9 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Also read architecture descriptors from this folder.", valueName: "dir"))
     var formats: String?
 
+    @Option(help: ArgumentHelp("Weight file format of OUT (IN may be either).", valueName: "safetensors|pare"))
+    var format = "safetensors"
+
     @Flag(help: "Copy tensors the architecture descriptor does not know through unchanged, instead of refusing the checkpoint.")
     var keepUnknown = false
 
@@ -127,6 +130,9 @@ struct Trim: ParsableCommand {
         }
         if ByteSize.parse(maxShardSize) == nil {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB or 500MB (got '\(maxShardSize)')")
+        }
+        if WeightFormat(rawValue: format) == nil {
+            throw ValidationError("--format must be safetensors or pare (got '\(format)')")
         }
     }
 
@@ -200,7 +206,7 @@ struct Trim: ParsableCommand {
             let destination = output ?? model.root ?? model.path
             let conversion = try Conversion(
                 input: model, output: destination,
-                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace),
+                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace, format: WeightFormat(rawValue: format)!),
                 items: trimmed.items, config: trimmed.config, selectionSource: lazyPlan)
             try runShowingProgress(conversion, label: "trimming", quiet: quiet, lateFiles: provenance)
             let final = try lazyPlan.map { lazy throws(TrimError) in
