@@ -252,6 +252,11 @@ public struct Conversion: Sendable {
         let pid = getpid()
         let staging = PathName.join(parent, ".\(name).pare-tmp-\(pid)")
         do throws(ModelFolderError) {
+            // A conversion reads every tensor of a .pare input, so it checks the bytes no
+            // chunk covers as well: damage anywhere in the file stops it.
+            for case .pare(let file, _) in input.shards {
+                do throws(PareError) { try file.verifyPadding() } catch { throw .pare(error) }
+            }
             try io { () throws(FileError) in try FileSystem.removeTree(staging) }
             if writesSingleFile {
                 try writeShard(shards[0], to: staging, done: 0, progress: progress)
