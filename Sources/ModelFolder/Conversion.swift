@@ -96,9 +96,10 @@ public struct Conversion: Sendable {
         public internal(set) var order = 0
 
         public var needsCast: Bool { source.info.dtype != entry.dtype }
-        public var isWholeCopy: Bool {
-            transform == nil && mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true)
-        }
+        public var isWholeCopy: Bool { transform == nil && isWholeCopyExceptTransform }
+
+        /// Whether the source reaches the writer (or its transform) whole and unmerged.
+        var isWholeCopyExceptTransform: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
     }
 
     /// An output file and the tensors it holds.
@@ -398,7 +399,18 @@ public struct Conversion: Sendable {
                 item.selections = try selectionSource.selections(forItem: item.order)
             }
             let source = input.shards[item.source.shard]
-            if let transform = item.transform {
+            if let transform = item.transform, !item.mergeSources.isEmpty || !(item.selections?.allSatisfy({ $0 == nil }) ?? true) {
+                // A trimmed tensor that is then transformed: its (merged, sliced) bytes first.
+                let sliced = try slicedBytes(item, source: source)
+                let result = sliced.withUnsafeBytes { bytes in
+                    Result { () throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer) { done throws(ModelFolderError) in
+                            try report(written + done)
+                        }
+                    }
+                }
+                try result.get()
+            } else if let transform = item.transform {
                 let result = try source.withBytes(of: item.source.info) { bytes in
                     Result { () throws(ModelFolderError) in
                         try writeTransformed(item, transform, source: bytes, writer: writer) { done throws(ModelFolderError) in
@@ -500,13 +512,35 @@ public struct Conversion: Sendable {
         return chosen
     }
 
+    /// The bytes of an item's output before its transform: the source (or its LaCo merge)
+    /// with the selections applied. Holds one output tensor in memory.
+    private func slicedBytes(_ item: Item, source: WeightFile) throws(ModelFolderError) -> [UInt8] {
+        let info = item.source.info
+        let selections = item.selections ?? info.shape.map { _ in nil }
+        let gather = Gather(shape: info.shape.map { Int($0) }, elementSize: info.dtype.bitWidth / 8, selections: selections)
+        let rows = gather.outputShape.first ?? 1
+        var output = [UInt8](repeating: 0, count: rows * gather.outputRowBytes)
+        func run(_ pointer: UnsafeRawPointer) {
+            output.withUnsafeMutableBytes { gather.gather(rows: 0..<rows, from: pointer, into: $0.baseAddress!) }
+        }
+        if !item.mergeSources.isEmpty {
+            let merged = try input.mergedBytes(base: item.source, others: item.mergeSources)
+            merged.withUnsafeBytes { run($0.baseAddress!) }
+        } else {
+            try source.withBytes(of: info) { run($0.baseAddress!) }
+        }
+        return output
+    }
+
     /// Writes a transformed tensor, a block of source rows at a time (about
     /// `gatherChunkBytes` of output per step).
     private func writeTransformed(
         _ item: Item, _ transform: any TensorTransform, source: UnsafeRawBufferPointer,
         writer: TensorSink, progress: (Int) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
-        let rows = item.source.info.shape.count >= 2 ? Int(item.source.info.shape[0]) : 1
+        // Rows of what the transform reads: the sliced tensor when there are selections.
+        let shape = item.isWholeCopyExceptTransform ? item.source.info.shape : item.entry.shape
+        let rows = shape.count >= 2 ? Int(shape[0]) : 1
         let total = item.entry.byteCount
         // Whole tensor at once unless the output is laid out row by row.
         var step = max(rows, 1)

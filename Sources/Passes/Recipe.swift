@@ -8,12 +8,16 @@ import Yams
 /// YAML or JSON (JSON is YAML). Keys: `drop_layers` (`[3, 20, 21]` or `"3,20-23"`),
 /// `merge_layers` (`[[20, 21, 22, 23]]` or `"20-23"`), `merge_norms` (`first`|`merge`),
 /// `kv_heads`, `heads`, `experts` (counts), `ffn`, `expert_ffn`, `shared_expert_ffn`
-/// (counts or fractions), and `plan`: keep lists in the format of `pare-trim.json`'s
-/// `plan`, so a recorded trim replays exactly with `--recipe pare-trim.json`.
+/// (counts or fractions), `sparsify` (`"2:4"` or `{pattern, score, stats, targets, ignore}`:
+/// N:M sparsity on the trimmed weights), and `plan`: keep lists in the format of
+/// `pare-trim.json`'s `plan`, so a recorded trim replays exactly with
+/// `--recipe pare-trim.json`.
 public struct Recipe: Sendable, Equatable {
     public var request = TrimRequest()
     /// Explicit keep lists, by original layer index.
     public var plan = TrimPlan()
+    /// N:M sparsity applied to the trimmed weights as they are written.
+    public var sparsify: SparsifyStep?
 
     public init() {}
 
@@ -30,7 +34,9 @@ public struct Recipe: Sendable, Equatable {
         guard let node else { throw .unreadable(path: source, reason: "the file is empty") }
         var json = try toJSON(node, source: source)
         // A provenance file (pare-trim.json) is a recipe through its plan.
-        if json["tool"] != nil, let plan = json["plan"] { json = .object([("plan", plan)]) }
+        if json["tool"] != nil, let plan = json["plan"] {
+            json = .object([("plan", plan)] + (json["sparsify"].map { [("sparsify", $0)] } ?? []))
+        }
         guard let members = json.objectMembers else { throw .invalid(path: source, key: "(top level)", problem: "must be a mapping of keys to values") }
         var recipe = Recipe()
         for (key, value) in members {
@@ -49,15 +55,43 @@ public struct Recipe: Sendable, Equatable {
             case "ffn": recipe.request.ffn = try size(value, fail)
             case "expert_ffn": recipe.request.expertFFN = try size(value, fail)
             case "shared_expert_ffn": recipe.request.sharedExpertFFN = try size(value, fail)
+            case "sparsify":
+                recipe.sparsify = try sparsifyStep(value, fail)
             case "plan":
                 recipe.plan = try TrimPlan(json: value, source: source)
                 recipe.request.dropLayers += recipe.plan.dropLayers
                 recipe.request.merges += recipe.plan.merges.map(\.layers)
             default:
-                throw fail("unknown key (known: drop_layers, merge_layers, merge_norms, kv_heads, heads, ffn, expert_ffn, shared_expert_ffn, experts, plan)")
+                throw fail("unknown key (known: drop_layers, merge_layers, merge_norms, kv_heads, heads, ffn, expert_ffn, shared_expert_ffn, experts, sparsify, plan)")
             }
         }
         return recipe
+    }
+
+    /// `sparsify: "2:4"`, or a mapping with `pattern` and optionally `score`, `stats`,
+    /// `targets` and `ignore` (as `pare sparsify`'s options).
+    static func sparsifyStep(_ value: JSONValue, _ fail: (String) -> RecipeError) throws(RecipeError) -> SparsifyStep {
+        func pattern(_ text: String?) throws(RecipeError) -> NMPacking.Pattern {
+            guard let text, let pattern = NMPacking.Pattern(text) else { throw fail("needs a pattern N:M with 1 ≤ N < M ≤ 16, such as \"2:4\"") }
+            return pattern
+        }
+        if let text = value.stringValue { return SparsifyStep(pattern: try pattern(text)) }
+        guard let members = value.objectMembers else { throw fail("must be a pattern such as \"2:4\" or a mapping with pattern, score, stats, targets, ignore") }
+        var step = SparsifyStep(pattern: try pattern(value["pattern"]?.stringValue))
+        for (key, field) in members {
+            switch key {
+            case "pattern": break
+            case "score":
+                guard let score = field.stringValue.flatMap(SparsifyRequest.Score.init(rawValue:)) else { throw fail("score must be magnitude or wanda") }
+                step.score = score
+            case "stats", "targets", "ignore":
+                guard let text = field.stringValue else { throw fail("\(key) must be a string") }
+                if key == "stats" { step.statsPath = text } else if key == "targets" { step.targets = text } else { step.ignore = text }
+            default:
+                throw fail("unknown key '\(key)' (known: pattern, score, stats, targets, ignore)")
+            }
+        }
+        return step
     }
 
     static func count(_ value: JSONValue, _ fail: (String) -> RecipeError) throws(RecipeError) -> Int {

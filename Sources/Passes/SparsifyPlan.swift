@@ -96,7 +96,7 @@ public struct SparsifyPlan: Sendable {
         self.warnings = warnings
     }
 
-    private static func regex(_ pattern: String?, option: String) throws(SparsifyError) -> Regex<AnyRegexOutput>? {
+    static func regex(_ pattern: String?, option: String) throws(SparsifyError) -> Regex<AnyRegexOutput>? {
         guard let pattern else { return nil }
         do { return try Regex(pattern) } catch { throw .badRegex(option: option, pattern: pattern, reason: "\(error)") }
     }
@@ -124,7 +124,7 @@ public struct SparsifyPlan: Sendable {
     }
 
     /// The target's activation norms from the statistics file, checked.
-    private static func norms(for target: Target, in stats: SafeTensorsFile, path: String) throws(SparsifyError) -> [Float] {
+    static func norms(for target: Target, in stats: SafeTensorsFile, path: String) throws(SparsifyError) -> [Float] {
         guard let info = stats.info(target.name + SparsifyRequest.statsSuffix) else {
             throw .statsMissing(path: path, tensor: target.name)
         }

@@ -56,6 +56,9 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first, the default) or merge them too (merge).", valueName: "first|merge"))
     var mergeNorms: String?
 
+    @Option(help: ArgumentHelp("Then apply N:M sparsity to the trimmed linear weights by magnitude, as pare sparsify does (a recipe's sparsify step can score with wanda).", valueName: "N:M"))
+    var sparsify: String?
+
     @Option(help: ArgumentHelp("Keep N kv heads (whole GQA groups) per layer.", valueName: "N"))
     var kvHeads: Int?
 
@@ -131,6 +134,9 @@ struct Trim: ParsableCommand {
         if ByteSize.parse(maxShardSize) == nil {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB or 500MB (got '\(maxShardSize)')")
         }
+        if let sparsify, NMPacking.Pattern(sparsify) == nil {
+            throw ValidationError("--sparsify takes a pattern N:M with 1 ≤ N < M ≤ 16, such as 2:4 (got '\(sparsify)')")
+        }
         if WeightFormat(rawValue: format) == nil {
             throw ValidationError("--format must be safetensors or pare (got '\(format)')")
         }
@@ -166,9 +172,14 @@ struct Trim: ParsableCommand {
             }
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             let wanted = request(over: recipe.request)
+            var step = recipe.sparsify
+            if let pattern = sparsify.flatMap(NMPacking.Pattern.init) {
+                step = step.map { var s = $0; s.pattern = pattern; return s } ?? SparsifyStep(pattern: pattern)
+            }
             // Scores are computed layer by layer while writing when the layout does not
             // depend on them (see LayerByLayerPlan); the plan here then fixes shapes only.
-            let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: wanted, explicit: recipe.plan)
+            // Wanda slices its norms with the kept channels, so it needs them all first.
+            let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: wanted, explicit: recipe.plan) && !(step?.needsFinalSelections ?? false)
             var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer)
             let plan = try planner.plan(wanted, explicit: recipe.plan)
             if keepUnknown && !graph.unknownTensors.isEmpty && (!plan.removedLayers.isEmpty || !plan.experts.isEmpty) {
@@ -180,10 +191,11 @@ struct Trim: ParsableCommand {
             }
             let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
             let summary = TrimSummary(trimmed, indicesAreFinal: !dryRun && !layerByLayer)
+            let sparse = try step.map { step throws(SparsifyError) in try step.apply(to: trimmed) }
             let lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: wanted, explicit: recipe.plan, layout: trimmed) : nil
             warn(trimmed.warnings)
             if dryRun {
-                StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
+                StandardStream.standardOutput.write(json ? withSparsify(summary.json, step, sparse?.targets).serialized(.pretty) + "\n" : summary.text + sparsifyLine(step, sparse?.targets))
                 return
             }
             let hasher = noHashes ? nil : TensorHasher(model: model)
@@ -194,6 +206,7 @@ struct Trim: ParsableCommand {
                     ("input", .string(input)),
                     ("request", .string(arguments)),
                     ("plan", ((try? lazyPlan?.finish()) ?? plan).json),
+                ] + (step.map { [("sparsify", $0.json)] } ?? []) + [
                     ("input_files", .array(model.shards.enumerated().map { i, shard in
                         .object([("file", .string(PathName.lastComponent(model.shardNames[i]))), ("bytes", .integer(shard.fileSize))])
                     })),
@@ -207,17 +220,31 @@ struct Trim: ParsableCommand {
             let conversion = try Conversion(
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace, format: WeightFormat(rawValue: format)!),
-                items: trimmed.items, config: trimmed.config, selectionSource: lazyPlan)
+                items: sparse?.items ?? trimmed.items, config: trimmed.config, selectionSource: lazyPlan)
             try runShowingProgress(conversion, label: "trimming", quiet: quiet, lateFiles: provenance)
             let final = try lazyPlan.map { lazy throws(TrimError) in
                 TrimSummary(try TrimmedModel(graph: graph, plan: try lazy.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
             } ?? summary
             if json {
-                StandardStream.standardOutput.write(final.json.serialized(.pretty) + "\n")
+                StandardStream.standardOutput.write(withSparsify(final.json, step, sparse?.targets).serialized(.pretty) + "\n")
             } else if !quiet {
-                StandardStream.standardError.write(final.text)
+                StandardStream.standardError.write(final.text + sparsifyLine(step, sparse?.targets))
                 StandardStream.standardError.write("wrote \(destination)\n")
             }
         }
+    }
+
+    /// The plan's JSON with the sparsify step and its targets added.
+    private func withSparsify(_ json: JSONValue, _ step: SparsifyStep?, _ targets: [String]?) -> JSONValue {
+        guard let step, let targets, case .object(var members) = json else { return json }
+        var described = step.json
+        _ = described.set("targets", to: .array(targets.map { .string($0) }), appendIfMissing: true)
+        members.append(("sparsify", described))
+        return .object(members)
+    }
+
+    private func sparsifyLine(_ step: SparsifyStep?, _ targets: [String]?) -> String {
+        guard let step, let targets else { return "" }
+        return "then \(step.pattern) sparsity by \(step.score.rawValue) on \(targets.count) trimmed weight\(targets.count == 1 ? "" : "s")\n"
     }
 }

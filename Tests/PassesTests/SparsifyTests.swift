@@ -1,4 +1,5 @@
 import ModelFolder
+import ModelGraph
 import PareFormat
 import SafeTensors
 import Testing
@@ -130,5 +131,36 @@ import Tensors
                                        ignore: "^" + plain.targets.last!.name + "$")
         let plan = try SparsifyPlan(model: model, request: ignoring)
         #expect(plan.targets.allSatisfy { $0.norms?.count == $0.inputSize })
+    }
+}
+
+@Suite struct SparsifyStepTests {
+    /// Trimming with a sparsify step writes what sparsifying the trimmed model writes.
+    @Test(arguments: [("llama-gqa-bf16", "drop_layers: [1]\nffn: 64\nsparsify: \"2:4\""),
+                      ("gpt2", "merge_layers: \"0-1\"\nffn: 96\nsparsify: {pattern: \"1:4\"}"),
+                      ("qwen2-moe", "expert_ffn: 16\nsparsify: {pattern: \"2:4\", ignore: \"shared_expert\"}")])
+    func trimThenSparsifyEqualsSparsifyingTheTrimmedModel(_ fixture: String, _ recipeText: String) throws {
+        let dir = TemporaryDirectory()
+        let recipe = try Recipe.parse(recipeText, source: "test")
+        let step = try #require(recipe.sparsify)
+        let graph = try ModelGraph(model: try ModelFolder(path: Fixtures.model(fixture)))
+        var planner = TrimPlanner(graph: graph)
+        let trimmed = try TrimmedModel(graph: graph, plan: try planner.plan(recipe.request, explicit: recipe.plan))
+        try Conversion(input: graph.model, output: dir.file("trimmed"), options: .init(), items: trimmed.items, config: trimmed.config).run()
+        let sparse = try step.apply(to: trimmed)
+        try Conversion(input: graph.model, output: dir.file("both"), options: .init(), items: sparse.items, config: trimmed.config).run()
+
+        let plain = try ModelFolder(path: dir.file("trimmed"))
+        let request = SparsifyRequest(pattern: step.pattern, ignore: step.ignore)
+        let plan = try SparsifyPlan(model: plain, request: request)
+        #expect(plan.targets.map(\.name) == sparse.targets)
+        try Conversion(input: plain, output: dir.file("after"), options: .init(), items: plan.items, config: plan.config).run()
+        #expect(try snapshot(dir.file("both")) == snapshot(dir.file("after")))
+    }
+
+    @Test func recipesRefuseABadStep() {
+        #expect(throws: RecipeError.self) { try Recipe.parse("sparsify: \"5:4\"", source: "r") }
+        #expect(throws: RecipeError.self) { try Recipe.parse("sparsify: {pattern: \"2:4\", score: best}", source: "r") }
+        #expect(throws: RecipeError.self) { try Recipe.parse("sparsify: {pattern: \"2:4\", format: dense}", source: "r") }
     }
 }
