@@ -64,16 +64,20 @@ public enum CompressedTensorsLayout {
                 return
             }
             let width = prune.dtype.bitWidth / 8
-            let dense = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows.count * columns * width), alignment: 64)
-            defer { dense.deallocate() }
-            prune.prune(source: source, rows: rows, into: dense)
+            prune.withPrunedRows(source: source, rows: rows) { dense in
+                write(dense, rows: rows.count, columns: columns, width: width, into: output)
+            }
+        }
+
+        /// Packs pruned rows into this part's bytes.
+        private func write(_ dense: UnsafeRawPointer, rows: Int, columns: Int, width: Int, into output: UnsafeMutableRawPointer) {
             let pattern = prune.pattern
             let positions = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, pattern.indexBytes(elements: columns)))
             defer { positions.deallocate() }
             let values = UnsafeMutableRawPointer.allocate(byteCount: max(1, columns / 2 * width), alignment: 64)
             defer { values.deallocate() }
             let maskBytes = (columns + 7) / 8
-            for k in 0..<rows.count {
+            for k in 0..<rows {
                 let row = dense + k * columns * width
                 let failed: Int? = width == 2
                     ? NMPacking.pack(row.assumingMemoryBound(to: UInt16.self), count: columns, pattern: pattern,

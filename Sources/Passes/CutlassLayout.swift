@@ -94,14 +94,13 @@ public enum CutlassLayout {
 
         public func apply(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer) {
             let columns = prune.shape[1]
-            let dense = UnsafeMutablePointer<UInt16>.allocate(capacity: rows.count * columns)
-            defer { dense.deallocate() }
-            prune.prune(source: source, rows: rows, into: UnsafeMutableRawPointer(dense))
-            switch part {
-            case .values:
-                CutlassLayout.values(dense, columns: columns, rows: 0..<rows.count, into: output.assumingMemoryBound(to: UInt16.self))
-            case .metadata:
-                CutlassLayout.metadata(dense, rows: rows.count, columns: columns, into: output.assumingMemoryBound(to: UInt16.self))
+            let out = output.assumingMemoryBound(to: UInt16.self)
+            prune.withPrunedRows(source: source, rows: rows) { pruned in
+                let dense = pruned.assumingMemoryBound(to: UInt16.self)
+                switch part {
+                case .values: CutlassLayout.values(dense, columns: columns, rows: 0..<rows.count, into: out)
+                case .metadata: CutlassLayout.metadata(dense, rows: rows.count, columns: columns, into: out)
+                }
             }
         }
     }

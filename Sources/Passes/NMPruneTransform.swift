@@ -25,6 +25,15 @@ public struct NMPruneTransform: TensorTransform {
         prune(source: source, rows: rows, into: output)
     }
 
+    /// Calls `body` with the pruned rows `rows` (in a scratch buffer), for layouts that
+    /// repack them.
+    public func withPrunedRows<R>(source: UnsafeRawBufferPointer, rows: Range<Int>, _ body: (UnsafeRawPointer) -> R) -> R {
+        let dense = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows.count * shape[1] * dtype.bitWidth / 8), alignment: 64)
+        defer { dense.deallocate() }
+        prune(source: source, rows: rows, into: dense)
+        return body(dense)
+    }
+
     /// Writes the pruned rows `rows` into `output`.
     public func prune(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer) {
         func run(_ norms: UnsafePointer<Float>?) {
