@@ -29,21 +29,32 @@ fi
 command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-# The interop venv, rebuilt when the pinned requirements change.
-VENV=.venv
-STAMP="$VENV/.requirements.sha256"
-WANT="$(sha256sum tools/requirements.txt | cut -d' ' -f1)"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-    say "creating $VENV with tools/requirements.txt"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    # CPU torch: the +cpu build when the index has it, else the plain wheel.
-    if ! "$VENV/bin/pip" install -q -r tools/requirements.txt; then
-        sed 's/^torch==\(.*\)+cpu$/torch==\1/' tools/requirements.txt > "$VENV/requirements-plain.txt"
-        "$VENV/bin/pip" install -q -r "$VENV/requirements-plain.txt"
+# make_venv DIR REQUIREMENTS: a venv with exactly those pins, rebuilt when they change.
+make_venv() {
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.requirements.sha256" want
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "creating $venv with $requirements"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        # CPU torch: the +cpu build when the index has it, else the plain wheel.
+        if ! "$venv/bin/pip" install -q -r "$requirements"; then
+            sed 's/^torch==\(.*\)+cpu$/torch==\1/' "$requirements" > "$venv/requirements-plain.txt"
+            "$venv/bin/pip" install -q -r "$venv/requirements-plain.txt"
+        fi
+        echo "$want" > "$stamp"
     fi
-    echo "$WANT" > "$STAMP"
-fi
+}
+
+# The interop venv (safetensors, torch, transformers 5, zstandard for the .pare reader).
+VENV=.venv
+make_venv "$VENV" tools/requirements.txt
+# A second venv for the compressed-tensors proof: transformers 4.57 + compressed-tensors
+# 0.14.0.1, the last release with the sparse-24-bitmask compressor.
+# tools/interop/test_sparsify.py runs tools/interop/ct_check.py under it.
+make_venv .venv-ct tools/requirements-ct.txt
+export PARE_CT_PYTHON="$PWD/.venv-ct/bin/python"
 
 say "swift build and unit tests"
 swift build --build-tests

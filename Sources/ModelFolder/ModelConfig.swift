@@ -3,7 +3,8 @@ import Tensors
 
 /// A `config.json`, kept as read: key order, unknown keys and number spellings survive.
 public struct ModelConfig: Sendable, Equatable {
-    public var json: JSONValue
+    /// The parsed file; change it through `edit` (or `setDType`), which marks it for rewriting.
+    public private(set) var json: JSONValue
     /// The file's original bytes, written back unchanged when nothing was edited.
     public let originalBytes: [UInt8]
     public private(set) var isModified = false

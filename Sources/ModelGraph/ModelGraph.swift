@@ -106,17 +106,8 @@ public struct ModelGraph: Sendable {
         for (index, spec) in descriptor.tensors.enumerated() {
             if spec.optional == true { continue }
             if let flag = spec.optional_if, binding.flags[flag] == true { continue }
-            let template = templates[index]
-            let layerRange: [Int?] = template.isPerLayer ? (0..<layers).map { $0 } : [nil]
-            let expertRange: [Int?] = template.isPerExpert ? (0..<experts).map { $0 } : [nil]
-            for layer in layerRange {
-                if let layer, !binding.admits(spec.layers, layer: layer) { continue }
-                for expert in expertRange {
-                    let name = template.name(layer: layer, expert: expert)
-                    if !seen.contains(name) {
-                        problems.append(.missingTensor(tensor: name, shape: Self.shape(of: spec, binding)))
-                    }
-                }
+            for name in Self.instances(of: templates[index], spec: spec, binding: binding) where !seen.contains(name) {
+                problems.append(.missingTensor(tensor: name, shape: Self.shape(of: spec, binding)))
             }
         }
         self.nodes = nodes
@@ -125,6 +116,23 @@ public struct ModelGraph: Sendable {
         var byLayer: [Int: [Node]] = [:]
         for node in nodes { if let layer = node.layer { byLayer[layer, default: []].append(node) } }
         self.nodesByLayer = byLayer
+    }
+
+    /// Every name `template` takes in this model (one per layer of its kind and per expert),
+    /// whether the checkpoint holds it or not (a tied `lm_head` is a module without a tensor).
+    public func instances(ofTemplate index: Int) -> [String] {
+        Self.instances(of: TensorTemplate(descriptor.tensors[index].name), spec: descriptor.tensors[index], binding: binding)
+    }
+
+    static func instances(of template: TensorTemplate, spec: ArchitectureDescriptor.Tensor, binding: AxisBinding) -> [String] {
+        let layerRange: [Int?] = template.isPerLayer ? (0..<binding.layerCount).map { $0 } : [nil]
+        let expertRange: [Int?] = template.isPerExpert ? (0..<(binding.size("experts") ?? 0)).map { $0 } : [nil]
+        var names: [String] = []
+        for layer in layerRange {
+            if let layer, !binding.admits(spec.layers, layer: layer) { continue }
+            for expert in expertRange { names.append(template.name(layer: layer, expert: expert)) }
+        }
+        return names
     }
 
     /// The shape a tensor of this template has under the binding (dimensions that cannot be

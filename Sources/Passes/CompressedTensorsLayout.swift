@@ -1,4 +1,5 @@
 import ModelFolder
+import ModelGraph
 import OrderedJSON
 import Tensors
 
@@ -15,33 +16,56 @@ public enum CompressedTensorsLayout {
         name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
     }
 
-    /// The `quantization_config` that tells compressed-tensors (and transformers through it)
-    /// which modules hold compressed weights: every `Linear` except the modules left dense.
-    static func quantizationConfig(targets: [SparsifyPlan.Target], model: ModelFolder, pattern: NMPacking.Pattern) -> JSONValue {
-        let sparse = Set(targets.map { prefix(of: $0.name) })
+    /// Descriptor roles of tensors that are `nn.Linear` weights in transformers.
+    public static let linearRoles: Set<String> = SparsifyRequest.defaultRoles.union([
+        "router", "shared_expert.router", "lm_head", "head", "pooler",
+    ])
+
+    /// The `quantization_config` compressed-tensors 0.14.0.1 writes for a sparse-only
+    /// model: `targets: ["Linear"]` and every other `nn.Linear` module in `ignore` —
+    /// including ones without a tensor in the file (a tied `lm_head`), since transformers
+    /// 4.57 replaces every matched module's weight and fails on one it cannot fill.
+    static func quantizationConfig(targets: [SparsifyPlan.Target], model: ModelFolder, graph: ModelGraph?) -> JSONValue {
+        let compressed = Set(targets.map { prefix(of: $0.name) })
         var ignore: [String] = []
-        for tensor in model.tensors where tensor.info.shape.count == 2 && tensor.info.name.hasSuffix(".weight") {
-            let module = prefix(of: tensor.info.name)
-            if !sparse.contains(module) { ignore.append(module) }
+        if let graph {
+            for (index, spec) in graph.descriptor.tensors.enumerated() {
+                guard let role = spec.role, linearRoles.contains(role), spec.name.hasSuffix(".weight") else { continue }
+                for name in graph.instances(ofTemplate: index) where !compressed.contains(prefix(of: name)) {
+                    ignore.append(prefix(of: name))
+                }
+            }
         }
-        let total = model.tensors.filter { $0.info.shape.count == 2 }.reduce(UInt64(0)) { $0 + $1.info.elementCount }
-        let pruned = targets.reduce(UInt64(0)) { $0 + $1.source.info.elementCount } / UInt64(pattern.m) * UInt64(pattern.m - pattern.n)
-        let share: Double = total > 0 ? Double(pruned) / Double(total) : 0
-        let ignored: [JSONValue] = ignore.map { JSONValue.string($0) }
+        let pruned = targets.reduce(UInt64(0)) { total, target in
+            let pattern = NMPacking.Pattern.twoFour
+            return total + target.source.info.elementCount / UInt64(pattern.m) * UInt64(pattern.m - pattern.n)
+        }
+        // Informational only (compressed-tensors never reads it): the share of zeros the
+        // pruning made, over every parameter.
+        let share: Double = model.parameterCount > 0 ? Double(pruned) / Double(model.parameterCount) : 0
         let sparsity: [(key: String, value: JSONValue)] = [
             ("format", .string("sparse-24-bitmask")),
             ("global_sparsity", .number(String(share))),
-            ("ignore", .array(ignored)),
+            ("ignore", .array(ignore.map { JSONValue.string($0) })),
             ("registry_requires_subclass", .bool(false)),
-            ("sparsity_structure", .string(pattern.description)),
+            ("sparsity_structure", .string("2:4")),
             ("targets", .array([.string("Linear")])),
         ]
         return .object([
             ("quant_method", .string("compressed-tensors")),
             ("sparsity_config", .object(sparsity)),
+            ("transform_config", .object([])),
             ("version", .string("0.14.0.1")),
         ])
     }
+
+    /// The two kept positions of a group with fewer than two non-zero elements, as
+    /// compressed-tensors' CPU `topk(2)` of the magnitudes picks them (measured on torch
+    /// 2.13 for every such pattern), indexed by the non-zero flags (bit j = position j).
+    /// With these, pare's files equal the package's own, byte for byte.
+    static let sparseGroupPositions: [UInt8: (Int, Int)] = [
+        0b0000: (2, 3), 0b1000: (2, 3), 0b0100: (2, 3), 0b0010: (1, 3), 0b0001: (0, 2),
+    ]
 
     /// One output tensor of the layout, computed from the pruned weight.
     public struct Transform: TensorTransform {
@@ -59,8 +83,8 @@ public enum CompressedTensorsLayout {
         public func apply(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer) {
             let columns = prune.shape[1]
             if part == .shape {
-                output.storeBytes(of: Int32(prune.shape[0]).littleEndian, toByteOffset: 0, as: Int32.self)
-                output.storeBytes(of: Int32(columns).littleEndian, toByteOffset: 4, as: Int32.self)
+                output.storeBytes(of: Int64(prune.shape[0]).littleEndian, toByteOffset: 0, as: Int64.self)
+                output.storeBytes(of: Int64(columns).littleEndian, toByteOffset: 8, as: Int64.self)
                 return
             }
             let width = prune.dtype.bitWidth / 8
@@ -69,37 +93,47 @@ public enum CompressedTensorsLayout {
             }
         }
 
-        /// Packs pruned rows into this part's bytes.
+        /// Packs pruned rows into this part's bytes: per group of four, the positions of its
+        /// two non-zero elements, or `sparseGroupPositions`' pick when it has fewer.
+        /// "Non-zero" is numeric here (|x| ≠ 0), as the package sees it, so a kept −0.0
+        /// the table does not pick becomes the +0.0 of another position, exactly as in
+        /// the package's own files.
         private func write(_ dense: UnsafeRawPointer, rows: Int, columns: Int, width: Int, into output: UnsafeMutableRawPointer) {
-            let pattern = prune.pattern
-            let positions = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, pattern.indexBytes(elements: columns)))
-            defer { positions.deallocate() }
-            let values = UnsafeMutableRawPointer.allocate(byteCount: max(1, columns / 2 * width), alignment: 64)
-            defer { values.deallocate() }
             let maskBytes = (columns + 7) / 8
+            let magnitudeBits: UInt64 = width == 2 ? 0x7FFF : 0x7FFF_FFFF
             for k in 0..<rows {
                 let row = dense + k * columns * width
-                let failed: Int? = width == 2
-                    ? NMPacking.pack(row.assumingMemoryBound(to: UInt16.self), count: columns, pattern: pattern,
-                                     values: values.assumingMemoryBound(to: UInt16.self), indices: positions)
-                    : NMPacking.pack(row.assumingMemoryBound(to: UInt32.self), count: columns, pattern: pattern,
-                                     values: values.assumingMemoryBound(to: UInt32.self), indices: positions)
-                precondition(failed == nil, "pruning left a group denser than \(pattern)")
-                switch part {
-                case .compressed:
-                    (output + k * columns / 2 * width).copyMemory(from: values, byteCount: columns / 2 * width)
-                case .bitmask:
-                    let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
-                    mask.update(repeating: 0, count: maskBytes)
-                    var reader = BitReader(positions)
-                    for group in 0..<(columns / pattern.m) {
-                        for _ in 0..<pattern.n {
-                            let element = group * pattern.m + Int(reader.next(bits: pattern.indexBits))
-                            mask[element / 8] |= 1 << UInt8(element % 8)
-                        }
+                let values = output + k * columns / 2 * width
+                let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
+                if part == .bitmask { mask.update(repeating: 0, count: maskBytes) }
+                var kept = 0
+                for group in 0..<(columns / 4) {
+                    var flags: UInt8 = 0
+                    for j in 0..<4 {
+                        let offset = (group * 4 + j) * width
+                        let bits = width == 2 ? UInt64(row.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+                                              : UInt64(row.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                        if bits & magnitudeBits != 0 { flags |= 1 << UInt8(j) }
                     }
-                case .shape:
-                    break
+                    let positions: (Int, Int)
+                    if flags.nonzeroBitCount == 2 {
+                        let first = flags.trailingZeroBitCount
+                        positions = (first, (flags & (flags - 1)).trailingZeroBitCount)
+                    } else {
+                        positions = sparseGroupPositions[flags]!
+                    }
+                    for j in [positions.0, positions.1] {
+                        let element = group * 4 + j
+                        switch part {
+                        case .compressed:
+                            (values + kept * width).copyMemory(from: row + element * width, byteCount: width)
+                        case .bitmask:
+                            mask[element / 8] |= 1 << UInt8(element % 8)
+                        case .shape:
+                            break
+                        }
+                        kept += 1
+                    }
                 }
             }
         }

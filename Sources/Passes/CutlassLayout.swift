@@ -13,8 +13,10 @@ import Tensors
 public enum CutlassLayout {
     /// Why a `[rows, columns]` weight cannot take this layout, or `nil`.
     public static func unsupportedShape(rows: Int, columns: Int) -> String? {
-        if rows % 32 != 0 { return "CUTLASS needs a row count divisible by 32, and it has \(rows)" }
-        if columns % 16 != 0 { return "CUTLASS needs a column count divisible by 16, and it has \(columns)" }
+        // torch's SparseSemiStructuredTensorCUTLASS takes F16/BF16 weights of at least
+        // 32 × 64, in multiples of those (its dense shape constraints).
+        if rows % 32 != 0 { return "torch's CUTLASS 2:4 tensors need a row count divisible by 32, and it has \(rows); leave it out with --ignore" }
+        if columns % 64 != 0 { return "torch's CUTLASS 2:4 tensors need a column count divisible by 64, and it has \(columns); leave it out with --ignore" }
         return nil
     }
 

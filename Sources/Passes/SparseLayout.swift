@@ -1,4 +1,5 @@
 import ModelFolder
+import ModelGraph
 import OrderedJSON
 import PareFormat
 import SafeTensors
@@ -36,7 +37,7 @@ struct SparseLayout {
             case .compressedTensors:
                 let prefix = CompressedTensorsLayout.prefix(of: info.name)
                 let parts: [(String, DType, [UInt64], CompressedTensorsLayout.Transform.Part)] = [
-                    ("shape", .i32, [2, 1], .shape),
+                    ("shape", .i64, [2, 1], .shape),
                     ("compressed", info.dtype, [rows, columns / 2], .compressed),
                     ("bitmask", .u8, [rows, (columns + 7) / 8], .bitmask),
                 ]
@@ -55,7 +56,7 @@ struct SparseLayout {
     }
 
     /// Config changes: compressed-tensors' `sparsity_config`; nothing for the others.
-    func rewrite(_ config: inout ModelConfig?, model: ModelFolder, targets: [SparsifyPlan.Target], warnings: inout [String]) {
+    func rewrite(_ config: inout ModelConfig?, model: ModelFolder, graph: ModelGraph?, targets: [SparsifyPlan.Target], warnings: inout [String]) {
         switch request.format {
         case .dense, .pare:
             return
@@ -63,9 +64,8 @@ struct SparseLayout {
             warnings.append("the cutlass layout is not a checkpoint transformers loads: tools/load_cutlass.py builds torch's SparseSemiStructuredTensorCUTLASS from it (on a GPU)")
         case .compressedTensors:
             warnings.append("current vLLM releases no longer run compressed-tensors' sparse-24-bitmask format, and transformers 5 with compressed-tensors ≥ 0.20 loads it without error but with random weights; it is read correctly by compressed-tensors 0.14.0.1 with transformers 4.57. For today's runtimes use --format dense")
-            guard var json = config?.json else { return }
-            _ = json.set("quantization_config", to: CompressedTensorsLayout.quantizationConfig(targets: targets, model: model, pattern: request.pattern), appendIfMissing: true)
-            config?.json = json
+            let quantization = CompressedTensorsLayout.quantizationConfig(targets: targets, model: model, graph: graph)
+            config?.edit { $0.set("quantization_config", to: quantization, appendIfMissing: true) }
         }
     }
 }

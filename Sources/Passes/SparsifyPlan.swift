@@ -13,6 +13,8 @@ public struct SparsifyPlan: Sendable {
         public var source: ModelFolder.Tensor
         public var input: NMSparsity.InputDimension
         public var norms: [Float]?
+        /// The descriptor's role for the tensor, if the model's family is known.
+        public var role: String? = nil
 
         public var name: String { source.info.name }
         /// Elements along the input dimension.
@@ -33,33 +35,31 @@ public struct SparsifyPlan: Sendable {
         let pattern = request.pattern
         if request.score == .wanda, request.statsPath == nil { throw .statsNeeded }
         if request.score != .wanda, request.statsPath != nil { throw .statsUnused }
-        if request.format == .compressedTensors || request.format == .cutlass, pattern != NMPacking.Pattern(n: 2, m: 4) {
+        if request.format == .compressedTensors || request.format == .cutlass, !pattern.fitsTwoFour {
             throw .formatNeedsPattern(format: request.format.rawValue, pattern: pattern.description, needed: "2:4")
         }
         let targetsRegex = try Self.regex(request.targets, option: "--targets")
         let ignoreRegex = try Self.regex(request.ignore, option: "--ignore")
 
         // Candidates: the descriptor's linear weights, or any 2-D float tensor --targets names.
-        var candidates: [(tensor: ModelFolder.Tensor, input: NMSparsity.InputDimension)] = []
+        var candidates: [(tensor: ModelFolder.Tensor, input: NMSparsity.InputDimension, role: String?)] = []
         let graph: ModelGraph?
         do { graph = try ModelGraph(model: model, registry: registry) } catch {
             guard targetsRegex != nil else { throw .graph(error) }
             graph = nil
         }
-        if let targetsRegex {
-            var transposed = Set<String>()
-            if let graph {
-                for node in graph.nodes where graph.descriptor.tensors[node.template].transposed == true { transposed.insert(node.name) }
+        var specs: [String: ArchitectureDescriptor.Tensor] = [:]
+        if let graph {
+            for node in graph.nodes { specs[node.name] = graph.descriptor.tensors[node.template] }
+        }
+        for tensor in model.tensors where tensor.info.shape.count == 2 {
+            let spec = specs[tensor.info.name]
+            if let targetsRegex {
+                guard tensor.info.dtype.isCastable, tensor.info.name.contains(targetsRegex) else { continue }
+            } else {
+                guard let role = spec?.role, SparsifyRequest.defaultRoles.contains(role) else { continue }
             }
-            for tensor in model.tensors where tensor.info.shape.count == 2 && tensor.info.dtype.isCastable && tensor.info.name.contains(targetsRegex) {
-                candidates.append((tensor, transposed.contains(tensor.info.name) ? .first : .last))
-            }
-        } else if let graph {
-            for node in graph.nodes {
-                let spec = graph.descriptor.tensors[node.template]
-                guard let role = spec.role, SparsifyRequest.defaultRoles.contains(role), node.source.info.shape.count == 2 else { continue }
-                candidates.append((node.source, spec.transposed == true ? .first : .last))
-            }
+            candidates.append((tensor, spec?.transposed == true ? .first : .last, spec?.role))
         }
         if let ignoreRegex { candidates.removeAll { $0.tensor.info.name.contains(ignoreRegex) } }
         guard !candidates.isEmpty else {
@@ -71,8 +71,8 @@ public struct SparsifyPlan: Sendable {
         let stats: SafeTensorsFile?
         do { stats = try request.statsPath.map { path throws(SafeTensorsError) in try SafeTensorsFile(path: path) } } catch { throw .stats(error) }
         var targets: [Target] = []
-        for (tensor, input) in candidates {
-            var target = Target(source: tensor, input: input, norms: nil)
+        for (tensor, input, role) in candidates {
+            var target = Target(source: tensor, input: input, norms: nil, role: role)
             let name = target.name
             let dtype = tensor.info.dtype
             guard dtype.isCastable else {
@@ -91,7 +91,7 @@ public struct SparsifyPlan: Sendable {
         var warnings: [String] = []
         let layout = SparseLayout(request: request)
         items = layout.items(model: model, targets: targets)
-        layout.rewrite(&config, model: model, targets: targets, warnings: &warnings)
+        layout.rewrite(&config, model: model, graph: graph, targets: targets, warnings: &warnings)
         self.config = config
         self.warnings = warnings
     }
@@ -109,6 +109,10 @@ public struct SparsifyPlan: Sendable {
             return
         case .compressedTensors, .cutlass:
             guard target.input == .last else { throw .transposedUnsupported(tensor: name, format: format.rawValue) }
+            if format == .compressedTensors, !(target.role.map(CompressedTensorsLayout.linearRoles.contains) ?? false) {
+                throw .shapeUnsupported(tensor: name, shape: target.source.info.shape, format: format.rawValue,
+                                        reason: "compressed-tensors decompresses nn.Linear modules only, and the architecture descriptor does not name this tensor a linear weight")
+            }
             if format == .cutlass {
                 let dtype = target.source.info.dtype
                 guard dtype == .f16 || dtype == .bf16 else {
