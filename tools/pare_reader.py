@@ -75,6 +75,9 @@ class PareFormatError(ValueError):
 _POLY = 0x82F63B78  # Castagnoli, reflected
 
 
+# A chunk decodes to at most 2^28 bytes (formats/pare.md, reader rules).
+MAX_CHUNK_BYTES = 1 << 28
+
 def _make_table() -> list[int]:
     table = []
     for i in range(256):
@@ -422,6 +425,8 @@ class PareFile:
                 self._fail(f"crc32c {ccrc} is not a 32-bit unsigned integer", name, i)
             if el <= 0:
                 self._fail(f"chunk has {el} elements; a chunk size must be positive", name, i)
+            if el * bits // 8 > MAX_CHUNK_BYTES:
+                self._fail(f"chunk decodes to {el * bits // 8} bytes, more than {MAX_CHUNK_BYTES}", name, i)
             streams = None
             if encoding == "raw":
                 if el * bits % 8:

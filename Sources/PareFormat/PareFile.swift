@@ -13,6 +13,8 @@ public final class PareFile: Sendable {
     static let footerSize = 32
     /// Chunk alignment within the file.
     static let alignment = 64
+    /// The most bytes one chunk may decode to (256 MiB).
+    public static let maximumChunkBytes = 1 << 28
 
     public let path: String
     public let mapping: MappedFile

@@ -151,6 +151,11 @@ struct PareIndex {
                 let (total, over) = covered.addingReportingOverflow(chunk.elements)
                 guard !over, total <= elements else { throw layout("runs past the tensor's \(elements) elements") }
                 guard chunk.elements * UInt64(dtype.bitWidth) % 8 == 0 else { throw layout("does not end on a byte") }
+                // Compressed data can claim any size; a reader allocates per chunk, so a
+                // bound keeps a damaged or hostile file from exhausting memory.
+                guard chunk.elements * UInt64(dtype.bitWidth) / 8 <= UInt64(PareFile.maximumChunkBytes) else {
+                    throw layout("decodes to \(chunk.elements * UInt64(dtype.bitWidth) / 8) bytes, more than the \(PareFile.maximumChunkBytes) a chunk may hold")
+                }
                 switch encoding {
                 case .raw:
                     guard chunk.length == chunk.elements * UInt64(dtype.bitWidth) / 8 else {

@@ -59,6 +59,9 @@ public final class PareWriter {
         for entry in entries where !entry.encoding.accepts(entry.dtype) {
             throw .unencodable(path: path, tensor: entry.name, detail: "\(entry.encoding.name) cannot hold \(entry.dtype.name)")
         }
+        for entry in entries where Self.chunkBytes(entry, options: options) > PareFile.maximumChunkBytes {
+            throw .unencodable(path: path, tensor: entry.name, detail: "one row is more than the \(PareFile.maximumChunkBytes) bytes an N:M chunk may hold")
+        }
         self.path = path
         self.entries = entries
         self.metadata = metadata

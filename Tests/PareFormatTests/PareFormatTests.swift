@@ -205,3 +205,53 @@ extension PareWriter.Entry {
         return copy
     }
 }
+
+/// Rewrites a file's index through `edit` and fixes the footer, so that only the rule
+/// under test is broken.
+private func withEditedIndex(_ original: [UInt8], _ edit: (inout String) -> Void) -> [UInt8] {
+    let footer = original.count - 32
+    let offset = original[footer..<(footer + 8)].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+    var text = String(decoding: original[offset..<footer], as: UTF8.self)
+    edit(&text)
+    var bytes = Array(original[..<offset]) + Array(text.utf8)
+    bytes.appendLittleEndian(UInt64(offset))
+    bytes.appendLittleEndian(UInt64(text.utf8.count))
+    bytes.appendLittleEndian(CRC32C.checksum(Array(text.utf8)))
+    bytes.appendLittleEndian(UInt32(0))
+    return bytes + PareFile.magic
+}
+
+@Test(arguments: [
+    ([("\"elements\":1000,", "\"elements\":268435456000,")], "chunk-layout"),
+    // A tensor that claims 2^40 bytes, in a first chunk that would decode to almost all of it.
+    ([("\"shape\":[3000]", "\"shape\":[549755813888]"), ("\"size\":6000", "\"size\":1099511627776"),
+      ("\"elements\":1000,", "\"elements\":549755811888,")], "chunk-layout"),
+    ([("\"name\":\"b\"", "\"name\":\"a\"")], "duplicate-tensor"),
+    ([("\"encoding\":\"bytegroup-zstd\"", "\"encoding\":\"lz4\"")], "unknown-encoding"),
+    ([("\"dtype\":\"BF16\"", "\"dtype\":\"BF17\"")], "unknown-dtype"),
+    ([("\"size\":6000", "\"size\":6002")], "size"),
+    ([("\"offset\":64,", "\"offset\":96,")], "chunk-layout"),
+    ([("\"format\":\"pare\"", "\"format\":\"zip\"")], "index-structure"),
+])
+func rejectsIndexesThatBreakARule(edits: [(String, String)], rule: String) throws {
+    let directory = TemporaryDirectory()
+    let path = directory.file("m.pare")
+    let a = floatBytes(count: 3000, width: 2, seed: 1)
+    try write([(PareWriter.Entry(name: "a", dtype: .bf16, shape: [3000], encoding: .byteGroup), a),
+               (PareWriter.Entry(name: "b", dtype: .bf16, shape: [3000], encoding: .byteGroup), a)],
+              to: path, options: .init(chunkElements: 1000))
+    let original = try readBytes(path)
+    let edited = withEditedIndex(original) { text in
+        for (find, replace) in edits {
+            #expect(text.contains(find), "the index has no \(find)")
+            if let range = text.firstRange(of: find) { text.replaceSubrange(range, with: replace) }
+        }
+    }
+    let bad = directory.file("bad.pare")
+    try writeBytes(edited, to: bad)
+    #expect {
+        try PareFile.open(path: bad)
+    } throws: { error in
+        (error as? PareError)?.rule == rule
+    }
+}
