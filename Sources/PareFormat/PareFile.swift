@@ -140,7 +140,10 @@ public final class PareFile: Sendable {
         // The buffers outlive the work, which finishes before this returns.
         nonisolated(unsafe) let failures = UnsafeMutableBufferPointer<PareError?>.allocate(capacity: range.count)
         failures.initialize(repeating: nil)
-        defer { failures.deallocate() }
+        defer {
+            _ = failures.deinitialize()
+            failures.deallocate()
+        }
         nonisolated(unsafe) let destination = output
         let work: @Sendable (Int) -> Void = { (k: Int) in
             let i = range.lowerBound + k

@@ -183,6 +183,7 @@ public final class PareWriter {
         results.initialize(repeating: nil)
         defer {
             for result in results { if case .success(let encoded)? = result { encoded.deallocate() } }
+            _ = results.deinitialize()
             results.deallocate()
         }
         nonisolated(unsafe) let buffer = self.buffer

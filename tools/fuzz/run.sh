@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of the safetensors header parser.
+# Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of the safetensors header parser
+# and of the .pare reader.
 # Usage: tools/fuzz/run.sh [SECONDS=60]
-# Builds the parser's sources into one fuzzing binary under .build/fuzz and runs it for
-# SECONDS over the seeds in tools/fuzz/seeds (new corpus entries go to .build/fuzz/corpus).
-# Exits non-zero when the fuzzer finds a crash; the reproducer is left in .build/fuzz.
+# Builds each parser's sources into one fuzzing binary under .build/fuzz and runs the header
+# fuzzer for SECONDS over tools/fuzz/seeds, then the .pare fuzzer for SECONDS/2 over
+# tools/fuzz/pare-seeds (new corpus entries go to .build/fuzz/corpus*). Exits non-zero when
+# a fuzzer finds a crash; the reproducer is left in .build/fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_TO_RUN="${1:-60}"
 BUILD=.build/fuzz
-rm -rf "$BUILD/src" && mkdir -p "$BUILD/src" "$BUILD/include" "$BUILD/corpus"
+rm -rf "$BUILD/src" "$BUILD/src-pare" && mkdir -p "$BUILD/src" "$BUILD/src-pare" "$BUILD/include" "$BUILD/corpus" "$BUILD/corpus-pare"
 
 # One module: drop the imports between pare's own modules.
 for module in OrderedJSON Tensors SafeTensors; do
@@ -24,6 +26,24 @@ swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$
     "$BUILD"/src/*.swift tools/fuzz/FuzzHeader.swift "$BUILD/shims.o" -o "$BUILD/fuzz-header" 2>&1 \
     | grep -v "Cannot export local symbol" || true
 
+# The .pare reader: OrderedJSON, Tensors and PareFormat, with the CRC kernel and libzstd.
+for module in OrderedJSON Tensors PareFormat; do
+    for f in Sources/$module/*.swift; do
+        sed -E '/^import (OrderedJSON|Tensors|PareFormat)$/d' "$f" > "$BUILD/src-pare/${module}_$(basename "$f")"
+    done
+done
+cp Sources/CKernels/include/CKernels.h "$BUILD/include/"
+printf 'module CKernels {\n  header "CKernels.h"\n  export *\n}\n' >> "$BUILD/include/module.modulemap"
+mkdir -p "$BUILD/include/zstd"
+printf 'module CZstd [system] {\n  header "/usr/include/zstd.h"\n  link "zstd"\n  export *\n}\n' > "$BUILD/include/zstd/module.modulemap"
+clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CKernels/include \
+    Sources/CKernels/crc32c.c -o "$BUILD/crc32c.o"
+swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$BUILD/include" -I "$BUILD/include/zstd" \
+    "$BUILD"/src-pare/*.swift tools/fuzz/FuzzPare.swift "$BUILD/shims.o" "$BUILD/crc32c.o" -lzstd -o "$BUILD/fuzz-pare" 2>&1 \
+    | grep -v "Cannot export local symbol" || true
+
 cd "$BUILD"
+./fuzz-pare -max_total_time="$(( (SECONDS_TO_RUN + 1) / 2 ))" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 corpus-pare ../../tools/fuzz/pare-seeds
 ./fuzz-header -max_total_time="$SECONDS_TO_RUN" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 corpus ../../tools/fuzz/seeds
