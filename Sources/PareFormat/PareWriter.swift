@@ -23,16 +23,16 @@ public final class PareWriter {
     }
 
     public struct Options: Sendable {
-        /// zstd level of byte streams that carry exponent bits, and of masks and positions.
-        public var exponentLevel: Int32
-        /// zstd level of the other byte streams (mostly mantissa bits, nearly random).
-        public var otherLevel: Int32
+        /// zstd level (1–22) of the byte streams that carry exponent bits, of masks and of
+        /// positions; 0, the default, codes them with entropy coding only, which for these
+        /// streams is smaller than levels 1–18 and several times faster. The other byte
+        /// streams, mostly mantissa bits, are always entropy-coded only.
+        public var level: Int32
         /// Elements per chunk (whole rows are added for N:M tensors).
         public var chunkElements: Int
 
-        public init(exponentLevel: Int32 = 9, otherLevel: Int32 = 1, chunkElements: Int = 1 << 20) {
-            self.exponentLevel = exponentLevel
-            self.otherLevel = otherLevel
+        public init(level: Int32 = 0, chunkElements: Int = 1 << 20) {
+            self.level = level
             self.chunkElements = chunkElements
         }
     }
@@ -49,6 +49,8 @@ public final class PareWriter {
     private var received = 0
     private var crc: UInt32 = 0
     private var chunks: [PareChunk] = []
+    /// Where each chunk of a batch is encoded, reused batch after batch.
+    private let outputs = (0..<PareFile.batchChunks).map { _ in ScratchBuffer() }
     /// Received bytes not yet encoded: up to `batchChunks` chunks.
     private let buffer: UnsafeMutableRawPointer
     private let bufferCapacity: Int
@@ -131,7 +133,7 @@ public final class PareWriter {
             let entry = entries[current]
             // Whole chunks of this tensor fill the buffer.
             let chunkBytes = Self.chunkBytes(entry, options: options)
-            let limit = bufferCapacity - bufferCapacity % chunkBytes
+            let limit = min(bufferCapacity / chunkBytes, PareFile.batchChunks) * chunkBytes
             let space = min(limit - buffered, entry.byteCount - received)
             let take = min(space, rest.count)
             (buffer + buffered).copyMemory(from: rest.baseAddress!, byteCount: take)
@@ -143,7 +145,7 @@ public final class PareWriter {
                 try flushBuffer()
                 written.append(PareTensor(
                     name: entry.name, dtype: entry.dtype, shape: entry.shape, encoding: entry.encoding,
-                    streamLevels: levels(entry).map(Int.init), size: UInt64(entry.byteCount), crc32c: crc, chunks: chunks))
+                    streamLevels: levels(entry).map(\.recorded), size: UInt64(entry.byteCount), crc32c: crc, chunks: chunks))
                 current += 1
                 received = 0
                 crc = 0
@@ -165,9 +167,9 @@ public final class PareWriter {
         try mapping.withBytes(in: offset..<(offset + count)) { bytes throws(PareError) in try write(bytes) }
     }
 
-    private func levels(_ entry: Entry) -> [Int32] {
+    private func levels(_ entry: Entry) -> [Zstd.Setting] {
         ChunkCodec.levels(encoding: entry.encoding, width: entry.dtype.bitWidth / 8,
-                          exponentLevel: options.exponentLevel, otherLevel: options.otherLevel)
+                          exponents: options.level == 0 ? .entropy : .level(options.level))
     }
 
     /// Encodes the buffered bytes (whole chunks, or the tensor's last one) and writes them.
@@ -182,17 +184,18 @@ public final class PareWriter {
         nonisolated(unsafe) let results = UnsafeMutableBufferPointer<Result<ChunkCodec.Encoded, ChunkCodec.NMViolation>?>.allocate(capacity: count)
         results.initialize(repeating: nil)
         defer {
-            for result in results { if case .success(let encoded)? = result { encoded.deallocate() } }
             _ = results.deinitialize()
             results.deallocate()
         }
         nonisolated(unsafe) let buffer = self.buffer
         let buffered = self.buffered
         let encoding = entry.encoding
+        let outputs = self.outputs
         let work: @Sendable (Int) -> Void = { (k: Int) in
             let start = k * chunkBytes
             let bytes = UnsafeRawBufferPointer(start: buffer + start, count: min(chunkBytes, buffered - start))
-            results[k] = ChunkCodec.encode(bytes, elements: bytes.count * 8 / width, width: width / 8, encoding: encoding, levels: levels)
+            results[k] = ChunkCodec.encode(bytes, elements: bytes.count * 8 / width, width: width / 8, encoding: encoding,
+                                           levels: levels, output: outputs[k])
         }
         if count == 1 {
             work(0)
@@ -208,7 +211,7 @@ public final class PareWriter {
                 throw .unencodable(path: path, tensor: entry.name,
                                    detail: "the group of \(pattern.m) elements at element \(element) has more than \(pattern.n) non-zero values, so it is not \(pattern) sparse")
             case .success(let encoded):
-                let stored = UnsafeRawBufferPointer(encoded.bytes)
+                let stored = encoded.bytes
                 let offset = UInt64(file.offset)
                 try io { () throws(FileError) in try file.write(stored) }
                 chunks.append(PareChunk(
