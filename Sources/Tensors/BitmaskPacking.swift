@@ -7,6 +7,7 @@ public enum BitmaskPacking {
     public static func maskBytes(count: Int) -> Int { (count + 7) / 8 }
 
     /// Elements of `count` that are not all-bits-zero.
+    @inlinable
     public static func nonZeroCount<T: FixedWidthInteger & UnsignedInteger>(_ source: UnsafePointer<T>, count: Int) -> Int {
         var nonZero = 0
         for i in 0..<count where source[i] != 0 { nonZero &+= 1 }
@@ -14,7 +15,7 @@ public enum BitmaskPacking {
     }
 
     /// Writes the mask and the non-zero elements; returns how many elements were non-zero.
-    @discardableResult
+    @inlinable @discardableResult
     public static func pack<T: FixedWidthInteger & UnsignedInteger>(
         _ source: UnsafePointer<T>, count: Int, mask: UnsafeMutablePointer<UInt8>, values: UnsafeMutablePointer<T>
     ) -> Int {
@@ -53,6 +54,7 @@ public enum BitmaskPacking {
     }
 
     /// Rebuilds `count` elements from the mask and the values.
+    @inlinable
     public static func unpack<T: FixedWidthInteger & UnsignedInteger>(
         mask: UnsafePointer<UInt8>, values: UnsafePointer<T>, count: Int, into destination: UnsafeMutablePointer<T>
     ) {

@@ -25,7 +25,7 @@ public enum NMPacking {
         }
 
         /// Bits that store one position: ⌈log2 M⌉, at least 1.
-        public var indexBits: Int { max(1, Int.bitWidth - (m - 1).leadingZeroBitCount) }
+        @inlinable public var indexBits: Int { max(1, Int.bitWidth - (m - 1).leadingZeroBitCount) }
 
         public var description: String { "\(n):\(m)" }
 
@@ -38,6 +38,7 @@ public enum NMPacking {
 
     /// The largest number of non-zero elements in any group of `m` in `count` elements of
     /// `T` (`count` a multiple of `m`).
+    @inlinable
     public static func densestGroup<T: FixedWidthInteger & UnsignedInteger>(
         _ source: UnsafePointer<T>, count: Int, m: Int
     ) -> Int {
@@ -60,6 +61,7 @@ public enum NMPacking {
     ///
     /// Each group contributes N positions in increasing order: its non-zero positions plus,
     /// when it has fewer, the lowest positions holding zeros.
+    @inlinable
     public static func pack<T: FixedWidthInteger & UnsignedInteger>(
         _ source: UnsafePointer<T>, count: Int, pattern: Pattern,
         values: UnsafeMutablePointer<T>, indices: UnsafeMutablePointer<UInt8>
@@ -92,6 +94,7 @@ public enum NMPacking {
 
     /// Unpacks into `count` elements (a multiple of M). Returns the index of the first group
     /// whose positions do not increase (damaged data), or `nil` on success.
+    @inlinable
     public static func unpack<T: FixedWidthInteger & UnsignedInteger>(
         values: UnsafePointer<T>, indices: UnsafePointer<UInt8>, count: Int, pattern: Pattern,
         into destination: UnsafeMutablePointer<T>
@@ -121,13 +124,13 @@ public enum NMPacking {
 /// Appends little bit fields LSB first: field k of b bits occupies stream bits k·b …,
 /// bit i of the stream being bit (i mod 8) of byte ⌊i/8⌋.
 public struct BitWriter {
-    private var output: UnsafeMutablePointer<UInt8>
-    private var buffer: UInt64 = 0
-    private var filled = 0
+    @usableFromInline var output: UnsafeMutablePointer<UInt8>
+    @usableFromInline var buffer: UInt64 = 0
+    @usableFromInline var filled = 0
 
-    public init(_ output: UnsafeMutablePointer<UInt8>) { self.output = output }
+    @inlinable public init(_ output: UnsafeMutablePointer<UInt8>) { self.output = output }
 
-    public mutating func append(_ value: UInt64, bits: Int) {
+    @inlinable public mutating func append(_ value: UInt64, bits: Int) {
         buffer |= value << UInt64(filled)
         filled &+= bits
         while filled >= 8 {
@@ -139,7 +142,7 @@ public struct BitWriter {
     }
 
     /// Writes the last partial byte, padded with zero bits.
-    public mutating func flush() {
+    @inlinable public mutating func flush() {
         if filled > 0 {
             output.pointee = UInt8(truncatingIfNeeded: buffer)
             output += 1
@@ -151,13 +154,13 @@ public struct BitWriter {
 
 /// Reads what `BitWriter` wrote.
 public struct BitReader {
-    private var input: UnsafePointer<UInt8>
-    private var buffer: UInt64 = 0
-    private var available = 0
+    @usableFromInline var input: UnsafePointer<UInt8>
+    @usableFromInline var buffer: UInt64 = 0
+    @usableFromInline var available = 0
 
-    public init(_ input: UnsafePointer<UInt8>) { self.input = input }
+    @inlinable public init(_ input: UnsafePointer<UInt8>) { self.input = input }
 
-    public mutating func next(bits: Int) -> UInt64 {
+    @inlinable public mutating func next(bits: Int) -> UInt64 {
         while available < bits {
             buffer |= UInt64(input.pointee) << UInt64(available)
             input += 1
