@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -555,12 +556,37 @@ public struct Conversion: Sendable {
         repeat {
             let range = row..<min(rows, row + step)
             let bytes = step >= rows ? total : total / rows * range.count
-            transform.apply(source: source, rows: range, into: buffer)
+            Self.applyInParallel(transform, source: source, rows: range, rowBytes: step >= rows ? 0 : total / rows, into: buffer)
             try writer.write(UnsafeRawBufferPointer(start: buffer, count: bytes))
             done += bytes
             row = range.upperBound
             try progress(done)
         } while row < rows
+    }
+
+    /// Runs a transform over `rows` on every core, in slices of whole row blocks (rows are
+    /// independent); `rowBytes` 0 means the output is not laid out by rows: one call.
+    static func applyInParallel(
+        _ transform: any TensorTransform, source: UnsafeRawBufferPointer, rows: Range<Int>, rowBytes: Int,
+        into output: UnsafeMutableRawPointer
+    ) {
+        let block = max(1, transform.rowBlock)
+        let blocks = (rows.count + block - 1) / block
+        let parts = min(FloatConversion.activeCores, blocks)
+        guard rowBytes > 0, transform.rowBlock > 0, parts > 1 else {
+            transform.apply(source: source, rows: rows, into: output)
+            return
+        }
+        let perPart = (blocks + parts - 1) / parts * block
+        // The buffers outlive the work, which finishes before this returns.
+        nonisolated(unsafe) let source = source
+        nonisolated(unsafe) let output = output
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let start = rows.lowerBound + part * perPart
+            let end = min(rows.upperBound, start + perPart)
+            guard start < end else { return }
+            transform.apply(source: source, rows: start..<end, into: output + (start - rows.lowerBound) * rowBytes)
+        }
     }
 
     /// Bytes of output produced per step when gathering: bounds memory whatever the tensor.

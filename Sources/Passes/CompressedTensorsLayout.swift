@@ -67,6 +67,16 @@ public enum CompressedTensorsLayout {
         0b0000: (2, 3), 0b1000: (2, 3), 0b0100: (2, 3), 0b0010: (1, 3), 0b0001: (0, 2),
     ]
 
+    /// The two kept positions of every non-zero pattern of a group (bit j = position j),
+    /// as `(first, second)` packed in a byte: the non-zero pair itself, or the package's
+    /// pick when fewer than two are non-zero. Patterns with more than two never occur.
+    static let positionsByFlags: [UInt8] = (0..<16).map { flags -> UInt8 in
+        let f = UInt8(flags)
+        if f.nonzeroBitCount == 2 { return UInt8(f.trailingZeroBitCount) | UInt8((f & (f - 1)).trailingZeroBitCount) << 4 }
+        guard let pair = sparseGroupPositions[f] else { return 0 }
+        return UInt8(pair.0) | UInt8(pair.1) << 4
+    }
+
     /// One output tensor of the layout, computed from the pruned weight.
     public struct Transform: TensorTransform {
         public enum Part: Sendable { case compressed, bitmask, shape }
@@ -115,25 +125,19 @@ public enum CompressedTensorsLayout {
                                               : UInt64(row.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
                         if bits & magnitudeBits != 0 { flags |= 1 << UInt8(j) }
                     }
-                    let positions: (Int, Int)
-                    if flags.nonzeroBitCount == 2 {
-                        let first = flags.trailingZeroBitCount
-                        positions = (first, (flags & (flags - 1)).trailingZeroBitCount)
-                    } else {
-                        positions = sparseGroupPositions[flags]!
+                    let pair = positionsByFlags[Int(flags)]
+                    let first = group * 4 + Int(pair & 0xF), second = group * 4 + Int(pair >> 4)
+                    switch part {
+                    case .compressed:
+                        (values + kept * width).copyMemory(from: row + first * width, byteCount: width)
+                        (values + (kept + 1) * width).copyMemory(from: row + second * width, byteCount: width)
+                    case .bitmask:
+                        mask[first / 8] |= 1 << UInt8(first % 8)
+                        mask[second / 8] |= 1 << UInt8(second % 8)
+                    case .shape:
+                        break
                     }
-                    for j in [positions.0, positions.1] {
-                        let element = group * 4 + j
-                        switch part {
-                        case .compressed:
-                            (values + kept * width).copyMemory(from: row + element * width, byteCount: width)
-                        case .bitmask:
-                            mask[element / 8] |= 1 << UInt8(element % 8)
-                        case .shape:
-                            break
-                        }
-                        kept += 1
-                    }
+                    kept += 2
                 }
             }
         }
