@@ -58,6 +58,14 @@ public enum NMSparsity {
     ) {
         let width = dtype.bitWidth / 8
         let rowBytes = columns * width
+        // Magnitude alone orders floats as their bits without the sign do: no widening.
+        if input == .last, norms == nil {
+            switch width {
+            case 2: return pruneByMagnitude(source, as: UInt16.self, magnitude: 0x7FFF, columns: columns, rows: rows, n: n, m: m, into: output)
+            case 4: return pruneByMagnitude(source, as: UInt32.self, magnitude: 0x7FFF_FFFF, columns: columns, rows: rows, n: n, m: m, into: output)
+            default: break
+            }
+        }
         output.copyMemory(from: source + rows.lowerBound * rowBytes, byteCount: rows.count * rowBytes)
         switch input {
         case .last:
@@ -113,6 +121,53 @@ public enum NMSparsity {
             for j in 0..<m where kept & (1 << UInt32(j)) == 0 { group.storeBytes(of: UInt32(0), toByteOffset: 4 &* j, as: UInt32.self) }
         default:
             for j in 0..<m where kept & (1 << UInt32(j)) == 0 { (group + j * width).initializeMemory(as: UInt8.self, repeating: 0, count: width) }
+        }
+    }
+
+    /// `prune` for magnitude scores along rows: compares the bits without the sign bit,
+    /// which order finite floats (and infinities) exactly as their magnitudes do; a NaN
+    /// ranks above every number.
+    @inline(__always)
+    static func pruneByMagnitude<T: FixedWidthInteger & UnsignedInteger>(
+        _ source: UnsafeRawPointer, as: T.Type, magnitude: T, columns: Int, rows: Range<Int>, n: Int, m: Int,
+        into output: UnsafeMutableRawPointer
+    ) {
+        let keys = UnsafeMutablePointer<T>.allocate(capacity: 16)
+        defer { keys.deallocate() }
+        for (k, row) in rows.enumerated() {
+            let src = (source + row * columns * MemoryLayout<T>.size).assumingMemoryBound(to: T.self)
+            let dst = (output + k * columns * MemoryLayout<T>.size).assumingMemoryBound(to: T.self)
+            var g = 0
+            if n == 2 && m == 4 {
+                while g < columns {
+                    let w0 = src[g], w1 = src[g &+ 1], w2 = src[g &+ 2], w3 = src[g &+ 3]
+                    let a = w0 & magnitude, b = w1 & magnitude, c = w2 & magnitude, d = w3 & magnitude
+                    // How many outrank each (higher, or equal at a lower index); two stay.
+                    let ra = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
+                    let rb = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
+                    let rc = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
+                    let rd = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
+                    dst[g] = ra < 2 ? w0 : 0
+                    dst[g &+ 1] = rb < 2 ? w1 : 0
+                    dst[g &+ 2] = rc < 2 ? w2 : 0
+                    dst[g &+ 3] = rd < 2 ? w3 : 0
+                    g &+= 4
+                }
+                continue
+            }
+            while g < columns {
+                for j in 0..<m { keys[j] = src[g &+ j] & magnitude }
+                for j in 0..<m {
+                    let s = keys[j]
+                    var above = 0
+                    for i in 0..<m where i != j {
+                        let t = keys[i]
+                        above &+= (t > s || (t == s && i < j)) ? 1 : 0
+                    }
+                    dst[g &+ j] = above < n ? src[g &+ j] : 0
+                }
+                g &+= m
+            }
         }
     }
 }
