@@ -143,14 +143,16 @@ public enum NMSparsity {
                     let w0 = src[g], w1 = src[g &+ 1], w2 = src[g &+ 2], w3 = src[g &+ 3]
                     let a = w0 & magnitude, b = w1 & magnitude, c = w2 & magnitude, d = w3 & magnitude
                     // How many outrank each (higher, or equal at a lower index); two stay.
-                    let ra = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
-                    let rb = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
-                    let rc = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
-                    let rd = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
-                    dst[g] = ra < 2 ? w0 : 0
-                    dst[g &+ 1] = rb < 2 ? w1 : 0
-                    dst[g &+ 2] = rc < 2 ? w2 : 0
-                    dst[g &+ 3] = rd < 2 ? w3 : 0
+                    let ra: Int32 = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
+                    let rb: Int32 = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
+                    let rc: Int32 = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
+                    let rd: Int32 = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
+                    // All ones when the element stays (rank - 2 < 0), else zero: no branches
+                    // to mispredict on data that is kept half the time at random.
+                    dst[g] = w0 & T(truncatingIfNeeded: (ra &- 2) >> 8)
+                    dst[g &+ 1] = w1 & T(truncatingIfNeeded: (rb &- 2) >> 8)
+                    dst[g &+ 2] = w2 & T(truncatingIfNeeded: (rc &- 2) >> 8)
+                    dst[g &+ 3] = w3 & T(truncatingIfNeeded: (rd &- 2) >> 8)
                     g &+= 4
                 }
                 continue
