@@ -392,8 +392,7 @@ public struct Conversion: Sendable {
             if !progress(bytes, total) { throw .interrupted }
         }
         var written = done
-        var buffer: UnsafeMutableRawPointer?
-        defer { buffer?.deallocate() }
+        var buffer: PageBuffer?
         for planned in shard.items {
             var item = planned
             if item.selections != nil, let selectionSource {
@@ -465,8 +464,8 @@ public struct Conversion: Sendable {
             } else {
                 let from = item.source.info.dtype, to = item.entry.dtype
                 let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
-                let scratch = buffer ?? UnsafeMutableRawPointer.allocate(byteCount: Self.castChunkElements * 4, alignment: 64)
-                buffer = scratch
+                if buffer == nil { buffer = PageBuffer(bytes: Self.castChunkElements * 4) }
+                let scratch = buffer!.pointer
                 var converted = 0
                 try source.forEachPiece(of: item.source.info, pieceBytes: Self.castChunkElements * inBytes) { piece throws(ModelFolderError) in
                     // Pieces of a .pare tensor are batches of chunks, larger than the scratch.
@@ -549,8 +548,8 @@ public struct Conversion: Sendable {
             let rowBytes = max(1, total / rows)
             step = min(step, max(1, Self.gatherChunkBytes / rowBytes / transform.rowBlock) * transform.rowBlock)
         }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, step >= rows ? total : total / rows * step), alignment: 64)
-        defer { buffer.deallocate() }
+        let storage = PageBuffer(bytes: step >= rows ? total : total / rows * step)
+        let buffer = storage.pointer
         var done = 0
         var row = 0
         repeat {
@@ -603,12 +602,10 @@ public struct Conversion: Sendable {
         let rowBytes = max(1, gather.outputRowBytes)
         let rows = gather.outputShape.first ?? 1
         let rowsPerStep = max(1, Self.gatherChunkBytes / rowBytes)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: rowsPerStep * rowBytes, alignment: 64)
-        defer { buffer.deallocate() }
-        let castBuffer = item.needsCast
-            ? UnsafeMutableRawPointer.allocate(byteCount: rowsPerStep * rowBytes / (from.bitWidth / 8) * (to.bitWidth / 8), alignment: 64)
-            : nil
-        defer { castBuffer?.deallocate() }
+        let storage = PageBuffer(bytes: rowsPerStep * rowBytes)
+        let buffer = storage.pointer
+        let castStorage = item.needsCast ? PageBuffer(bytes: rowsPerStep * rowBytes / (from.bitWidth / 8) * (to.bitWidth / 8)) : nil
+        let castBuffer = castStorage?.pointer
         var done = 0
         var row = 0
         while row < rows {

@@ -96,8 +96,8 @@ public enum WeightFile: Sendable {
             return file.withBytes(of: tensor, body)
         case .pare(let file, _):
             guard let stored = file.tensor(named: tensor.name) else { preconditionFailure("tensor \(tensor.name) not in \(file.path)") }
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(stored.size), alignment: 64)
-            defer { buffer.deallocate() }
+            let storage = PageBuffer(bytes: Int(stored.size))
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: storage.bytes[..<Int(stored.size)])
             do { try file.decode(stored, into: buffer) } catch { throw .pare(error) }
             return body(UnsafeRawBufferPointer(buffer))
         }

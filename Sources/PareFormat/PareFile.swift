@@ -107,8 +107,8 @@ public final class PareFile: Sendable {
         let batch = Self.batchChunks
         let width = tensor.dtype.bitWidth
         let largest = tensor.chunks.map(\.elements).max() ?? 0
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, Int(largest) * width / 8 * batch), alignment: 64)
-        defer { buffer.deallocate() }
+        let storage = PageBuffer(bytes: Int(largest) * width / 8 * batch)
+        let buffer = storage.pointer
         var crc: UInt32 = 0
         var first = 0
         while first < tensor.chunks.count {

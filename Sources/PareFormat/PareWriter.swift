@@ -52,6 +52,7 @@ public final class PareWriter {
     /// Where each chunk of a batch is encoded, reused batch after batch.
     private let outputs = (0..<PareFile.batchChunks).map { _ in ScratchBuffer() }
     /// Received bytes not yet encoded: up to `batchChunks` chunks.
+    private let storage: PageBuffer
     private let buffer: UnsafeMutableRawPointer
     private let bufferCapacity: Int
     private var buffered = 0
@@ -70,13 +71,9 @@ public final class PareWriter {
         self.options = options
         let largestChunk = entries.map { Self.chunkBytes($0, options: options) }.max() ?? 0
         bufferCapacity = max(64, largestChunk * PareFile.batchChunks)
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 64)
-        do {
-            file = try OutputFile(creating: path)
-        } catch {
-            buffer.deallocate()
-            throw .io(error)
-        }
+        storage = PageBuffer(bytes: bufferCapacity)
+        buffer = storage.pointer
+        do { file = try OutputFile(creating: path) } catch { throw .io(error) }
         var header = PareFile.magic
         header += [UInt8(PareFile.version), 0, 0, 0, 0, 0, 0, 0]
         try io { () throws(FileError) in try file.write(header) }
@@ -84,7 +81,6 @@ public final class PareWriter {
         try startTensors()
     }
 
-    deinit { buffer.deallocate() }
 
     /// Elements per chunk of `entry`: whole groups of M for N:M, whole bytes for sub-byte kinds.
     static func chunkElements(_ entry: Entry, options: Options) -> Int {

@@ -1,27 +1,16 @@
-/// A heap buffer that is reused and only grows: chunk work allocates nothing per chunk.
-///
-/// Freeing megabyte buffers chunk after chunk, on several worker threads, makes glibc raise
-/// its mmap threshold and keep the freed memory in its heaps: a 2.5 GB conversion held
-/// 0.8 GB of anonymous memory that way. Buffers kept for reuse stay at a few chunks' size.
+import Tensors
+
+/// A page-mapped buffer that is reused and only grows: chunk work allocates nothing per
+/// chunk, and what it holds stays at a few chunks' size.
 final class ScratchBuffer: @unchecked Sendable {
-    private(set) var pointer: UnsafeMutableRawPointer
-    private(set) var capacity: Int
+    private var storage: PageBuffer
 
-    init(capacity: Int = 64) {
-        self.capacity = max(64, capacity)
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: 64)
-    }
-
-    deinit { pointer.deallocate() }
+    init(capacity: Int = 64) { storage = PageBuffer(bytes: capacity) }
 
     /// At least `bytes` bytes; the contents are not kept when it grows.
     func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
-        if bytes > capacity {
-            pointer.deallocate()
-            capacity = bytes
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-        }
-        return pointer
+        if bytes > storage.capacity { storage = PageBuffer(bytes: bytes) }
+        return storage.pointer
     }
 }
 

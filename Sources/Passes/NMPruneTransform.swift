@@ -28,10 +28,9 @@ public struct NMPruneTransform: TensorTransform {
     /// Calls `body` with the pruned rows `rows` (in a scratch buffer), for layouts that
     /// repack them.
     public func withPrunedRows<R>(source: UnsafeRawBufferPointer, rows: Range<Int>, _ body: (UnsafeRawPointer) -> R) -> R {
-        let dense = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows.count * shape[1] * dtype.bitWidth / 8), alignment: 64)
-        defer { dense.deallocate() }
-        prune(source: source, rows: rows, into: dense)
-        return body(dense)
+        let dense = PageBuffer(bytes: rows.count * shape[1] * dtype.bitWidth / 8)
+        prune(source: source, rows: rows, into: dense.pointer)
+        return body(dense.pointer)
     }
 
     /// Writes the pruned rows `rows` into `output`.
