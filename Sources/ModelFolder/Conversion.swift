@@ -545,7 +545,10 @@ public struct Conversion: Sendable {
         // Whole tensor at once unless the output is laid out row by row.
         var step = max(rows, 1)
         if transform.rowBlock > 0, rows > 0, total % rows == 0 {
-            let rowBytes = max(1, total / rows)
+            // Steps are bounded by what a row reads as well as what it writes: a packed
+            // layout can write a few bytes for a row whose pruning works on kilobytes.
+            let sourceRowBytes = shape.count >= 2 ? shape.dropFirst().reduce(item.source.info.dtype.bitWidth / 8) { $0 * Int($1) } : 0
+            let rowBytes = max(1, total / rows, sourceRowBytes)
             step = min(step, max(1, Self.gatherChunkBytes / rowBytes / transform.rowBlock) * transform.rowBlock)
         }
         let storage = PageBuffer(bytes: step >= rows ? total : total / rows * step)

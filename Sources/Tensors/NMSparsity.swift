@@ -141,18 +141,11 @@ public enum NMSparsity {
             if n == 2 && m == 4 {
                 while g < columns {
                     let w0 = src[g], w1 = src[g &+ 1], w2 = src[g &+ 2], w3 = src[g &+ 3]
-                    let a = w0 & magnitude, b = w1 & magnitude, c = w2 & magnitude, d = w3 & magnitude
-                    // How many outrank each (higher, or equal at a lower index); two stay.
-                    let ra: Int32 = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
-                    let rb: Int32 = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
-                    let rc: Int32 = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
-                    let rd: Int32 = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
-                    // All ones when the element stays (rank - 2 < 0), else zero: no branches
-                    // to mispredict on data that is kept half the time at random.
-                    dst[g] = w0 & T(truncatingIfNeeded: (ra &- 2) >> 8)
-                    dst[g &+ 1] = w1 & T(truncatingIfNeeded: (rb &- 2) >> 8)
-                    dst[g &+ 2] = w2 & T(truncatingIfNeeded: (rc &- 2) >> 8)
-                    dst[g &+ 3] = w3 & T(truncatingIfNeeded: (rd &- 2) >> 8)
+                    let keep = twoOfFourMasks(w0, w1, w2, w3, magnitude: magnitude)
+                    dst[g] = w0 & keep.0
+                    dst[g &+ 1] = w1 & keep.1
+                    dst[g &+ 2] = w2 & keep.2
+                    dst[g &+ 3] = w3 & keep.3
                     g &+= 4
                 }
                 continue
@@ -171,5 +164,24 @@ public enum NMSparsity {
                 g &+= m
             }
         }
+    }
+
+    /// For a group of four elements, all-ones masks for the two with the largest
+    /// magnitudes (ties to the lower index) and zero masks for the others, computed on the
+    /// bits without the sign. Branch-free: keep patterns are random, and branches on them
+    /// mispredict every other time.
+    @inlinable @inline(__always)
+    public static func twoOfFourMasks<T: FixedWidthInteger & UnsignedInteger>(
+        _ w0: T, _ w1: T, _ w2: T, _ w3: T, magnitude: T
+    ) -> (T, T, T, T) {
+        let a = w0 & magnitude, b = w1 & magnitude, c = w2 & magnitude, d = w3 & magnitude
+        // How many outrank each (higher, or equal at a lower index); two stay.
+        let ra: Int32 = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
+        let rb: Int32 = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
+        let rc: Int32 = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
+        let rd: Int32 = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
+        // rank - 2 is negative exactly for the two that stay: its sign bits make the mask.
+        return (T(truncatingIfNeeded: (ra &- 2) >> 8), T(truncatingIfNeeded: (rb &- 2) >> 8),
+                T(truncatingIfNeeded: (rc &- 2) >> 8), T(truncatingIfNeeded: (rd &- 2) >> 8))
     }
 }
