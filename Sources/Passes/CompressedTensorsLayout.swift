@@ -111,32 +111,34 @@ public enum CompressedTensorsLayout {
         /// source rows: the same bytes without the pruned copy in between.
         private func writeFused(_ source: UnsafeRawBufferPointer, rows: Range<Int>, columns: Int, into output: UnsafeMutableRawPointer) {
             let maskBytes = (columns + 7) / 8
-            for (k, row) in rows.enumerated() {
-                let src = source.baseAddress!.assumingMemoryBound(to: UInt16.self) + row * columns
-                let values = (output + k * columns).assumingMemoryBound(to: UInt16.self)
-                let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
-                if part == .bitmask { mask.update(repeating: 0, count: maskBytes) }
-                for group in 0..<(columns / 4) {
-                    let g = src + group * 4
-                    let keep = NMSparsity.twoOfFourMasks(g[0], g[1], g[2], g[3], magnitude: 0x7FFF)
-                    // The pruned group as the package sees it: kept and numerically non-zero.
-                    let pruned = (g[0] & keep.0, g[1] & keep.1, g[2] & keep.2, g[3] & keep.3)
-                    let flags = (pruned.0 & 0x7FFF != 0 ? 1 : 0) | (pruned.1 & 0x7FFF != 0 ? 2 : 0)
-                        | (pruned.2 & 0x7FFF != 0 ? 4 : 0) | (pruned.3 & 0x7FFF != 0 ? 8 : 0)
-                    let pair = positionsByFlags[flags]
-                    let first = Int(pair & 0xF), second = Int(pair >> 4)
-                    switch part {
-                    case .compressed:
-                        // A picked position the pruning dropped holds zero in the pruned weight.
-                        let keptBits = UInt16(keep.0 & 1) | UInt16(keep.1 & 1) << 1 | UInt16(keep.2 & 1) << 2 | UInt16(keep.3 & 1) << 3
-                        values[group * 2] = g[first] & (0 &- ((keptBits >> UInt16(first)) & 1))
-                        values[group * 2 + 1] = g[second] & (0 &- ((keptBits >> UInt16(second)) & 1))
-                    case .bitmask:
-                        let a = group * 4 + first, b = group * 4 + second
-                        mask[a / 8] |= 1 << UInt8(a % 8)
-                        mask[b / 8] |= 1 << UInt8(b % 8)
-                    case .shape:
-                        break
+            NMSparsity.twoOfFourKept.withUnsafeBufferPointer { keptTable in
+                positionsByFlags.withUnsafeBufferPointer { pairs in
+                    for (k, row) in rows.enumerated() {
+                        let src = source.baseAddress!.assumingMemoryBound(to: UInt16.self) + row * columns
+                        let values = (output + k * columns).assumingMemoryBound(to: UInt16.self)
+                        let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
+                        if part == .bitmask { mask.update(repeating: 0, count: maskBytes) }
+                        for group in 0..<(columns / 4) {
+                            let g = src + group * 4
+                            let kept = UInt16(keptTable[NMSparsity.twoOfFourIndex(g[0], g[1], g[2], g[3], magnitude: 0x7FFF)])
+                            // The pruned group as the package sees it: kept and numerically non-zero.
+                            let nonZero = (g[0] & 0x7FFF != 0 ? 1 : 0) | (g[1] & 0x7FFF != 0 ? 2 : 0)
+                                | (g[2] & 0x7FFF != 0 ? 4 : 0) | (g[3] & 0x7FFF != 0 ? 8 : 0)
+                            let pair = pairs[Int(kept) & nonZero]
+                            let first = Int(pair & 0xF), second = Int(pair >> 4)
+                            switch part {
+                            case .compressed:
+                                // A picked position the pruning dropped holds zero in the pruned weight.
+                                values[group * 2] = g[first] & (0 &- (kept >> UInt16(first) & 1))
+                                values[group * 2 + 1] = g[second] & (0 &- (kept >> UInt16(second) & 1))
+                            case .bitmask:
+                                let a = group * 4 + first, b = group * 4 + second
+                                mask[a / 8] |= 1 << UInt8(a % 8)
+                                mask[b / 8] |= 1 << UInt8(b % 8)
+                            case .shape:
+                                break
+                            }
+                        }
                     }
                 }
             }

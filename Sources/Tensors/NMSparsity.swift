@@ -139,14 +139,17 @@ public enum NMSparsity {
             let dst = (output + k * columns * MemoryLayout<T>.size).assumingMemoryBound(to: T.self)
             var g = 0
             if n == 2 && m == 4 {
-                while g < columns {
-                    let w0 = src[g], w1 = src[g &+ 1], w2 = src[g &+ 2], w3 = src[g &+ 3]
-                    let keep = twoOfFourMasks(w0, w1, w2, w3, magnitude: magnitude)
-                    dst[g] = w0 & keep.0
-                    dst[g &+ 1] = w1 & keep.1
-                    dst[g &+ 2] = w2 & keep.2
-                    dst[g &+ 3] = w3 & keep.3
-                    g &+= 4
+                twoOfFourKept.withUnsafeBufferPointer { table in
+                    while g < columns {
+                        let w0 = src[g], w1 = src[g &+ 1], w2 = src[g &+ 2], w3 = src[g &+ 3]
+                        let kept = T(table[twoOfFourIndex(w0, w1, w2, w3, magnitude: magnitude)])
+                        // All ones where kept: no branches on a random keep pattern.
+                        dst[g] = w0 & (0 &- (kept & 1))
+                        dst[g &+ 1] = w1 & (0 &- (kept >> 1 & 1))
+                        dst[g &+ 2] = w2 & (0 &- (kept >> 2 & 1))
+                        dst[g &+ 3] = w3 & (0 &- (kept >> 3 & 1))
+                        g &+= 4
+                    }
                 }
                 continue
             }
@@ -166,22 +169,24 @@ public enum NMSparsity {
         }
     }
 
-    /// For a group of four elements, all-ones masks for the two with the largest
-    /// magnitudes (ties to the lower index) and zero masks for the others, computed on the
-    /// bits without the sign. Branch-free: keep patterns are random, and branches on them
-    /// mispredict every other time.
+    /// The two positions 2:4 keeps, as a 4-bit set, for each outcome of the six pairwise
+    /// comparisons of a group (see `twoOfFourIndex`). Element i outranks j (i < j) when its
+    /// magnitude is at least j's; two stay: those fewer than two outrank.
+    public static let twoOfFourKept: [UInt8] = (0..<64).map { outcome in
+        // Bit p of `outcome` says the later element of pair p has the larger magnitude.
+        let pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+        var outranked = [0, 0, 0, 0]
+        for (p, (i, j)) in pairs.enumerated() {
+            if outcome >> p & 1 == 1 { outranked[i] += 1 } else { outranked[j] += 1 }
+        }
+        return UInt8((0..<4).reduce(0) { $0 | (outranked[$1] < 2 ? 1 << $1 : 0) })
+    }
+
+    /// The index into `twoOfFourKept` for a group: six comparisons of the magnitudes
+    /// (bits without the sign), each "the later one is larger". Branch-free.
     @inlinable @inline(__always)
-    public static func twoOfFourMasks<T: FixedWidthInteger & UnsignedInteger>(
-        _ w0: T, _ w1: T, _ w2: T, _ w3: T, magnitude: T
-    ) -> (T, T, T, T) {
+    public static func twoOfFourIndex<T: FixedWidthInteger & UnsignedInteger>(_ w0: T, _ w1: T, _ w2: T, _ w3: T, magnitude: T) -> Int {
         let a = w0 & magnitude, b = w1 & magnitude, c = w2 & magnitude, d = w3 & magnitude
-        // How many outrank each (higher, or equal at a lower index); two stay.
-        let ra: Int32 = (b > a ? 1 : 0) &+ (c > a ? 1 : 0) &+ (d > a ? 1 : 0)
-        let rb: Int32 = (a >= b ? 1 : 0) &+ (c > b ? 1 : 0) &+ (d > b ? 1 : 0)
-        let rc: Int32 = (a >= c ? 1 : 0) &+ (b >= c ? 1 : 0) &+ (d > c ? 1 : 0)
-        let rd: Int32 = (a >= d ? 1 : 0) &+ (b >= d ? 1 : 0) &+ (c >= d ? 1 : 0)
-        // rank - 2 is negative exactly for the two that stay: its sign bits make the mask.
-        return (T(truncatingIfNeeded: (ra &- 2) >> 8), T(truncatingIfNeeded: (rb &- 2) >> 8),
-                T(truncatingIfNeeded: (rc &- 2) >> 8), T(truncatingIfNeeded: (rd &- 2) >> 8))
+        return (b > a ? 1 : 0) | (c > a ? 2 : 0) | (d > a ? 4 : 0) | (c > b ? 8 : 0) | (d > b ? 16 : 0) | (d > c ? 32 : 0)
     }
 }
