@@ -118,25 +118,31 @@ public enum CompressedTensorsLayout {
                         let values = (output + k * columns).assumingMemoryBound(to: UInt16.self)
                         let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
                         if part == .bitmask { mask.update(repeating: 0, count: maskBytes) }
-                        for group in 0..<(columns / 4) {
+                        // Per group: the kept pair, and the two positions the package stores.
+                        @inline(__always) func positions(_ group: Int) -> (kept: UInt16, first: Int, second: Int) {
                             let g = src + group * 4
                             let kept = UInt16(keptTable[NMSparsity.twoOfFourIndex(g[0], g[1], g[2], g[3], magnitude: 0x7FFF)])
-                            // The pruned group as the package sees it: kept and numerically non-zero.
-                            let nonZero = (g[0] & 0x7FFF != 0 ? 1 : 0) | (g[1] & 0x7FFF != 0 ? 2 : 0)
-                                | (g[2] & 0x7FFF != 0 ? 4 : 0) | (g[3] & 0x7FFF != 0 ? 8 : 0)
+                            // The pruned group as the package sees it: kept and numerically
+                            // non-zero ((k + 0x7FFF) >> 15 is 1 for any magnitude k > 0).
+                            @inline(__always) func bit(_ w: UInt16) -> Int { Int((w & 0x7FFF) &+ 0x7FFF) >> 15 }
+                            let nonZero = bit(g[0]) | bit(g[1]) << 1 | bit(g[2]) << 2 | bit(g[3]) << 3
                             let pair = pairs[Int(kept) & nonZero]
-                            let first = Int(pair & 0xF), second = Int(pair >> 4)
-                            switch part {
-                            case .compressed:
+                            return (kept, Int(pair & 0xF), Int(pair >> 4))
+                        }
+                        if part == .compressed {
+                            for group in 0..<(columns / 4) {
+                                let (kept, first, second) = positions(group)
+                                let g = src + group * 4
                                 // A picked position the pruning dropped holds zero in the pruned weight.
                                 values[group * 2] = g[first] & (0 &- (kept >> UInt16(first) & 1))
                                 values[group * 2 + 1] = g[second] & (0 &- (kept >> UInt16(second) & 1))
-                            case .bitmask:
+                            }
+                        } else {
+                            for group in 0..<(columns / 4) {
+                                let (_, first, second) = positions(group)
                                 let a = group * 4 + first, b = group * 4 + second
                                 mask[a / 8] |= 1 << UInt8(a % 8)
                                 mask[b / 8] |= 1 << UInt8(b % 8)
-                            case .shape:
-                                break
                             }
                         }
                     }
