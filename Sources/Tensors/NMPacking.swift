@@ -56,6 +56,17 @@ public enum NMPacking {
         return densest
     }
 
+    /// For 2:4: the two positions of each non-zero pattern (bit j = position j), as the
+    /// index stream stores them (`first | second << 2`): the non-zero positions, then the
+    /// lowest zero ones; 0xFF where more than two are non-zero.
+    public static let twoOfFourPositions: [UInt8] = (0..<16).map { flags in
+        guard flags.nonzeroBitCount <= 2 else { return 0xFF }
+        var positions = (0..<4).filter { flags >> $0 & 1 == 1 }
+        for j in 0..<4 where positions.count < 2 && !positions.contains(j) { positions.append(j) }
+        positions.sort()
+        return UInt8(positions[0] | positions[1] << 2)
+    }
+
     /// Packs `count` elements (a multiple of M). Returns the index of the first group with
     /// more than N non-zero elements (and packs nothing sensible), or `nil` on success.
     ///
@@ -71,6 +82,43 @@ public enum NMPacking {
         var out = 0
         var group = 0
         var start = 0
+        if n == 2 && m == 4 {
+            // Table-driven: each group's non-zero flags give its two positions (packed
+            // in one byte, the nibble the stream wants); no branch on the data.
+            return twoOfFourPositions.withUnsafeBufferPointer { table -> Int? in
+                var nibbles: UInt64 = 0
+                var filled: UInt64 = 0
+                var byte = 0
+                while start < count {
+                    let g0 = source[start], g1 = source[start &+ 1], g2 = source[start &+ 2], g3 = source[start &+ 3]
+                    let flags = (g0 != 0 ? 1 : 0) | (g1 != 0 ? 2 : 0) | (g2 != 0 ? 4 : 0) | (g3 != 0 ? 8 : 0)
+                    let pair = table[flags]
+                    if pair == 0xFF { return group }
+                    let first = Int(pair & 3), second = Int(pair >> 2 & 3)
+                    values[out] = source[start &+ first]
+                    values[out &+ 1] = source[start &+ second]
+                    out &+= 2
+                    nibbles |= UInt64(pair) << filled
+                    filled &+= 4
+                    if filled == 64 {
+                        (UnsafeMutableRawPointer(indices) + byte).storeBytes(of: nibbles.littleEndian, as: UInt64.self)
+                        byte &+= 8
+                        nibbles = 0
+                        filled = 0
+                    }
+                    start &+= 4
+                    group &+= 1
+                }
+                var rest = nibbles
+                while filled > 0 {
+                    indices[byte] = UInt8(truncatingIfNeeded: rest)
+                    rest >>= 8
+                    byte &+= 1
+                    filled = filled > 8 ? filled &- 8 : 0
+                }
+                return nil
+            }
+        }
         while start < count {
             var nonZero = 0
             for j in 0..<m where source[start &+ j] != 0 { nonZero &+= 1 }
