@@ -79,3 +79,44 @@ uint32_t pare_crc32c_portable(uint32_t crc, const void *data, size_t length) {
     init();
     return ~portable(~crc, (const unsigned char *)data, length);
 }
+
+// Combining CRCs: the CRC of A ++ B from crc(A), crc(B) and len(B), by applying len(B)
+// zero bytes' worth of the CRC's linear map to crc(A) (square-and-multiply over GF(2)
+// 32x32 matrices, as zlib's crc32_combine does for its polynomial).
+static uint32_t gf2_times(const uint32_t *matrix, uint32_t vector) {
+    uint32_t sum = 0;
+    while (vector) {
+        if (vector & 1) sum ^= *matrix;
+        vector >>= 1;
+        matrix++;
+    }
+    return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *matrix) {
+    for (int n = 0; n < 32; n++) square[n] = gf2_times(matrix, matrix[n]);
+}
+
+uint32_t pare_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t length2) {
+    if (length2 == 0) return crc1;
+    uint32_t even[32], odd[32];
+    // The operator for one zero bit.
+    odd[0] = POLY;
+    uint32_t row = 1;
+    for (int n = 1; n < 32; n++) {
+        odd[n] = row;
+        row <<= 1;
+    }
+    gf2_square(even, odd);  // two zero bits
+    gf2_square(odd, even);  // four zero bits
+    do {
+        gf2_square(even, odd);
+        if (length2 & 1) crc1 = gf2_times(even, crc1);
+        length2 >>= 1;
+        if (length2 == 0) break;
+        gf2_square(odd, even);
+        if (length2 & 1) crc1 = gf2_times(odd, crc1);
+        length2 >>= 1;
+    } while (length2 != 0);
+    return crc1 ^ crc2;
+}

@@ -92,8 +92,7 @@ public final class PareFile: Sendable {
     /// parallel, checking every checksum.
     public func decode(_ tensor: PareTensor, into destination: UnsafeMutableRawBufferPointer) throws(PareError) {
         precondition(destination.count == Int(tensor.size))
-        try decodeChunks(tensor, 0..<tensor.chunks.count, into: destination.baseAddress)
-        let actual = CRC32C.checksum(UnsafeRawBufferPointer(destination))
+        let actual = try decodeChunks(tensor, 0..<tensor.chunks.count, into: destination.baseAddress)
         guard actual == tensor.crc32c else { throw tensorChecksumError(tensor, actual) }
     }
 
@@ -113,10 +112,11 @@ public final class PareFile: Sendable {
         var first = 0
         while first < tensor.chunks.count {
             let range = first..<min(first + batch, tensor.chunks.count)
-            do { try decodeChunks(tensor, range, into: buffer) } catch { throw mapError(error) }
+            let batchCRC: UInt32
+            do { batchCRC = try decodeChunks(tensor, range, into: buffer) } catch { throw mapError(error) }
             let bytes = tensor.chunks[range].reduce(0) { $0 + Int($1.elements) * width / 8 }
             let decoded = UnsafeRawBufferPointer(start: buffer, count: bytes)
-            crc = CRC32C.checksum(decoded, continuing: crc)
+            crc = first == 0 ? batchCRC : CRC32C.combine(crc, batchCRC, secondLength: bytes)
             try body(decoded)
             first = range.upperBound
         }
@@ -132,24 +132,34 @@ public final class PareFile: Sendable {
     }
 
     /// Decodes chunks `range` of `tensor` into `destination`, which receives them
-    /// back to back starting with the first chunk of the range.
-    private func decodeChunks(_ tensor: PareTensor, _ range: Range<Int>, into output: UnsafeMutableRawPointer?) throws(PareError) {
-        guard !range.isEmpty, let output else { return }
+    /// back to back starting with the first chunk of the range, and returns the CRC-32C
+    /// of the decoded bytes (each worker checksums its own chunk; the CRCs are joined).
+    private func decodeChunks(_ tensor: PareTensor, _ range: Range<Int>, into output: UnsafeMutableRawPointer?) throws(PareError) -> UInt32 {
+        guard !range.isEmpty, let output else { return 0 }
         let width = tensor.dtype.bitWidth
-        let base = tensor.decodedOffset(ofChunk: range.lowerBound)
+        var offsets: [Int] = []
+        var offset = 0
+        for i in range {
+            offsets.append(offset)
+            offset += Int(tensor.chunks[i].elements) * width / 8
+        }
         // The buffers outlive the work, which finishes before this returns.
         nonisolated(unsafe) let failures = UnsafeMutableBufferPointer<PareError?>.allocate(capacity: range.count)
         failures.initialize(repeating: nil)
+        nonisolated(unsafe) let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: range.count)
         defer {
             _ = failures.deinitialize()
             failures.deallocate()
+            crcs.deallocate()
         }
         nonisolated(unsafe) let destination = output
+        let starts = offsets
         let work: @Sendable (Int) -> Void = { (k: Int) in
             let i = range.lowerBound + k
             let chunk = tensor.chunks[i]
-            let target = destination + (tensor.decodedOffset(ofChunk: i) - base)
+            let target = destination + starts[k]
             failures[k] = self.decodeChunk(tensor, i, chunk, width: width, into: target)
+            crcs[k] = CRC32C.checksum(UnsafeRawBufferPointer(start: target, count: Int(chunk.elements) * width / 8))
         }
         if range.count == 1 || tensor.encoding == .raw && range.count <= 2 {
             for k in 0..<range.count { work(k) }
@@ -157,6 +167,11 @@ public final class PareFile: Sendable {
             DispatchQueue.concurrentPerform(iterations: range.count, execute: work)
         }
         if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+        var crc = crcs[0]
+        for k in 1..<range.count {
+            crc = CRC32C.combine(crc, crcs[k], secondLength: Int(tensor.chunks[range.lowerBound + k].elements) * width / 8)
+        }
+        return crc
     }
 
     private func decodeChunk(_ tensor: PareTensor, _ i: Int, _ chunk: PareChunk, width: Int, into target: UnsafeMutableRawPointer) -> PareError? {

@@ -148,6 +148,26 @@ public enum NMPacking {
         into destination: UnsafeMutablePointer<T>
     ) -> Int? {
         let n = pattern.n, m = pattern.m, bits = pattern.indexBits
+        if n == 2 && m == 4 {
+            // One position nibble per group: scatter the two values into a zeroed group.
+            var k = 0
+            var group = 0
+            while group < count / 4 {
+                let nibble = Int(indices[group >> 1] >> UInt8((group & 1) << 2)) & 0xF
+                let first = nibble & 3, second = nibble >> 2
+                if second <= first { return group }
+                let out = destination + group * 4
+                out[0] = 0
+                out[1] = 0
+                out[2] = 0
+                out[3] = 0
+                out[first] = values[k]
+                out[second] = values[k &+ 1]
+                k &+= 2
+                group &+= 1
+            }
+            return nil
+        }
         destination.update(repeating: 0, count: count)
         var reader = BitReader(indices)
         var k = 0

@@ -255,3 +255,12 @@ func rejectsIndexesThatBreakARule(edits: [(String, String)], rule: String) throw
         (error as? PareError)?.rule == rule
     }
 }
+
+@Test func combinesCRCsOfAdjacentPieces() {
+    var rng = SplitMix64(seed: 3)
+    let data = (0..<5000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    for split in [0, 1, 7, 64, 2500, 4999, 5000] {
+        let a = CRC32C.checksum(Array(data[..<split])), b = CRC32C.checksum(Array(data[split...]))
+        #expect(CRC32C.combine(a, b, secondLength: data.count - split) == CRC32C.checksum(data))
+    }
+}
