@@ -17,10 +17,11 @@ public enum NMSparsity {
     /// The positions kept in a group, as a bit set: the N highest of `scores[0..<m]`.
     ///
     /// Element j stays when fewer than N elements outrank it, an element outranking j
-    /// when its score is higher, or equal at a lower index. Branch-free comparisons of
-    /// every pair (M ≤ 16) are faster than repeated maximum searches and give the same set.
-    @inline(__always)
-    static func keptPositions(_ scores: UnsafePointer<Float>, m: Int, n: Int) -> UInt32 {
+    /// when its score is higher, or equal at a lower index. Comparing every pair (M ≤ 16)
+    /// is faster than repeated maximum searches and gives the same set. Used for float
+    /// scores (Wanda, Conv1D columns) and for magnitude keys alike.
+    @inlinable @inline(__always)
+    static func keptPositions<S: Comparable>(_ scores: UnsafePointer<S>, m: Int, n: Int) -> UInt32 {
         var kept: UInt32 = 0
         for j in 0..<m {
             let s = scores[j]
@@ -32,18 +33,6 @@ public enum NMSparsity {
             if above < n { kept |= 1 << UInt32(j) }
         }
         return kept
-    }
-
-    /// `keptPositions` for 2:4, unrolled.
-    @inline(__always)
-    static func keptTwoOfFour(_ s: UnsafePointer<Float>) -> UInt32 {
-        let a = s[0], b = s[1], c = s[2], d = s[3]
-        // How many elements outrank each one (higher, or equal at a lower index).
-        let ra = (b > a ? 1 : 0) + (c > a ? 1 : 0) + (d > a ? 1 : 0)
-        let rb = (a >= b ? 1 : 0) + (c > b ? 1 : 0) + (d > b ? 1 : 0)
-        let rc = (a >= c ? 1 : 0) + (b >= c ? 1 : 0) + (d > c ? 1 : 0)
-        let rd = (a >= d ? 1 : 0) + (b >= d ? 1 : 0) + (c >= d ? 1 : 0)
-        return (ra < 2 ? 1 : 0) | (rb < 2 ? 2 : 0) | (rc < 2 ? 4 : 0) | (rd < 2 ? 8 : 0)
     }
 
     /// Writes rows `rows` of the pruned tensor into `output` (those rows only, back to
@@ -79,9 +68,8 @@ public enum NMSparsity {
                 }
                 let out = output + k * rowBytes
                 var start = 0
-                let twoOfFour = n == 2 && m == 4
                 while start < columns {
-                    let kept = twoOfFour ? keptTwoOfFour(values + start) : keptPositions(values + start, m: m, n: n)
+                    let kept = keptPositions(values + start, m: m, n: n)
                     zero(out + start * width, width: width, m: m, kept: kept)
                     start += m
                 }
@@ -155,15 +143,8 @@ public enum NMSparsity {
             }
             while g < columns {
                 for j in 0..<m { keys[j] = src[g &+ j] & magnitude }
-                for j in 0..<m {
-                    let s = keys[j]
-                    var above = 0
-                    for i in 0..<m where i != j {
-                        let t = keys[i]
-                        above &+= (t > s || (t == s && i < j)) ? 1 : 0
-                    }
-                    dst[g &+ j] = above < n ? src[g &+ j] : 0
-                }
+                let kept = keptPositions(keys, m: m, n: n)
+                for j in 0..<m { dst[g &+ j] = kept >> UInt32(j) & 1 == 1 ? src[g &+ j] : 0 }
                 g &+= m
             }
         }
