@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "CSystemShims"),
         .target(name: "CKernels"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
-        .target(name: "Tensors", dependencies: ["CSystemShims"]),
+        .target(name: "Tensors", dependencies: ["CSystemShims", "CKernels"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "PareFormat", dependencies: ["Tensors", "OrderedJSON", "CKernels", "CZstd"]),
         .target(name: "ModelFolder", dependencies: ["SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),

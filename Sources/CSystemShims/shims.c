@@ -40,3 +40,15 @@ int pare_start_writeback(int fd, long long offset, long long count) {
     return -1;
 #endif
 }
+
+int pare_set_direct(int fd, int on) {
+#if defined(__linux__) && defined(O_DIRECT)
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, on ? (flags | O_DIRECT) : (flags & ~O_DIRECT));
+#else
+    (void)fd; (void)on;
+    errno = ENOSYS;
+    return -1;
+#endif
+}

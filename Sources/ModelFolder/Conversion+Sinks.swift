@@ -14,8 +14,8 @@ protocol TensorSink: AnyObject {
 final class SafeTensorsSink: TensorSink {
     let writer: SafeTensorsWriter
 
-    init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(ModelFolderError) {
-        do { writer = try SafeTensorsWriter(path: path, entries: entries, metadata: metadata) } catch { throw .io(error) }
+    init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)], writeBehind: Bool) throws(ModelFolderError) {
+        do { writer = try SafeTensorsWriter(path: path, entries: entries, metadata: metadata, writeBehind: writeBehind) } catch { throw .io(error) }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError) {

@@ -101,6 +101,9 @@ public struct Conversion: Sendable {
 
         /// Whether the source reaches the writer (or its transform) whole and unmerged.
         var isWholeCopyExceptTransform: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
+
+        /// Whether the output bytes are the source's bytes, unchanged.
+        var isPlainCopy: Bool { isWholeCopy && !needsCast }
     }
 
     /// An output file and the tensors it holds.
@@ -381,7 +384,12 @@ public struct Conversion: Sendable {
         let writer: TensorSink
         switch options.format {
         case .safetensors:
-            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata)
+            // Bytes the kernel can copy stay in the kernel; computed ones are written behind.
+            let copiesOnly = shard.items.allSatisfy { item in
+                if case .safetensors = input.shards[item.source.shard], item.isPlainCopy { return true }
+                return false
+            }
+            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata, writeBehind: !copiesOnly)
         case .pare:
             let entries = try shard.items.map { (item: Item) throws(ModelFolderError) -> PareWriter.Entry in
                 PareWriter.Entry(name: item.entry.name, dtype: item.entry.dtype, shape: item.entry.shape, encoding: try pareEncoding(item))
@@ -393,7 +401,11 @@ public struct Conversion: Sendable {
         }
         var written = done
         var buffer: PageBuffer?
-        for planned in shard.items {
+        // Reused from tensor to tensor: fresh pages would be zeroed by the kernel each time.
+        var scratch: PageBuffer?
+        var prefetched = 0
+        for (index, planned) in shard.items.enumerated() {
+            prefetch(shard.items, from: index, through: &prefetched)
             var item = planned
             if item.selections != nil, let selectionSource {
                 item.selections = try selectionSource.selections(forItem: item.order)
@@ -404,7 +416,7 @@ public struct Conversion: Sendable {
                 let sliced = try slicedBytes(item, source: source)
                 let result = sliced.withUnsafeBytes { bytes in
                     Result { () throws(ModelFolderError) in
-                        try writeTransformed(item, transform, source: bytes, writer: writer) { done throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: &scratch) { done throws(ModelFolderError) in
                             try report(written + done)
                         }
                     }
@@ -413,7 +425,7 @@ public struct Conversion: Sendable {
             } else if let transform = item.transform {
                 let result = try source.withBytes(of: item.source.info) { bytes in
                     Result { () throws(ModelFolderError) in
-                        try writeTransformed(item, transform, source: bytes, writer: writer) { done throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: &scratch) { done throws(ModelFolderError) in
                             try report(written + done)
                         }
                     }
@@ -490,6 +502,28 @@ public struct Conversion: Sendable {
         try writer.finish(sync: false)
     }
 
+    /// Keeps about `prefetchBytes` of source ahead of the item at `index` being read in,
+    /// so the disk reads while the cores work. `through` is the first item not yet asked for.
+    private func prefetch(_ items: [Item], from index: Int, through: inout Int) {
+        var ahead = 0
+        through = max(through, index + 1)
+        for item in items[(index + 1)..<through] { ahead += Int(item.source.info.byteCount) }
+        while through < items.count, ahead < Self.prefetchBytes {
+            let item = items[through]
+            let files = [(input.shards[item.source.shard], item.source.info)] + item.mergeSources.map { (input.shards[$0.shard], $0.info) }
+            // madvise blocks while the kernel queues the reads: not on this thread.
+            nonisolated(unsafe) let pending = files
+            Self.prefetchQueue.async { for (file, info) in pending { file.prefetch(info) } }
+            ahead += Int(item.source.info.byteCount)
+            through += 1
+        }
+    }
+
+    private static let prefetchQueue = DispatchQueue(label: "pare.prefetch")
+
+    /// Source bytes read ahead of the tensor being written.
+    static let prefetchBytes = 64 << 20
+
     /// The `.pare` encoding of an output tensor: the item's own, the source's when the data
     /// is the same bytes or a cast of them (a cast keeps zeros zero), else chosen from the
     /// source's bytes for whole copies and casts, else byte grouping for floats.
@@ -536,7 +570,7 @@ public struct Conversion: Sendable {
     /// `gatherChunkBytes` of output per step).
     private func writeTransformed(
         _ item: Item, _ transform: any TensorTransform, source: UnsafeRawBufferPointer,
-        writer: TensorSink, progress: (Int) throws(ModelFolderError) -> Void
+        writer: TensorSink, scratch: inout PageBuffer?, progress: (Int) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
         // Rows of what the transform reads: the sliced tensor when there are selections.
         let shape = item.isWholeCopyExceptTransform ? item.source.info.shape : item.entry.shape
@@ -551,8 +585,9 @@ public struct Conversion: Sendable {
             let rowBytes = max(1, total / rows, sourceRowBytes)
             step = min(step, max(1, Self.gatherChunkBytes / rowBytes / transform.rowBlock) * transform.rowBlock)
         }
-        let storage = PageBuffer(bytes: step >= rows ? total : total / rows * step)
-        let buffer = storage.pointer
+        let needed = step >= rows ? total : total / rows * step
+        if (scratch?.capacity ?? -1) < needed { scratch = nil; scratch = PageBuffer(bytes: needed) }
+        let buffer = scratch!.pointer
         var done = 0
         var row = 0
         repeat {

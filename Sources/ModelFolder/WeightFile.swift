@@ -103,6 +103,18 @@ public enum WeightFile: Sendable {
         }
     }
 
+    /// Starts reading a tensor's stored bytes from disk in the background, for a tensor
+    /// that will be needed soon: reading then overlaps the work on the ones before it.
+    public func prefetch(_ tensor: TensorInfo) {
+        switch self {
+        case .safetensors(let file):
+            file.mapping.adviseWillNeed(file.fileRange(of: tensor))
+        case .pare(let file, _):
+            guard let stored = file.tensor(named: tensor.name), let first = stored.chunks.first, let last = stored.chunks.last else { return }
+            file.mapping.adviseWillNeed(Int(first.offset)..<Int(last.offset + last.length))
+        }
+    }
+
     /// Hands a tensor's bytes to `body` in order, a piece at a time: mapped slices of at
     /// most `pieceBytes` for safetensors, batches of decoded chunks for `.pare`.
     public func forEachPiece(

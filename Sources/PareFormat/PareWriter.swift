@@ -73,7 +73,7 @@ public final class PareWriter {
         bufferCapacity = max(64, largestChunk * PareFile.batchChunks)
         storage = PageBuffer(bytes: bufferCapacity)
         buffer = storage.pointer
-        do { file = try OutputFile(creating: path) } catch { throw .io(error) }
+        do { file = try OutputFile(creating: path, writeBehind: true) } catch { throw .io(error) }
         var header = PareFile.magic
         header += [UInt8(PareFile.version), 0, 0, 0, 0, 0, 0, 0]
         try io { () throws(FileError) in try file.write(header) }

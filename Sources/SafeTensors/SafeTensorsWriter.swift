@@ -64,9 +64,11 @@ public final class SafeTensorsWriter {
         headerBytes(entries: entries, metadata: metadata).count + entries.reduce(0) { $0 + $1.byteCount }
     }
 
-    /// Creates `path` (which must not exist) and writes the header.
-    public init(path: String, entries: [Entry], metadata: [(key: String, value: String)]) throws(FileError) {
-        let file = try OutputFile(creating: path)
+    /// Creates `path` (which must not exist) and writes the header. `writeBehind` writes
+    /// from a background thread around the page cache (see `OutputFile`): for files whose
+    /// bytes are computed rather than copied.
+    public init(path: String, entries: [Entry], metadata: [(key: String, value: String)], writeBehind: Bool = false) throws(FileError) {
+        let file = try OutputFile(creating: path, writeBehind: writeBehind)
         try file.write(Self.headerBytes(entries: entries, metadata: metadata))
         self.path = path
         self.entries = entries

@@ -79,6 +79,15 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(base + start, range.upperBound - start, MADV_WILLNEED)
     }
 
+    /// Asks the kernel to start reading `range` into the page cache now, without waiting,
+    /// so the pages are there by the time they are touched.
+    public func adviseWillNeed(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        _ = madvise(base + start, range.upperBound - start, MADV_WILLNEED)
+    }
+
     /// Tells the kernel the pages in `range` will not be read again, so they stop
     /// counting toward this process even while the page cache keeps them.
     public func adviseDone(_ range: Range<Int>) {

@@ -1,3 +1,4 @@
+import CKernels
 /// Chooses which elements N:M sparsity keeps and zeroes the rest.
 ///
 /// A 2-D weight is cut into groups of M consecutive elements along its input dimension;
@@ -172,5 +173,24 @@ public enum NMSparsity {
         // turn `y > x ? 1 : 0` into jumps, which mispredict on random weights).
         @inline(__always) func less(_ x: Int64, _ y: Int64) -> Int { Int((x &- y) >> 63) & 1 }
         return less(a, b) | less(a, c) << 1 | less(a, d) << 2 | less(b, c) << 3 | less(b, d) << 4 | less(c, d) << 5
+    }
+
+    /// 2:4 magnitude selection of 16-bit floats (BF16 or F16 bits), `groups` groups of
+    /// four from `source`, by the vector kernel (the rule of `twoOfFourKept`). Writes the
+    /// kept-element bitmask (bit per element, LSB first; `(groups + 1) / 2` bytes) and/or
+    /// the two kept values of each group in order. Returns how many kept elements have
+    /// zero magnitude.
+    @inlinable
+    public static func selectTwoOfFour(
+        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?, values: UnsafeMutablePointer<UInt16>?
+    ) -> Int {
+        pare_select_2of4_u16(source, groups, mask, values)
+    }
+
+    /// `selectTwoOfFour` without vector instructions, whatever the CPU: for tests.
+    public static func selectTwoOfFourPortable(
+        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?, values: UnsafeMutablePointer<UInt16>?
+    ) -> Int {
+        pare_select_2of4_u16_portable(source, groups, mask, values)
     }
 }

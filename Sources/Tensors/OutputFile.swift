@@ -7,27 +7,38 @@ import CSystemShims
 
 /// A new file opened for sequential writing, closed when the value goes away.
 ///
-/// Writes go straight to the descriptor (callers pass large, already-assembled spans), so
-/// the file never holds more than the caller's buffer in memory.
+/// By default writes go straight to the descriptor (callers pass large, already-assembled
+/// spans), so the file never holds more than the caller's buffer in memory. With
+/// `writeBehind`, they are gathered into a few buffers written from a background thread
+/// around the page cache (see `WriteBehind`): for files whose bytes pare computes, where
+/// the kernel's copy into the cache would compete with the computing for the cores.
 public final class OutputFile {
     public let path: String
     private var descriptor: Int32
+    private var behind: WriteBehind?
     /// Bytes written so far.
     public private(set) var offset: Int = 0
 
     /// Creates `path`; fails if it exists, so nothing is ever overwritten by accident.
-    public init(creating path: String, permissions: mode_t = 0o644) throws(FileError) {
+    public init(creating path: String, permissions: mode_t = 0o644, writeBehind: Bool = false) throws(FileError) {
         self.path = path
         descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, permissions)
         guard descriptor >= 0 else { throw FileError(.open, path: path) }
+        if writeBehind { behind = WriteBehind(descriptor: descriptor, path: path) }
     }
 
     deinit {
+        behind = nil
         if descriptor >= 0 { Glibc.close(descriptor) }
     }
 
     /// Writes all of `bytes`, retrying short writes and interruptions.
     public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        if let behind {
+            try behind.write(bytes)
+            offset += bytes.count
+            return
+        }
         guard var pointer = bytes.baseAddress else { return }
         var remaining = bytes.count
         while remaining > 0 {
@@ -50,15 +61,15 @@ public final class OutputFile {
     }
 
     /// Copies `count` bytes of `source` at `sourceOffset` in the kernel, without passing them
-    /// through user memory. Where the kernel cannot (other filesystems, old kernels), writes
-    /// them from the source's mapping instead, releasing each piece once written so memory
-    /// stays flat.
+    /// through user memory. Where the kernel cannot (other filesystems, old kernels, a
+    /// write-behind file), writes them from the source's mapping instead, releasing each
+    /// piece once written so memory stays flat.
     public func copy(
         from source: MappedFile, at sourceOffset: Int, count: Int
     ) throws(FileError) {
         var inputOffset = Int64(sourceOffset)
         var remaining = count
-        while remaining > 0 {
+        while remaining > 0, behind == nil {
             let n = pare_copy_file_range(source.descriptor, &inputOffset, descriptor, nil, remaining, 0)
             if n > 0 {
                 remaining -= n
@@ -90,7 +101,7 @@ public final class OutputFile {
     /// waiting. Writing a large file this way keeps the disk busy while more is produced,
     /// so the final `sync()` has little left to wait for.
     public func startWriteback() {
-        guard offset > writebackOffset else { return }
+        guard behind == nil, offset > writebackOffset else { return }
         _ = pare_start_writeback(descriptor, Int64(writebackOffset), Int64(offset - writebackOffset))
         writebackOffset = offset
     }
@@ -99,12 +110,20 @@ public final class OutputFile {
 
     /// Flushes the file's data to the device.
     public func sync() throws(FileError) {
+        try behind?.finish()
         guard fsync(descriptor) == 0 else { throw FileError(.sync, path: path) }
     }
 
     /// Closes the descriptor now, reporting any deferred write error.
     public func close() throws(FileError) {
         guard descriptor >= 0 else { return }
+        do { try behind?.finish() } catch {
+            behind = nil
+            Glibc.close(descriptor)
+            descriptor = -1
+            throw error
+        }
+        behind = nil
         let result = Glibc.close(descriptor)
         descriptor = -1
         guard result == 0 else { throw FileError(.write, path: path) }

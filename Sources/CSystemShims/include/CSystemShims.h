@@ -17,4 +17,9 @@ int pare_start_writeback(int fd, long long offset, long long count);
 /// (EINVAL or ENOSYS where the filesystem or kernel cannot).
 int pare_rename_exchange(const char *a, const char *b);
 
+/// Turns O_DIRECT on or off for an open descriptor (fcntl F_SETFL): writes then bypass
+/// the page cache. Returns 0, or -1 with errno set (EINVAL where the filesystem cannot,
+/// ENOSYS where the flag does not exist).
+int pare_set_direct(int fd, int on);
+
 #endif

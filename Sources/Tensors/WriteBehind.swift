@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CSystemShims
+import Dispatch
+import Synchronization
+
+/// Writes a file's bytes from a background thread, around the page cache where the
+/// filesystem allows it (`O_DIRECT`).
+///
+/// Written through the page cache, every output byte is copied by the kernel into fresh
+/// cache pages and written back later by kernel threads, on the same cores that prune,
+/// pack and compress: on a 2-core machine that copy took as much time as the work itself.
+/// Here the caller's bytes are gathered into a few page-aligned buffers, and each full
+/// buffer goes to the device from a serial queue while the caller fills the next one.
+///
+/// Direct writes need aligned offsets and lengths, so every buffer but the last is whole,
+/// and the last is written padded to a block and the file cut back to its length. Where
+/// the filesystem refuses direct I/O (tmpfs, some network filesystems) the same writes go
+/// through the page cache. An error of a background write is thrown by the next `write`
+/// or by `finish`.
+final class WriteBehind: @unchecked Sendable {
+    static let bufferBytes = 8 << 20
+    static let bufferCount = 3
+    /// Alignment of direct writes: the largest logical block size in common use.
+    static let blockBytes = 4096
+
+    let path: String
+    private let descriptor: Int32
+    private let buffers: [PageBuffer]
+    private let queue = DispatchQueue(label: "pare.write-behind")
+    /// Buffers not being written: the caller takes one before filling it.
+    private let available = DispatchSemaphore(value: WriteBehind.bufferCount)
+    private let failure = Mutex<FileError?>(nil)
+
+    // The caller's side.
+    private var current = 0
+    private var holding = false
+    private var filled = 0
+    private var bufferOffset = 0
+    private var finished = false
+
+    // The queue's side.
+    private var direct: Bool
+
+    init(descriptor: Int32, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+        buffers = (0..<Self.bufferCount).map { _ in PageBuffer(bytes: Self.bufferBytes) }
+        direct = pare_set_direct(descriptor, 1) == 0
+    }
+
+    deinit {
+        // Abandoned after an error: let queued writes end before the descriptor closes,
+        // and give back a buffer still held (libdispatch traps on a semaphore freed below
+        // its initial value).
+        queue.sync {}
+        if holding { available.signal() }
+    }
+
+    /// Bytes taken so far.
+    var length: Int { bufferOffset + filled }
+
+    /// Copies `bytes` into the buffers, handing each full one to the queue.
+    func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        precondition(!finished, "write after finish")
+        try check()
+        guard var source = bytes.baseAddress else { return }
+        var remaining = bytes.count
+        while remaining > 0 {
+            if !holding {
+                available.wait()
+                holding = true
+                try check()
+            }
+            let count = min(remaining, Self.bufferBytes - filled)
+            (buffers[current].pointer + filled).copyMemory(from: source, byteCount: count)
+            filled += count
+            source += count
+            remaining -= count
+            if filled == Self.bufferBytes { submit() }
+        }
+    }
+
+    /// Writes what is left, waits for every write, and cuts the last block's padding.
+    func finish() throws(FileError) {
+        guard !finished else { return try check() }
+        finished = true
+        let total = length
+        if filled > 0 {
+            submit()
+        } else if holding {
+            available.signal()
+            holding = false
+        }
+        queue.sync {}
+        try check()
+        if total % Self.blockBytes != 0, ftruncate(descriptor, off_t(total)) != 0 {
+            throw FileError(.write, path: path)
+        }
+    }
+
+    private func check() throws(FileError) {
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    private func submit() {
+        let buffer = buffers[current]
+        let offset = bufferOffset
+        let padded = (filled + Self.blockBytes - 1) / Self.blockBytes * Self.blockBytes
+        // Stale bytes of an earlier use would otherwise land in the padding, briefly.
+        if padded > filled { (buffer.pointer + filled).initializeMemory(as: UInt8.self, repeating: 0, count: padded - filled) }
+        queue.async { [self] in
+            defer { available.signal() }
+            guard failure.withLock({ $0 == nil }) else { return }
+            if let error = writeOut(buffer.pointer, count: padded, at: offset) {
+                failure.withLock { $0 = $0 ?? error }
+            }
+        }
+        current = (current + 1) % buffers.count
+        holding = false
+        bufferOffset += filled
+        filled = 0
+    }
+
+    /// On the queue: writes all of a buffer, leaving direct I/O for good if the filesystem
+    /// turns out to refuse it only when writing.
+    private func writeOut(_ pointer: UnsafeMutableRawPointer, count: Int, at offset: Int) -> FileError? {
+        var done = 0
+        while done < count {
+            let n = pwrite(descriptor, pointer + done, count - done, off_t(offset + done))
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == EINVAL, direct {
+                    direct = false
+                    if pare_set_direct(descriptor, 0) == 0 { continue }
+                }
+                return FileError(.write, path: path, code: code)
+            }
+            done += n
+        }
+        return nil
+    }
+}
