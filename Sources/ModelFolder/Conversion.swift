@@ -101,9 +101,6 @@ public struct Conversion: Sendable {
 
         /// Whether the source reaches the writer (or its transform) whole and unmerged.
         var isWholeCopyExceptTransform: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }
-
-        /// Whether the output bytes are the source's bytes, unchanged.
-        var isPlainCopy: Bool { isWholeCopy && !needsCast }
     }
 
     /// An output file and the tensors it holds.
@@ -384,12 +381,10 @@ public struct Conversion: Sendable {
         let writer: TensorSink
         switch options.format {
         case .safetensors:
-            // Bytes the kernel can copy stay in the kernel; computed ones are written behind.
-            let copiesOnly = shard.items.allSatisfy { item in
-                if case .safetensors = input.shards[item.source.shard], item.isPlainCopy { return true }
-                return false
-            }
-            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata, writeBehind: !copiesOnly)
+            // Written behind even when every tensor is a plain copy: on ext4, direct writes
+            // from a second thread beat the kernel's own copy_file_range plus writeback
+            // (BENCHMARKS.md, `convert --max-shard-size`).
+            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata, writeBehind: true)
         case .pare:
             let entries = try shard.items.map { (item: Item) throws(ModelFolderError) -> PareWriter.Entry in
                 PareWriter.Entry(name: item.entry.name, dtype: item.entry.dtype, shape: item.entry.shape, encoding: try pareEncoding(item))

@@ -27,29 +27,22 @@ final class WriteBehind: @unchecked Sendable {
     /// Alignment of direct writes: the largest logical block size in common use.
     static let blockBytes = 4096
 
-    let path: String
-    private let descriptor: Int32
+    var path: String { device.path }
+    private let device: Device
     private let buffers: [PageBuffer]
     private let queue = DispatchQueue(label: "pare.write-behind")
     /// Buffers not being written: the caller takes one before filling it.
     private let available = DispatchSemaphore(value: WriteBehind.bufferCount)
-    private let failure = Mutex<FileError?>(nil)
 
-    // The caller's side.
     private var current = 0
     private var holding = false
     private var filled = 0
     private var bufferOffset = 0
     private var finished = false
 
-    // The queue's side.
-    private var direct: Bool
-
     init(descriptor: Int32, path: String) {
-        self.descriptor = descriptor
-        self.path = path
+        device = Device(descriptor: descriptor, path: path)
         buffers = (0..<Self.bufferCount).map { _ in PageBuffer(bytes: Self.bufferBytes) }
-        direct = pare_set_direct(descriptor, 1) == 0
     }
 
     deinit {
@@ -97,13 +90,13 @@ final class WriteBehind: @unchecked Sendable {
         }
         queue.sync {}
         try check()
-        if total % Self.blockBytes != 0, ftruncate(descriptor, off_t(total)) != 0 {
+        if total % Self.blockBytes != 0, ftruncate(device.descriptor, off_t(total)) != 0 {
             throw FileError(.write, path: path)
         }
     }
 
     private func check() throws(FileError) {
-        if let error = failure.withLock({ $0 }) { throw error }
+        if let error = device.failure.withLock({ $0 }) { throw error }
     }
 
     private func submit() {
@@ -112,12 +105,12 @@ final class WriteBehind: @unchecked Sendable {
         let padded = (filled + Self.blockBytes - 1) / Self.blockBytes * Self.blockBytes
         // Stale bytes of an earlier use would otherwise land in the padding, briefly.
         if padded > filled { (buffer.pointer + filled).initializeMemory(as: UInt8.self, repeating: 0, count: padded - filled) }
-        queue.async { [self] in
+        // The block holds what it needs, not `self`: the last release of `self` must
+        // not happen on the queue its deinit waits for.
+        let device = device, available = available
+        queue.async {
             defer { available.signal() }
-            guard failure.withLock({ $0 == nil }) else { return }
-            if let error = writeOut(buffer.pointer, count: padded, at: offset) {
-                failure.withLock { $0 = $0 ?? error }
-            }
+            device.write(buffer, count: padded, at: offset)
         }
         current = (current + 1) % buffers.count
         holding = false
@@ -125,12 +118,30 @@ final class WriteBehind: @unchecked Sendable {
         filled = 0
     }
 
+}
+
+/// The descriptor and the state the queue's writes share with the caller.
+private final class Device: @unchecked Sendable {
+    let descriptor: Int32
+    let path: String
+    /// The first failed write's error; later buffers are then skipped.
+    let failure = Mutex<FileError?>(nil)
+    /// Only touched on the queue.
+    private var direct: Bool
+
+    init(descriptor: Int32, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+        direct = pare_set_direct(descriptor, 1) == 0
+    }
+
     /// On the queue: writes all of a buffer, leaving direct I/O for good if the filesystem
     /// turns out to refuse it only when writing.
-    private func writeOut(_ pointer: UnsafeMutableRawPointer, count: Int, at offset: Int) -> FileError? {
+    func write(_ buffer: PageBuffer, count: Int, at offset: Int) {
+        guard failure.withLock({ $0 == nil }) else { return }
         var done = 0
         while done < count {
-            let n = pwrite(descriptor, pointer + done, count - done, off_t(offset + done))
+            let n = pwrite(descriptor, buffer.pointer + done, count - done, off_t(offset + done))
             if n < 0 {
                 let code = errno
                 if code == EINTR { continue }
@@ -138,10 +149,10 @@ final class WriteBehind: @unchecked Sendable {
                     direct = false
                     if pare_set_direct(descriptor, 0) == 0 { continue }
                 }
-                return FileError(.write, path: path, code: code)
+                failure.withLock { $0 = $0 ?? FileError(.write, path: path, code: code) }
+                return
             }
             done += n
         }
-        return nil
     }
 }

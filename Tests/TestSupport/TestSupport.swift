@@ -7,8 +7,9 @@ import Tensors
 public final class TemporaryDirectory {
     public let path: String
 
-    public init() {
-        var template = Array("/tmp/pare-test-XXXXXX".utf8CString)
+    /// `root` is the parent: /tmp by default, /dev/shm to test on tmpfs.
+    public init(under root: String = "/tmp") {
+        var template = Array((root + "/pare-test-XXXXXX").utf8CString)
         path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
     }
 

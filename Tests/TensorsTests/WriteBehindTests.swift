@@ -1,0 +1,74 @@
+import Testing
+import TestSupport
+
+@testable import Tensors
+
+/// Files written behind (direct I/O from a background queue) hold exactly the bytes given,
+/// whatever the sizes of the pieces and of the file, on disk and on tmpfs (where direct
+/// I/O may be refused and the same writes go through the page cache).
+@Suite struct WriteBehindTests {
+    static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 56)
+        }
+    }
+
+    static let buffer = WriteBehind.bufferBytes
+
+    @Test(arguments: [0, 1, 4095, 4096, 4097, buffer - 1, buffer, buffer + 1, 4 * buffer + 12345])
+    func writesExactlyTheBytes(size: Int) throws {
+        for root in ["/tmp", "/dev/shm"] where FileSystem.kind(of: root) == .directory {
+            let directory = TemporaryDirectory(under: root)
+            let path = directory.file("out.bin")
+            let expected = Self.bytes(size, seed: UInt64(size) + 1)
+            let file = try OutputFile(creating: path, writeBehind: true)
+            // Pieces of uneven sizes, some larger than a buffer.
+            var offset = 0, step = 1
+            while offset < size {
+                let count = min(size - offset, step)
+                try expected.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)])) }
+                offset += count
+                step = step * 7 % (Self.buffer + 4099) + 1
+            }
+            #expect(file.offset == size)
+            try file.sync()
+            try file.close()
+            #expect(try readBytes(path) == expected, "\(size) bytes under \(root)")
+        }
+    }
+
+    @Test func copiesFromAMappingBetweenWrites() throws {
+        let directory = TemporaryDirectory()
+        let source = Self.bytes(3 * Self.buffer + 777, seed: 9)
+        try writeBytes(source, to: directory.file("in.bin"))
+        let mapping = try MappedFile(path: directory.file("in.bin"))
+        let file = try OutputFile(creating: directory.file("out.bin"), writeBehind: true)
+        try file.write([1, 2, 3])
+        try file.copy(from: mapping, at: 5, count: source.count - 5)
+        try file.write([4])
+        try file.close()
+        #expect(try readBytes(directory.file("out.bin")) == [1, 2, 3] + source[5...] + [4])
+    }
+
+    @Test func closingWithoutSyncStillWritesTheTail() throws {
+        let directory = TemporaryDirectory()
+        let expected = Self.bytes(Self.buffer + 10, seed: 3)
+        do {
+            let file = try OutputFile(creating: directory.file("out.bin"), writeBehind: true)
+            try file.write(expected)
+            try file.close()
+        }
+        #expect(try readBytes(directory.file("out.bin")) == expected)
+    }
+
+    @Test func abandonedFileReleasesItsBuffers() throws {
+        // Dropped mid-write (as after an error elsewhere): no trap, no hang.
+        let directory = TemporaryDirectory()
+        var file: OutputFile? = try OutputFile(creating: directory.file("out.bin"), writeBehind: true)
+        try file!.write(Self.bytes(Self.buffer + 5, seed: 4))
+        file = nil
+        #expect(FileSystem.kind(of: directory.file("out.bin")) == .file)
+    }
+}
