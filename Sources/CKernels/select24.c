@@ -21,13 +21,14 @@ static inline unsigned kept_of_group(const uint16_t *g) {
 }
 
 // Groups [first, groups) one at a time; `mask` and `values` point at the row's start.
-static size_t portable_from(const uint16_t *src, size_t first, size_t groups, uint8_t *mask, uint16_t *values) {
+static size_t portable_from(const uint16_t *src, size_t first, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense) {
     size_t zeros = 0;
     for (size_t g = first; g < groups; g++) {
         const uint16_t *p = src + 4 * g;
         unsigned kept = kept_of_group(p);
         unsigned k = 0;
         for (int i = 0; i < 4; i++) {
+            if (dense) dense[4 * g + i] = (kept >> i & 1) ? p[i] : 0;
             if (!(kept >> i & 1)) continue;
             if (values) values[2 * g + k] = p[i];
             zeros += (p[i] & 0x7FFFu) == 0;
@@ -41,8 +42,8 @@ static size_t portable_from(const uint16_t *src, size_t first, size_t groups, ui
     return zeros;
 }
 
-size_t pare_select_2of4_u16_portable(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values) {
-    return portable_from(src, 0, groups, mask, values);
+size_t pare_select_2of4_u16_portable(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense) {
+    return portable_from(src, 0, groups, mask, values, dense);
 }
 
 #if defined(__x86_64__)
@@ -67,7 +68,7 @@ static void build_compaction(void) {
 // Sixteen elements (four groups) per step. Each element counts the others of its group
 // that outrank it, comparing with the group rotated by one, two and three places.
 __attribute__((target("avx2")))
-static size_t avx2(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values) {
+static size_t avx2(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense) {
     const __m256i magnitude = _mm256_set1_epi16(0x7FFF);
     const __m256i minusTwo = _mm256_set1_epi16(-2);
     const __m256i zero = _mm256_setzero_si256();
@@ -100,6 +101,7 @@ static size_t avx2(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *
             mask[g / 2] = (uint8_t)keptBits;
             mask[g / 2 + 1] = (uint8_t)(keptBits >> 8);
         }
+        if (dense) _mm256_storeu_si256((__m256i *)(dense + 4 * g), _mm256_and_si256(w, kept));
         if (values) {
             uint64_t lo = compaction[keptBits & 0xF] | ((uint64_t)(compaction[keptBits >> 4 & 0xF] + 0x08080808u) << 32);
             uint64_t hi = compaction[keptBits >> 8 & 0xF] | ((uint64_t)(compaction[keptBits >> 12] + 0x08080808u) << 32);
@@ -109,7 +111,7 @@ static size_t avx2(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *
             _mm_storel_epi64((__m128i *)(values + 2 * g + 4), _mm256_extracti128_si256(compacted, 1));
         }
     }
-    return zeros + portable_from(src, g, groups, mask, values);
+    return zeros + portable_from(src, g, groups, mask, values, dense);
 }
 #endif
 
@@ -126,10 +128,10 @@ static void init(void) {
     __atomic_store_n(&initialised, 1, __ATOMIC_RELEASE);
 }
 
-size_t pare_select_2of4_u16(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values) {
+size_t pare_select_2of4_u16(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense) {
     init();
 #if defined(__x86_64__)
-    if (has_avx2) return avx2(src, groups, mask, values);
+    if (has_avx2) return avx2(src, groups, mask, values, dense);
 #endif
-    return portable_from(src, 0, groups, mask, values);
+    return portable_from(src, 0, groups, mask, values, dense);
 }

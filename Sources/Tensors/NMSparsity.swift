@@ -127,6 +127,11 @@ public enum NMSparsity {
             let src = (source + row * columns * MemoryLayout<T>.size).assumingMemoryBound(to: T.self)
             let dst = (output + k * columns * MemoryLayout<T>.size).assumingMemoryBound(to: T.self)
             var g = 0
+            if n == 2 && m == 4, T.self == UInt16.self, columns % 4 == 0 {
+                _ = selectTwoOfFour(UnsafeRawPointer(src).assumingMemoryBound(to: UInt16.self), groups: columns / 4, mask: nil,
+                                    values: nil, dense: UnsafeMutableRawPointer(dst).assumingMemoryBound(to: UInt16.self))
+                continue
+            }
             if n == 2 && m == 4 {
                 twoOfFourKept.withUnsafeBufferPointer { table in
                     while g < columns {
@@ -176,21 +181,23 @@ public enum NMSparsity {
     }
 
     /// 2:4 magnitude selection of 16-bit floats (BF16 or F16 bits), `groups` groups of
-    /// four from `source`, by the vector kernel (the rule of `twoOfFourKept`). Writes the
-    /// kept-element bitmask (bit per element, LSB first; `(groups + 1) / 2` bytes) and/or
-    /// the two kept values of each group in order. Returns how many kept elements have
-    /// zero magnitude.
+    /// four from `source`, by the vector kernel (the rule of `twoOfFourKept`). Writes any
+    /// of: the kept-element bitmask (bit per element, LSB first; `(groups + 1) / 2`
+    /// bytes), the two kept values of each group in order, the pruned elements (zero where
+    /// dropped). Returns how many kept elements have zero magnitude.
     @inlinable
     public static func selectTwoOfFour(
-        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?, values: UnsafeMutablePointer<UInt16>?
+        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?,
+        values: UnsafeMutablePointer<UInt16>?, dense: UnsafeMutablePointer<UInt16>? = nil
     ) -> Int {
-        pare_select_2of4_u16(source, groups, mask, values)
+        pare_select_2of4_u16(source, groups, mask, values, dense)
     }
 
     /// `selectTwoOfFour` without vector instructions, whatever the CPU: for tests.
     public static func selectTwoOfFourPortable(
-        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?, values: UnsafeMutablePointer<UInt16>?
+        _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?,
+        values: UnsafeMutablePointer<UInt16>?, dense: UnsafeMutablePointer<UInt16>? = nil
     ) -> Int {
-        pare_select_2of4_u16_portable(source, groups, mask, values)
+        pare_select_2of4_u16_portable(source, groups, mask, values, dense)
     }
 }

@@ -22,12 +22,13 @@ uint32_t pare_crc32c_portable(uint32_t crc, const void *data, size_t length);
 /// stay, ties going to the lower index. Writes, where not NULL:
 /// - `mask`: one bit per element, set where kept, least significant bit first
 ///   ((groups + 1) / 2 bytes; in a last half byte the high bits are zero);
-/// - `values`: the two kept elements of each group, in order (2 × groups values).
+/// - `values`: the two kept elements of each group, in order (2 × groups values);
+/// - `dense`: the pruned elements, zero where dropped (4 × groups values).
 /// Returns how many kept elements have zero magnitude, so callers that treat zeros apart
 /// can tell when to look closer. AVX2 where the CPU has it (checked once), else portable.
-size_t pare_select_2of4_u16(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values);
+size_t pare_select_2of4_u16(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense);
 
 /// The portable version, whatever the CPU: for tests that compare the two paths.
-size_t pare_select_2of4_u16_portable(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values);
+size_t pare_select_2of4_u16_portable(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense);
 
 #endif
