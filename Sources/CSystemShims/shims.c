@@ -31,15 +31,6 @@ int pare_rename_exchange(const char *a, const char *b) {
 #endif
 }
 
-int pare_start_writeback(int fd, long long offset, long long count) {
-#if defined(__linux__)
-    return sync_file_range(fd, (off64_t)offset, (off64_t)count, SYNC_FILE_RANGE_WRITE);
-#else
-    (void)fd; (void)offset; (void)count;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
 
 int pare_set_direct(int fd, int on) {
 #if defined(__linux__) && defined(O_DIRECT)

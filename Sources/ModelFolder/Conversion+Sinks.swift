@@ -7,15 +7,16 @@ protocol TensorSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError)
     /// Appends `count` bytes of `mapping` from `offset` (in the kernel where it can).
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError)
-    func startWriteback()
     func finish(sync: Bool) throws(ModelFolderError)
 }
 
 final class SafeTensorsSink: TensorSink {
     let writer: SafeTensorsWriter
 
-    init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)], writeBehind: Bool) throws(ModelFolderError) {
-        do { writer = try SafeTensorsWriter(path: path, entries: entries, metadata: metadata, writeBehind: writeBehind) } catch { throw .io(error) }
+    /// Written behind even when every tensor is a plain copy: on ext4, direct writes from
+    /// a second thread beat the kernel's own copy_file_range plus writeback (BENCHMARKS.md).
+    init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(ModelFolderError) {
+        do { writer = try SafeTensorsWriter(path: path, entries: entries, metadata: metadata, writeBehind: true) } catch { throw .io(error) }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError) {
@@ -25,8 +26,6 @@ final class SafeTensorsSink: TensorSink {
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
         do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .io(error) }
     }
-
-    func startWriteback() { writer.startWriteback() }
 
     func finish(sync: Bool) throws(ModelFolderError) {
         do { try writer.finish(sync: sync) } catch { throw .io(error) }
@@ -47,8 +46,6 @@ final class PareSink: TensorSink {
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
         do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .pare(error) }
     }
-
-    func startWriteback() { writer.startWriteback() }
 
     func finish(sync: Bool) throws(ModelFolderError) {
         do { try writer.finish(sync: sync) } catch { throw .pare(error) }

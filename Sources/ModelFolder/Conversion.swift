@@ -381,10 +381,7 @@ public struct Conversion: Sendable {
         let writer: TensorSink
         switch options.format {
         case .safetensors:
-            // Written behind even when every tensor is a plain copy: on ext4, direct writes
-            // from a second thread beat the kernel's own copy_file_range plus writeback
-            // (BENCHMARKS.md, `convert --max-shard-size`).
-            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata, writeBehind: true)
+            writer = try SafeTensorsSink(path: path, entries: shard.items.map(\.entry), metadata: metadata)
         case .pare:
             let entries = try shard.items.map { (item: Item) throws(ModelFolderError) -> PareWriter.Entry in
                 PareWriter.Entry(name: item.entry.name, dtype: item.entry.dtype, shape: item.entry.shape, encoding: try pareEncoding(item))
@@ -449,13 +446,13 @@ public struct Conversion: Sendable {
                 try result.get()
             } else if !item.needsCast {
                 if case .safetensors(let file) = source, options.format == .safetensors {
-                    // Same bytes, same format: let the kernel copy (reflinks where it can).
+                    // Same bytes, same format: straight from the mapping, a piece at a time,
+                    // each released once written.
                     let range = file.fileRange(of: item.source.info)
                     var offset = range.lowerBound
                     while offset < range.upperBound {
                         let count = min(Self.copyChunkBytes, range.upperBound - offset)
                         try writer.copy(from: file.mapping, at: offset, count: count)
-                        writer.startWriteback()
                         offset += count
                         try report(written + (offset - range.lowerBound))
                     }
@@ -463,7 +460,6 @@ public struct Conversion: Sendable {
                     var copied = 0
                     try source.forEachPiece(of: item.source.info, pieceBytes: Self.copyChunkBytes) { piece throws(ModelFolderError) in
                         try writer.write(piece)
-                        writer.startWriteback()
                         copied += piece.count
                         try report(written + copied)
                     }
@@ -484,7 +480,6 @@ public struct Conversion: Sendable {
                         try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes))
                         start += count
                         converted += count
-                        if converted % (16 * Self.castChunkElements) == 0 { writer.startWriteback() }
                         try report(written + converted * outBytes)
                     }
                 }

@@ -219,9 +219,6 @@ public final class PareWriter {
         self.buffered = 0
     }
 
-    /// Starts writeback of what was written so far.
-    public func startWriteback() { file.startWriteback() }
-
     /// Writes the index and the footer, then closes (and optionally flushes) the file.
     public func finish(sync: Bool = true) throws(PareError) {
         precondition(current == entries.count, "finish() before every tensor was written")

@@ -110,9 +110,6 @@ public final class SafeTensorsWriter {
         while nextEntry < entries.count && entries[nextEntry].byteCount == 0 { nextEntry += 1 }
     }
 
-    /// Starts writing what has been written so far to the device, without waiting.
-    public func startWriteback() { output.startWriteback() }
-
     /// Closes the file, flushing it to the device first when `sync` (callers writing many
     /// files may close them unsynced and flush them all at the end, so the disk writes one
     /// file while the next is produced). Fails if any declared tensor is incomplete.

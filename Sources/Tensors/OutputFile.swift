@@ -97,17 +97,6 @@ public final class OutputFile {
         }
     }
 
-    /// Asks the kernel to start writing the bytes written so far to the device, without
-    /// waiting. Writing a large file this way keeps the disk busy while more is produced,
-    /// so the final `sync()` has little left to wait for.
-    public func startWriteback() {
-        guard behind == nil, offset > writebackOffset else { return }
-        _ = pare_start_writeback(descriptor, Int64(writebackOffset), Int64(offset - writebackOffset))
-        writebackOffset = offset
-    }
-
-    private var writebackOffset = 0
-
     /// Flushes the file's data to the device.
     public func sync() throws(FileError) {
         try behind?.finish()

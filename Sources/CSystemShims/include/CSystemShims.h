@@ -9,10 +9,6 @@
 ssize_t pare_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out,
                              size_t len, unsigned int flags);
 
-/// sync_file_range(SYNC_FILE_RANGE_WRITE): starts writeback of a range without waiting.
-/// Returns 0, or -1 with errno set (ENOSYS where unavailable; callers may ignore it).
-int pare_start_writeback(int fd, long long offset, long long count);
-
 /// renameat2(RENAME_EXCHANGE): atomically swaps two paths. Returns 0, or -1 with errno set
 /// (EINVAL or ENOSYS where the filesystem or kernel cannot).
 int pare_rename_exchange(const char *a, const char *b);
