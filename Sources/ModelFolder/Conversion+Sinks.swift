@@ -7,6 +7,9 @@ protocol TensorSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws(ModelFolderError)
     /// Appends `count` bytes of `mapping` from `offset` (in the kernel where it can).
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError)
+    /// Lets `body` produce the next `count` bytes (at most `OutputFile.maximumSpace`) in
+    /// place where the format allows it.
+    func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(ModelFolderError)
     func finish(sync: Bool) throws(ModelFolderError)
 }
 
@@ -25,6 +28,10 @@ final class SafeTensorsSink: TensorSink {
 
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
         do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .io(error) }
+    }
+
+    func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(ModelFolderError) {
+        do { try writer.withSpace(count, body) } catch { throw .io(error) }
     }
 
     func finish(sync: Bool) throws(ModelFolderError) {
@@ -46,6 +53,15 @@ final class PareSink: TensorSink {
     func copy(from mapping: MappedFile, at offset: Int, count: Int) throws(ModelFolderError) {
         do { try writer.copy(from: mapping, at: offset, count: count) } catch { throw .pare(error) }
     }
+
+    /// Produced into a scratch buffer, then handed to the writer, which compresses it.
+    func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(ModelFolderError) {
+        if (scratch?.capacity ?? -1) < count { scratch = nil; scratch = PageBuffer(bytes: count) }
+        body(scratch!.pointer)
+        try write(UnsafeRawBufferPointer(start: scratch!.pointer, count: count))
+    }
+
+    private var scratch: PageBuffer?
 
     func finish(sync: Bool) throws(ModelFolderError) {
         do { try writer.finish(sync: sync) } catch { throw .pare(error) }

@@ -571,20 +571,29 @@ public struct Conversion: Sendable {
         if transform.rowBlock > 0, rows > 0, total % rows == 0 {
             // Steps are bounded by what a row reads as well as what it writes: a packed
             // layout can write a few bytes for a row whose pruning works on kilobytes.
+            // What a step writes fits the sink's space, so it is produced in place.
             let sourceRowBytes = shape.count >= 2 ? shape.dropFirst().reduce(item.source.info.dtype.bitWidth / 8) { $0 * Int($1) } : 0
-            let rowBytes = max(1, total / rows, sourceRowBytes)
-            step = min(step, max(1, Self.gatherChunkBytes / rowBytes / transform.rowBlock) * transform.rowBlock)
+            let outputRowBytes = max(1, total / rows)
+            let rowsRead = Self.gatherChunkBytes / max(1, sourceRowBytes)
+            let rowsWritten = OutputFile.maximumSpace / outputRowBytes
+            step = min(step, max(1, min(rowsRead, rowsWritten) / transform.rowBlock) * transform.rowBlock)
         }
-        let needed = step >= rows ? total : total / rows * step
-        if (scratch?.capacity ?? -1) < needed { scratch = nil; scratch = PageBuffer(bytes: needed) }
-        let buffer = scratch!.pointer
+        let stepBytes = step >= rows ? total : total / rows * step
+        let inPlace = stepBytes <= OutputFile.maximumSpace
+        if !inPlace, (scratch?.capacity ?? -1) < stepBytes { scratch = nil; scratch = PageBuffer(bytes: stepBytes) }
         var done = 0
         var row = 0
         repeat {
             let range = row..<min(rows, row + step)
             let bytes = step >= rows ? total : total / rows * range.count
-            Self.applyInParallel(transform, source: source, rows: range, rowBytes: step >= rows ? 0 : total / rows, into: buffer)
-            try writer.write(UnsafeRawBufferPointer(start: buffer, count: bytes))
+            let rowBytes = step >= rows ? 0 : total / rows
+            if inPlace {
+                try writer.withSpace(bytes) { Self.applyInParallel(transform, source: source, rows: range, rowBytes: rowBytes, into: $0) }
+            } else {
+                let buffer = scratch!.pointer
+                Self.applyInParallel(transform, source: source, rows: range, rowBytes: rowBytes, into: buffer)
+                try writer.write(UnsafeRawBufferPointer(start: buffer, count: bytes))
+            }
             done += bytes
             row = range.upperBound
             try progress(done)

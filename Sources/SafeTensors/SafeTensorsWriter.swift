@@ -89,6 +89,16 @@ public final class SafeTensorsWriter {
         advance(by: bytes.count)
     }
 
+    /// Lets `body` produce the next `count` bytes of the current tensor in place (at most
+    /// `OutputFile.maximumSpace`), with no copy after where the file is written behind.
+    public func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(FileError) {
+        guard count > 0 else { return }
+        precondition(nextEntry < entries.count, "more bytes than the declared tensors hold")
+        precondition(writtenInEntry + count <= entries[nextEntry].byteCount, "tensor \(entries[nextEntry].name) overrun")
+        try output.withSpace(count, body)
+        advance(by: count)
+    }
+
     /// Appends `count` bytes of the current tensor copied straight from a mapped file.
     public func copy(from source: MappedFile, at offset: Int, count: Int) throws(FileError) {
         guard count > 0 else { return }

@@ -53,6 +53,23 @@ public final class OutputFile {
         }
     }
 
+    /// The most `withSpace` hands out at once.
+    public static let maximumSpace = WriteBehind.maximumSpace
+
+    /// Lets `body` produce the next `count` bytes of the file in place (at most
+    /// `maximumSpace`): straight into a write-behind buffer, or into a scratch buffer
+    /// then written.
+    public func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(FileError) {
+        if let behind {
+            try behind.withSpace(count, body)
+            offset += count
+            return
+        }
+        let scratch = PageBuffer(bytes: count)
+        body(scratch.pointer)
+        try write(UnsafeRawBufferPointer(start: scratch.pointer, count: count))
+    }
+
     public func write(_ bytes: [UInt8]) throws(FileError) {
         let result = bytes.withUnsafeBytes { buffer in
             Result { () throws(FileError) in try write(buffer) }

@@ -56,6 +56,9 @@ final class WriteBehind: @unchecked Sendable {
     /// Bytes taken so far.
     var length: Int { bufferOffset + filled }
 
+    /// The most `withSpace` hands out at once.
+    static let maximumSpace = bufferBytes - blockBytes
+
     /// Copies `bytes` into the buffers, handing each full one to the queue.
     func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
         precondition(!finished, "write after finish")
@@ -63,11 +66,7 @@ final class WriteBehind: @unchecked Sendable {
         guard var source = bytes.baseAddress else { return }
         var remaining = bytes.count
         while remaining > 0 {
-            if !holding {
-                available.wait()
-                holding = true
-                try check()
-            }
+            try take()
             let count = min(remaining, Self.bufferBytes - filled)
             (buffers[current].pointer + filled).copyMemory(from: source, byteCount: count)
             filled += count
@@ -77,13 +76,47 @@ final class WriteBehind: @unchecked Sendable {
         }
     }
 
+    /// Lets `body` produce the next `count` bytes of the file in place, in a buffer, with
+    /// no copy after (`count` at most `maximumSpace`).
+    ///
+    /// When the current buffer has no room, its whole blocks go to the queue and the few
+    /// bytes after them move to the start of the next buffer, so direct writes stay
+    /// block-aligned.
+    func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(FileError) {
+        precondition(!finished, "write after finish")
+        precondition(count <= Self.maximumSpace, "more space than a buffer holds")
+        try check()
+        try take()
+        if filled + count > Self.bufferBytes {
+            let whole = filled / Self.blockBytes * Self.blockBytes
+            let tail = filled - whole
+            let previous = buffers[current].pointer
+            submit(whole)
+            // The queue only reads the submitted buffer, so its tail can be copied out.
+            try take()
+            buffers[current].pointer.copyMemory(from: previous + whole, byteCount: tail)
+            filled = tail
+        }
+        body(buffers[current].pointer + filled)
+        filled += count
+        if filled == Self.bufferBytes { submit() }
+    }
+
+    /// Makes sure a buffer is held, waiting for the queue to free one.
+    private func take() throws(FileError) {
+        guard !holding else { return }
+        available.wait()
+        holding = true
+        try check()
+    }
+
     /// Writes what is left, waits for every write, and cuts the last block's padding.
     func finish() throws(FileError) {
         guard !finished else { return try check() }
         finished = true
         let total = length
         if filled > 0 {
-            submit()
+            submit(filled)
         } else if holding {
             available.signal()
             holding = false
@@ -99,12 +132,14 @@ final class WriteBehind: @unchecked Sendable {
         if let error = device.failure.withLock({ $0 }) { throw error }
     }
 
-    private func submit() {
+    /// Hands the first `count` bytes of the current buffer to the queue.
+    private func submit(_ count: Int? = nil) {
+        let count = count ?? filled
         let buffer = buffers[current]
         let offset = bufferOffset
-        let padded = (filled + Self.blockBytes - 1) / Self.blockBytes * Self.blockBytes
+        let padded = (count + Self.blockBytes - 1) / Self.blockBytes * Self.blockBytes
         // Stale bytes of an earlier use would otherwise land in the padding, briefly.
-        if padded > filled { (buffer.pointer + filled).initializeMemory(as: UInt8.self, repeating: 0, count: padded - filled) }
+        if padded > count { (buffer.pointer + count).initializeMemory(as: UInt8.self, repeating: 0, count: padded - count) }
         // The block holds what it needs, not `self`: the last release of `self` must
         // not happen on the queue its deinit waits for.
         let device = device, available = available
@@ -114,7 +149,7 @@ final class WriteBehind: @unchecked Sendable {
         }
         current = (current + 1) % buffers.count
         holding = false
-        bufferOffset += filled
+        bufferOffset += count
         filled = 0
     }
 

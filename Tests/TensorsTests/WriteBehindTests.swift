@@ -39,6 +39,35 @@ import TestSupport
         }
     }
 
+    /// Bytes produced in place, mixed with copied ones, in sizes that make the writer move
+    /// a buffer's last partial block to the next buffer.
+    @Test(arguments: ["/tmp", "/dev/shm"])
+    func producesInPlace(root: String) throws {
+        guard FileSystem.kind(of: root) == .directory else { return }
+        let directory = TemporaryDirectory(under: root)
+        let sizes = [5, OutputFile.maximumSpace, 4097, OutputFile.maximumSpace - 3, 1, 3 * 4096 + 17, OutputFile.maximumSpace]
+        let expected = Self.bytes(sizes.reduce(0, +) + 1000, seed: 11)
+        for writeBehind in [true, false] {
+            let path = directory.file("out-\(writeBehind).bin")
+            let file = try OutputFile(creating: path, writeBehind: writeBehind)
+            var offset = 0
+            for (i, size) in sizes.enumerated() {
+                if i % 3 == 2 {
+                    try expected.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + size)])) }
+                } else {
+                    try file.withSpace(size) { space in
+                        expected.withUnsafeBytes { space.copyMemory(from: $0.baseAddress! + offset, byteCount: size) }
+                    }
+                }
+                offset += size
+            }
+            try expected.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+            #expect(file.offset == expected.count)
+            try file.close()
+            #expect(try readBytes(path) == expected, "writeBehind \(writeBehind) under \(root)")
+        }
+    }
+
     @Test func copiesFromAMappingBetweenWrites() throws {
         let directory = TemporaryDirectory()
         let source = Self.bytes(3 * Self.buffer + 777, seed: 9)
