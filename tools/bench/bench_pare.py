@@ -45,6 +45,11 @@ safetensors input is timed in every block that writes a model, as the I/O floor)
             safetensors save_file of one model.safetensors (as pare writes it);
             ModelCompressor.update_config. pare's and Python's outputs must hold the same
             tensors (names, dtypes, shapes, bytes) and the same sparsity_config.
+            Also timed, as a floor: `bench_pare.py --io-floor IN KEPT OUT`, the I/O the job
+            cannot avoid and nothing else: every input weight file read with 8 MiB reads,
+            then as many bytes as pare's output weight files written with O_DIRECT in 8 MiB
+            writes and fsynced. "py/this" of the floor is the most any program doing the job
+            could be faster than the Python way in that block.
   levels    pare convert IN OUT --format pare --level L --quiet for each L of --levels on
             minilm-bf16 (--runs runs) and of --scale1-levels on scale1 (--level-runs runs,
             default 1: level 19 takes minutes there). --level sets the zstd level of the
@@ -105,6 +110,32 @@ def prune_24(w):
     key = key * 4 + torch.tensor([3, 2, 1, 0], dtype=key.dtype)
     keep = torch.zeros(rows.shape, dtype=torch.bool).scatter_(1, key.topk(2, dim=1).indices, True)
     return rows.masked_fill(~keep, 0).reshape(w.shape)
+
+
+def io_floor(src: str, like: str, dst: str) -> None:
+    """Read every weight file of `src`, then write as many bytes as the weight files of
+    `like` hold into `dst`/floor.bin, around the page cache: the I/O of the job alone."""
+    import mmap
+    piece = 8 << 20
+    buf = mmap.mmap(-1, piece)  # page-aligned, as O_DIRECT needs
+    for name in weight_files(src):
+        fd = os.open(os.path.join(src, name), os.O_RDONLY)
+        try:
+            while os.readv(fd, [buf]) > 0:
+                pass
+        finally:
+            os.close(fd)
+    total = weight_bytes(like)
+    os.makedirs(dst, exist_ok=True)
+    fd = os.open(os.path.join(dst, "floor.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+    try:
+        written = 0
+        while written < total:
+            written += os.writev(fd, [buf])
+        os.ftruncate(fd, total)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ct_sparsify(src: str, dst: str, targets: str = LLAMA_TARGETS) -> None:
@@ -413,7 +444,7 @@ def fmt_table(groups: list[dict], cache: str, runs: int) -> str:
         for k, m in ms.items():
             xcp = f"{m['median_wall_sync_s'] / cp:.2f}" if cp and k not in ("cp", "decode") else "-"
             py = (f"{ms['python-ct']['median_wall_sync_s'] / m['median_wall_sync_s']:.1f}"
-                  if k == "sparsify-ct" and "python-ct" in ms else "-")
+                  if k in ("sparsify-ct", "io-floor") and "python-ct" in ms else "-")
             ob = m.get("out_weight_bytes")
             lines.append(
                 f"{g['scale']:<12} {k:<15} {m['median_wall_s']:>7.2f} {m['median_wall_sync_s']:>8.2f} "
@@ -487,7 +518,7 @@ def compute_targets(groups: list[dict]) -> dict:
     peaks: dict = {}
     for g in groups:
         for k, m in g["methods"].items():
-            if k not in ("cp", "python-ct"):
+            if k not in ("cp", "python-ct", "io-floor"):
                 job = "encode --level" if k.startswith("encode-L") else k
                 peaks[job] = max(peaks.get(job, (0.0, "")), (m["peak_rss_anon_mib"], g["scale"]))
     for job, (p, where) in peaks.items():
@@ -506,6 +537,11 @@ def main(argv=None) -> int:
         if len(argv) != 3:
             raise SystemExit("usage: bench_pare.py --ct-sparsify IN OUT")
         ct_sparsify(argv[1], argv[2])
+        return 0
+    if argv[:1] == ["--io-floor"]:
+        if len(argv) != 4:
+            raise SystemExit("usage: bench_pare.py --io-floor IN LIKE OUT")
+        io_floor(argv[1], argv[2], argv[3])
         return 0
 
     sys.path.insert(0, HERE)
@@ -648,7 +684,9 @@ def main(argv=None) -> int:
                            {"key": "sparsify-ct", "cmd": [pare, "sparsify", s1, "OUT", "--pattern", "2:4", "--format",
                                                           "compressed-tensors", "--quiet"], "input": s1, "keep": True},
                            {"key": "python-ct", "cmd": [args.ct_python, os.path.abspath(__file__), "--ct-sparsify", s1, "OUT"],
-                            "input": s1, "keep": True}])
+                            "input": s1, "keep": True},
+                           {"key": "io-floor", "cmd": [sys.executable, os.path.abspath(__file__), "--io-floor", s1,
+                                                       b.kept("scale1", "sparsify-ct"), "OUT"], "input": s1}])
         pa, py = b.kept("scale1", "sparsify-ct"), b.kept("scale1", "python-ct")
         res = same_tensors(pa, py)
         ca, cb = sparsity_config(pa), sparsity_config(py)
