@@ -18,12 +18,19 @@ for module in OrderedJSON Tensors SafeTensors; do
         sed -E '/^import (OrderedJSON|Tensors|SafeTensors)$/d' "$f" > "$BUILD/src/${module}_$(basename "$f")"
     done
 done
-cp Sources/CSystemShims/include/CSystemShims.h "$BUILD/include/"
+# The C targets, as the package builds them: the system shims, and the kernels (CRC-32C,
+# 2:4 selection) that Tensors and PareFormat call.
+cp Sources/CSystemShims/include/CSystemShims.h Sources/CKernels/include/CKernels.h "$BUILD/include/"
 printf 'module CSystemShims {\n  header "CSystemShims.h"\n  export *\n}\n' > "$BUILD/include/module.modulemap"
-clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CSystemShims/include \
-    Sources/CSystemShims/shims.c -o "$BUILD/shims.o"
+printf 'module CKernels {\n  header "CKernels.h"\n  export *\n}\n' >> "$BUILD/include/module.modulemap"
+C_OBJECTS=()
+for c in Sources/CSystemShims/shims.c Sources/CKernels/*.c; do
+    object="$BUILD/$(basename "$c" .c).o"
+    clang -c -O1 -fsanitize=fuzzer-no-link,address -I "$(dirname "$c")/include" "$c" -o "$object"
+    C_OBJECTS+=("$object")
+done
 swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$BUILD/include" \
-    "$BUILD"/src/*.swift tools/fuzz/FuzzHeader.swift "$BUILD/shims.o" -o "$BUILD/fuzz-header" 2>&1 \
+    "$BUILD"/src/*.swift tools/fuzz/FuzzHeader.swift "${C_OBJECTS[@]}" -o "$BUILD/fuzz-header" 2>&1 \
     | grep -v "Cannot export local symbol" || true
 
 # The .pare reader: OrderedJSON, Tensors and PareFormat, with the CRC kernel and libzstd.
@@ -32,14 +39,10 @@ for module in OrderedJSON Tensors PareFormat; do
         sed -E '/^import (OrderedJSON|Tensors|PareFormat)$/d' "$f" > "$BUILD/src-pare/${module}_$(basename "$f")"
     done
 done
-cp Sources/CKernels/include/CKernels.h "$BUILD/include/"
-printf 'module CKernels {\n  header "CKernels.h"\n  export *\n}\n' >> "$BUILD/include/module.modulemap"
 mkdir -p "$BUILD/include/zstd"
 printf 'module CZstd [system] {\n  header "/usr/include/zstd.h"\n  link "zstd"\n  export *\n}\n' > "$BUILD/include/zstd/module.modulemap"
-clang -c -O1 -fsanitize=fuzzer-no-link,address -I Sources/CKernels/include \
-    Sources/CKernels/crc32c.c -o "$BUILD/crc32c.o"
 swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$BUILD/include" -I "$BUILD/include/zstd" \
-    "$BUILD"/src-pare/*.swift tools/fuzz/FuzzPare.swift "$BUILD/shims.o" "$BUILD/crc32c.o" -lzstd -o "$BUILD/fuzz-pare" 2>&1 \
+    "$BUILD"/src-pare/*.swift tools/fuzz/FuzzPare.swift "${C_OBJECTS[@]}" -lzstd -o "$BUILD/fuzz-pare" 2>&1 \
     | grep -v "Cannot export local symbol" || true
 
 cd "$BUILD"
