@@ -1,4 +1,5 @@
 #include "CKernels.h"
+#include <pthread.h>
 #include <string.h>
 
 // Reflected Castagnoli polynomial.
@@ -32,18 +33,19 @@ static uint32_t portable(uint32_t crc, const unsigned char *p, size_t n) {
     return crc;
 }
 
-static int initialised = 0;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int has_sse42 = 0;
 
-static void init(void) {
-    if (__atomic_load_n(&initialised, __ATOMIC_ACQUIRE)) return;
+// Once, whichever of the threads checking chunks in parallel gets here first.
+static void setup(void) {
     build_table();
 #if defined(__x86_64__)
     __builtin_cpu_init();
     has_sse42 = __builtin_cpu_supports("sse4.2");
 #endif
-    __atomic_store_n(&initialised, 1, __ATOMIC_RELEASE);
 }
+
+static void init(void) { pthread_once(&once, setup); }
 
 #if defined(__x86_64__)
 // One stream of 8-byte steps: about 8 bytes per 3 cycles, far above what zstd needs.

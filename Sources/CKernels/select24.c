@@ -1,4 +1,5 @@
 #include "CKernels.h"
+#include <pthread.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -115,18 +116,19 @@ static size_t avx2(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *
 }
 #endif
 
-static int initialised = 0;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int has_avx2 = 0;
 
-static void init(void) {
-    if (__atomic_load_n(&initialised, __ATOMIC_ACQUIRE)) return;
+// Once, whichever of the threads pruning rows in parallel gets here first.
+static void setup(void) {
 #if defined(__x86_64__)
     build_compaction();
     __builtin_cpu_init();
     has_avx2 = __builtin_cpu_supports("avx2");
 #endif
-    __atomic_store_n(&initialised, 1, __ATOMIC_RELEASE);
 }
+
+static void init(void) { pthread_once(&once, setup); }
 
 size_t pare_select_2of4_u16(const uint16_t *src, size_t groups, uint8_t *mask, uint16_t *values, uint16_t *dense) {
     init();

@@ -493,18 +493,27 @@ public struct Conversion: Sendable {
     }
 
     /// Keeps about `prefetchBytes` of source ahead of the item at `index` being read in,
-    /// so the disk reads while the cores work. `through` is the first item not yet asked for.
+    /// so the disk reads while the cores work; of a large tensor only its start (the
+    /// kernel's own read-ahead follows the reading from there). `through` is the first
+    /// item not yet asked for.
     private func prefetch(_ items: [Item], from index: Int, through: inout Int) {
+        func sources(_ item: Item) -> [ModelFolder.Tensor] { [item.source] + item.mergeSources }
         var ahead = 0
         through = max(through, index + 1)
-        for item in items[(index + 1)..<through] { ahead += Int(item.source.info.byteCount) }
+        for item in items[(index + 1)..<through] {
+            for source in sources(item) { ahead += min(Int(source.info.byteCount), Self.prefetchBytes) }
+        }
         while through < items.count, ahead < Self.prefetchBytes {
-            let item = items[through]
-            let files = [(input.shards[item.source.shard], item.source.info)] + item.mergeSources.map { (input.shards[$0.shard], $0.info) }
+            var pending: [(WeightFile, TensorInfo, Int)] = []
+            for source in sources(items[through]) {
+                let limit = Self.prefetchBytes - ahead
+                guard limit > 0 else { break }
+                pending.append((input.shards[source.shard], source.info, limit))
+                ahead += min(Int(source.info.byteCount), limit)
+            }
             // madvise blocks while the kernel queues the reads: not on this thread.
-            nonisolated(unsafe) let pending = files
-            Self.prefetchQueue.async { for (file, info) in pending { file.prefetch(info) } }
-            ahead += Int(item.source.info.byteCount)
+            nonisolated(unsafe) let work = pending
+            Self.prefetchQueue.async { for (file, info, limit) in work { file.prefetch(info, limit: limit) } }
             through += 1
         }
     }

@@ -103,15 +103,28 @@ public enum WeightFile: Sendable {
         }
     }
 
-    /// Starts reading a tensor's stored bytes from disk in the background, for a tensor
-    /// that will be needed soon: reading then overlaps the work on the ones before it.
-    public func prefetch(_ tensor: TensorInfo) {
+    /// Starts reading the first `limit` stored bytes of a tensor from disk in the
+    /// background, for a tensor needed soon: reading then overlaps the work on the ones
+    /// before it. Returns how many bytes were asked for.
+    @discardableResult
+    public func prefetch(_ tensor: TensorInfo, limit: Int) -> Int {
+        let range: Range<Int>
         switch self {
         case .safetensors(let file):
-            file.mapping.adviseWillNeed(file.fileRange(of: tensor))
+            range = file.fileRange(of: tensor)
         case .pare(let file, _):
-            guard let stored = file.tensor(named: tensor.name), let first = stored.chunks.first, let last = stored.chunks.last else { return }
-            file.mapping.adviseWillNeed(Int(first.offset)..<Int(last.offset + last.length))
+            guard let stored = file.tensor(named: tensor.name), let first = stored.chunks.first, let last = stored.chunks.last else { return 0 }
+            range = Int(first.offset)..<Int(last.offset + last.length)
+        }
+        let clipped = range.lowerBound..<min(range.upperBound, range.lowerBound + max(0, limit))
+        mapping.adviseWillNeed(clipped)
+        return clipped.count
+    }
+
+    private var mapping: MappedFile {
+        switch self {
+        case .safetensors(let file): return file.mapping
+        case .pare(let file, _): return file.mapping
         }
     }
 

@@ -57,10 +57,11 @@ public final class OutputFile {
     public static let maximumSpace = WriteBehind.maximumSpace
 
     /// Lets `body` produce the next `count` bytes of the file in place (at most
-    /// `maximumSpace`): straight into a write-behind buffer, or into a scratch buffer
-    /// then written.
+    /// `maximumSpace`), at a 16-byte aligned address: straight into a write-behind buffer
+    /// when the file's length is a multiple of 16 (its buffers start at block offsets), or
+    /// into a scratch buffer then written.
     public func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(FileError) {
-        if let behind {
+        if let behind, offset % 16 == 0 {
             try behind.withSpace(count, body)
             offset += count
             return

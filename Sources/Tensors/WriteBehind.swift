@@ -124,7 +124,9 @@ final class WriteBehind: @unchecked Sendable {
         queue.sync {}
         try check()
         if total % Self.blockBytes != 0, ftruncate(device.descriptor, off_t(total)) != 0 {
-            throw FileError(.write, path: path)
+            let error = FileError(.write, path: path)
+            device.failure.withLock { $0 = $0 ?? error }
+            throw error
         }
     }
 
@@ -177,6 +179,11 @@ private final class Device: @unchecked Sendable {
         var done = 0
         while done < count {
             let n = pwrite(descriptor, buffer.pointer + done, count - done, off_t(offset + done))
+            if n == 0 {
+                // No progress and no error: the device will not take more.
+                failure.withLock { $0 = $0 ?? FileError(.write, path: path, code: EIO) }
+                return
+            }
             if n < 0 {
                 let code = errno
                 if code == EINTR { continue }

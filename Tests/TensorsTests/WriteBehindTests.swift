@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import TestSupport
 
@@ -90,6 +93,34 @@ import TestSupport
             try file.close()
         }
         #expect(try readBytes(directory.file("out.bin")) == expected)
+    }
+
+    /// A device that refuses every write (/dev/full: ENOSPC): the error of a background
+    /// write comes out of a later `write` or of `finish`, names the file, stays, and
+    /// nothing traps or hangs, whether the writer is finished or dropped.
+    @Test func aFailedWriteIsThrownLaterAndStays() throws {
+        for finishing in [true, false] {
+            let descriptor = open("/dev/full", O_WRONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { return }
+            defer { close(descriptor) }
+            var behind: WriteBehind? = WriteBehind(descriptor: descriptor, path: "/dev/full")
+            let piece = PageBuffer(bytes: WriteBehind.bufferBytes + 4096)
+            var thrown: FileError?
+            do throws(FileError) {
+                // More than every buffer holds, so a write must wait for a failed one.
+                for _ in 0..<(WriteBehind.bufferCount + 2) {
+                    try behind!.write(UnsafeRawBufferPointer(piece.bytes))
+                }
+                if finishing { try behind!.finish() }
+            } catch {
+                thrown = error
+            }
+            if finishing {
+                #expect(thrown == FileError(.write, path: "/dev/full", code: ENOSPC))
+                #expect(throws: FileError.self) { try behind!.finish() }
+            }
+            behind = nil
+        }
     }
 
     @Test func abandonedFileReleasesItsBuffers() throws {
