@@ -60,7 +60,7 @@ say "swift build and unit tests"
 swift build --build-tests
 swift test
 
-say "fuzzing the header parser (libFuzzer, ${PARE_FUZZ_SECONDS:-60}s)"
+say "fuzzing the header parser and the .pare reader (libFuzzer, ${PARE_FUZZ_SECONDS:-60}s + half that)"
 tools/fuzz/run.sh "${PARE_FUZZ_SECONDS:-60}" 2>&1 | tail -4
 
 say "interop suite (real consumers)"
