@@ -12,12 +12,20 @@ SECONDS_TO_RUN="${1:-60}"
 BUILD=.build/fuzz
 rm -rf "$BUILD/src" "$BUILD/src-pare" && mkdir -p "$BUILD/src" "$BUILD/src-pare" "$BUILD/include" "$BUILD/corpus" "$BUILD/corpus-pare"
 
-# One module: drop the imports between pare's own modules.
-for module in OrderedJSON Tensors SafeTensors; do
-    for f in Sources/$module/*.swift; do
-        sed -E '/^import (OrderedJSON|Tensors|SafeTensors)$/d' "$f" > "$BUILD/src/${module}_$(basename "$f")"
+# copy_modules DIR MODULE...: the modules' sources as one module in DIR, without the
+# imports between them.
+copy_modules() {
+    local dir="$1"; shift
+    local names; names="$(IFS='|'; echo "$*")"
+    for module in "$@"; do
+        for f in Sources/$module/*.swift; do
+            sed -E "/^import ($names)\$/d" "$f" > "$dir/${module}_$(basename "$f")"
+        done
     done
-done
+}
+
+# The header parser: OrderedJSON, Tensors and SafeTensors.
+copy_modules "$BUILD/src" OrderedJSON Tensors SafeTensors
 # The C targets, as the package builds them: the system shims, and the kernels (CRC-32C,
 # 2:4 selection) that Tensors and PareFormat call.
 cp Sources/CSystemShims/include/CSystemShims.h Sources/CKernels/include/CKernels.h "$BUILD/include/"
@@ -33,12 +41,8 @@ swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$
     "$BUILD"/src/*.swift tools/fuzz/FuzzHeader.swift "${C_OBJECTS[@]}" -o "$BUILD/fuzz-header" 2>&1 \
     | grep -v "Cannot export local symbol" || true
 
-# The .pare reader: OrderedJSON, Tensors and PareFormat, with the CRC kernel and libzstd.
-for module in OrderedJSON Tensors PareFormat; do
-    for f in Sources/$module/*.swift; do
-        sed -E '/^import (OrderedJSON|Tensors|PareFormat)$/d' "$f" > "$BUILD/src-pare/${module}_$(basename "$f")"
-    done
-done
+# The .pare reader: OrderedJSON, Tensors and PareFormat, with the kernels and libzstd.
+copy_modules "$BUILD/src-pare" OrderedJSON Tensors PareFormat
 mkdir -p "$BUILD/include/zstd"
 printf 'module CZstd [system] {\n  header "/usr/include/zstd.h"\n  link "zstd"\n  export *\n}\n' > "$BUILD/include/zstd/module.modulemap"
 swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$BUILD/include" -I "$BUILD/include/zstd" \
