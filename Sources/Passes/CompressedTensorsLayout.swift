@@ -109,44 +109,20 @@ public enum CompressedTensorsLayout {
 
         /// `write` fused with 2:4 magnitude pruning of 16-bit weights, straight from the
         /// source rows: the same bytes without the pruned copy in between. The vector kernel
-        /// does each row; a row where it keeps an element of zero magnitude is redone here,
-        /// since the package then picks positions of its own (`sparseGroupPositions`).
+        /// does each row; a row where it keeps an element of zero magnitude goes the general
+        /// way (pruned, then packed by `write`), since the package then picks positions of
+        /// its own (`sparseGroupPositions`).
         private func writeFused(_ source: UnsafeRawBufferPointer, rows: Range<Int>, columns: Int, into output: UnsafeMutableRawPointer) {
-            let maskBytes = (columns + 7) / 8
+            let rowBytes = part == .compressed ? columns : (columns + 7) / 8
             for (k, row) in rows.enumerated() {
                 let src = source.baseAddress!.assumingMemoryBound(to: UInt16.self) + row * columns
-                let values = (output + k * columns).assumingMemoryBound(to: UInt16.self)
-                let mask = (output + k * maskBytes).assumingMemoryBound(to: UInt8.self)
+                let out = output + k * rowBytes
                 let zeros = part == .compressed
-                    ? NMSparsity.selectTwoOfFour(src, groups: columns / 4, mask: nil, values: values)
-                    : NMSparsity.selectTwoOfFour(src, groups: columns / 4, mask: mask, values: nil)
-                if zeros > 0 { writeFusedRow(src, columns: columns, values: values, mask: mask) }
-            }
-        }
-
-        /// One row of `writeFused` with the package's view of zeros.
-        private func writeFusedRow(_ src: UnsafePointer<UInt16>, columns: Int, values: UnsafeMutablePointer<UInt16>, mask: UnsafeMutablePointer<UInt8>) {
-            if part == .bitmask { mask.update(repeating: 0, count: (columns + 7) / 8) }
-            NMSparsity.twoOfFourKept.withUnsafeBufferPointer { keptTable in
-                positionsByFlags.withUnsafeBufferPointer { pairs in
-                    for group in 0..<(columns / 4) {
-                        let g = src + group * 4
-                        let kept = UInt16(keptTable[NMSparsity.twoOfFourIndex(g[0], g[1], g[2], g[3], magnitude: 0x7FFF)])
-                        // The pruned group as the package sees it: kept and numerically
-                        // non-zero ((k + 0x7FFF) >> 15 is 1 for any magnitude k > 0).
-                        @inline(__always) func bit(_ w: UInt16) -> Int { Int((w & 0x7FFF) &+ 0x7FFF) >> 15 }
-                        let nonZero = bit(g[0]) | bit(g[1]) << 1 | bit(g[2]) << 2 | bit(g[3]) << 3
-                        let pair = pairs[Int(kept) & nonZero]
-                        let first = Int(pair & 0xF), second = Int(pair >> 4)
-                        if part == .compressed {
-                            // A picked position the pruning dropped holds zero in the pruned weight.
-                            values[group * 2] = g[first] & (0 &- (kept >> UInt16(first) & 1))
-                            values[group * 2 + 1] = g[second] & (0 &- (kept >> UInt16(second) & 1))
-                        } else {
-                            let a = group * 4 + first, b = group * 4 + second
-                            mask[a / 8] |= 1 << UInt8(a % 8)
-                            mask[b / 8] |= 1 << UInt8(b % 8)
-                        }
+                    ? NMSparsity.selectTwoOfFour(src, groups: columns / 4, mask: nil, values: out.assumingMemoryBound(to: UInt16.self))
+                    : NMSparsity.selectTwoOfFour(src, groups: columns / 4, mask: out.assumingMemoryBound(to: UInt8.self), values: nil)
+                if zeros > 0 {
+                    prune.withPrunedRows(source: source, rows: row..<(row + 1)) { dense in
+                        write(dense, rows: 1, columns: columns, width: 2, into: out)
                     }
                 }
             }
