@@ -56,12 +56,12 @@ final class PareSink: TensorSink {
 
     /// Produced into a scratch buffer, then handed to the writer, which compresses it.
     func withSpace(_ count: Int, _ body: (UnsafeMutableRawPointer) -> Void) throws(ModelFolderError) {
-        if (scratch?.capacity ?? -1) < count { scratch = nil; scratch = PageBuffer(bytes: count) }
-        body(scratch!.pointer)
-        try write(UnsafeRawBufferPointer(start: scratch!.pointer, count: count))
+        let space = scratch.reserve(count)
+        body(space)
+        try write(UnsafeRawBufferPointer(start: space, count: count))
     }
 
-    private var scratch: PageBuffer?
+    private let scratch = ScratchBuffer()
 
     func finish(sync: Bool) throws(ModelFolderError) {
         do { try writer.finish(sync: sync) } catch { throw .pare(error) }

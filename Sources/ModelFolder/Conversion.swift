@@ -392,9 +392,8 @@ public struct Conversion: Sendable {
             if !progress(bytes, total) { throw .interrupted }
         }
         var written = done
-        var buffer: PageBuffer?
-        // Reused from tensor to tensor: fresh pages would be zeroed by the kernel each time.
-        var scratch: PageBuffer?
+        // Casts and transforms that cannot produce in place work here, tensor after tensor.
+        let scratch = ScratchBuffer()
         var prefetched = 0
         for (index, planned) in shard.items.enumerated() {
             prefetch(shard.items, from: index, through: &prefetched)
@@ -408,7 +407,7 @@ public struct Conversion: Sendable {
                 let sliced = try slicedBytes(item, source: source)
                 let result = sliced.withUnsafeBytes { bytes in
                     Result { () throws(ModelFolderError) in
-                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: &scratch) { done throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: scratch) { done throws(ModelFolderError) in
                             try report(written + done)
                         }
                     }
@@ -417,7 +416,7 @@ public struct Conversion: Sendable {
             } else if let transform = item.transform {
                 let result = try source.withBytes(of: item.source.info) { bytes in
                     Result { () throws(ModelFolderError) in
-                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: &scratch) { done throws(ModelFolderError) in
+                        try writeTransformed(item, transform, source: bytes, writer: writer, scratch: scratch) { done throws(ModelFolderError) in
                             try report(written + done)
                         }
                     }
@@ -467,8 +466,7 @@ public struct Conversion: Sendable {
             } else {
                 let from = item.source.info.dtype, to = item.entry.dtype
                 let inBytes = from.bitWidth / 8, outBytes = to.bitWidth / 8
-                if buffer == nil { buffer = PageBuffer(bytes: Self.castChunkElements * 4) }
-                let scratch = buffer!.pointer
+                let space = scratch.reserve(Self.castChunkElements * 4)
                 var converted = 0
                 try source.forEachPiece(of: item.source.info, pieceBytes: Self.castChunkElements * inBytes) { piece throws(ModelFolderError) in
                     // Pieces of a .pare tensor are batches of chunks, larger than the scratch.
@@ -476,8 +474,8 @@ public struct Conversion: Sendable {
                     let elements = piece.count / inBytes
                     while start < elements {
                         let count = min(Self.castChunkElements, elements - start)
-                        FloatConversion.convertInParallel(count: count, from: from, piece.baseAddress! + start * inBytes, to: to, scratch)
-                        try writer.write(UnsafeRawBufferPointer(start: scratch, count: count * outBytes))
+                        FloatConversion.convertInParallel(count: count, from: from, piece.baseAddress! + start * inBytes, to: to, space)
+                        try writer.write(UnsafeRawBufferPointer(start: space, count: count * outBytes))
                         start += count
                         converted += count
                         try report(written + converted * outBytes)
@@ -569,7 +567,7 @@ public struct Conversion: Sendable {
     /// `gatherChunkBytes` of output per step).
     private func writeTransformed(
         _ item: Item, _ transform: any TensorTransform, source: UnsafeRawBufferPointer,
-        writer: TensorSink, scratch: inout PageBuffer?, progress: (Int) throws(ModelFolderError) -> Void
+        writer: TensorSink, scratch: ScratchBuffer, progress: (Int) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
         // Rows of what the transform reads: the sliced tensor when there are selections.
         let shape = item.isWholeCopyExceptTransform ? item.source.info.shape : item.entry.shape
@@ -589,7 +587,6 @@ public struct Conversion: Sendable {
         }
         let stepBytes = step >= rows ? total : total / rows * step
         let inPlace = stepBytes <= OutputFile.maximumSpace
-        if !inPlace, (scratch?.capacity ?? -1) < stepBytes { scratch = nil; scratch = PageBuffer(bytes: stepBytes) }
         var done = 0
         var row = 0
         repeat {
@@ -599,7 +596,7 @@ public struct Conversion: Sendable {
             if inPlace {
                 try writer.withSpace(bytes) { Self.applyInParallel(transform, source: source, rows: range, rowBytes: rowBytes, into: $0) }
             } else {
-                let buffer = scratch!.pointer
+                let buffer = scratch.reserve(stepBytes)
                 Self.applyInParallel(transform, source: source, rows: range, rowBytes: rowBytes, into: buffer)
                 try writer.write(UnsafeRawBufferPointer(start: buffer, count: bytes))
             }

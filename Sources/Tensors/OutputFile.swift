@@ -66,10 +66,12 @@ public final class OutputFile {
             offset += count
             return
         }
-        let scratch = PageBuffer(bytes: count)
-        body(scratch.pointer)
-        try write(UnsafeRawBufferPointer(start: scratch.pointer, count: count))
+        let space = scratch.reserve(count)
+        body(space)
+        try write(UnsafeRawBufferPointer(start: space, count: count))
     }
+
+    private lazy var scratch = ScratchBuffer()
 
     public func write(_ bytes: [UInt8]) throws(FileError) {
         let result = bytes.withUnsafeBytes { buffer in
