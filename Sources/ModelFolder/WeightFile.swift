@@ -105,20 +105,17 @@ public enum WeightFile: Sendable {
 
     /// Starts reading the first `limit` stored bytes of a tensor from disk in the
     /// background, for a tensor needed soon: reading then overlaps the work on the ones
-    /// before it. Returns how many bytes were asked for.
-    @discardableResult
-    public func prefetch(_ tensor: TensorInfo, limit: Int) -> Int {
+    /// before it.
+    public func prefetch(_ tensor: TensorInfo, limit: Int) {
         let range: Range<Int>
         switch self {
         case .safetensors(let file):
             range = file.fileRange(of: tensor)
         case .pare(let file, _):
-            guard let stored = file.tensor(named: tensor.name), let first = stored.chunks.first, let last = stored.chunks.last else { return 0 }
+            guard let stored = file.tensor(named: tensor.name), let first = stored.chunks.first, let last = stored.chunks.last else { return }
             range = Int(first.offset)..<Int(last.offset + last.length)
         }
-        let clipped = range.lowerBound..<min(range.upperBound, range.lowerBound + max(0, limit))
-        mapping.adviseWillNeed(clipped)
-        return clipped.count
+        mapping.adviseWillNeed(range.lowerBound..<min(range.upperBound, range.lowerBound + max(0, limit)))
     }
 
     private var mapping: MappedFile {

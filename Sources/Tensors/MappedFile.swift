@@ -76,7 +76,7 @@ public final class MappedFile: @unchecked Sendable {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = range.lowerBound / page * page
         _ = madvise(base + start, range.upperBound - start, MADV_SEQUENTIAL)
-        _ = madvise(base + start, range.upperBound - start, MADV_WILLNEED)
+        adviseWillNeed(range)
     }
 
     /// Asks the kernel to start reading `range` into the page cache now, without waiting,

@@ -194,7 +194,7 @@ public enum NMSparsity {
     }
 
     /// `selectTwoOfFour` without vector instructions, whatever the CPU: for tests.
-    public static func selectTwoOfFourPortable(
+    static func selectTwoOfFourPortable(
         _ source: UnsafePointer<UInt16>, groups: Int, mask: UnsafeMutablePointer<UInt8>?,
         values: UnsafeMutablePointer<UInt16>?, dense: UnsafeMutablePointer<UInt16>? = nil
     ) -> Int {

@@ -72,7 +72,7 @@ final class WriteBehind: @unchecked Sendable {
             filled += count
             source += count
             remaining -= count
-            if filled == Self.bufferBytes { submit() }
+            if filled == Self.bufferBytes { submit(filled) }
         }
     }
 
@@ -99,7 +99,7 @@ final class WriteBehind: @unchecked Sendable {
         }
         body(buffers[current].pointer + filled)
         filled += count
-        if filled == Self.bufferBytes { submit() }
+        if filled == Self.bufferBytes { submit(filled) }
     }
 
     /// Makes sure a buffer is held, waiting for the queue to free one.
@@ -135,8 +135,7 @@ final class WriteBehind: @unchecked Sendable {
     }
 
     /// Hands the first `count` bytes of the current buffer to the queue.
-    private func submit(_ count: Int? = nil) {
-        let count = count ?? filled
+    private func submit(_ count: Int) {
         let buffer = buffers[current]
         let offset = bufferOffset
         let padded = (count + Self.blockBytes - 1) / Self.blockBytes * Self.blockBytes
@@ -154,7 +153,6 @@ final class WriteBehind: @unchecked Sendable {
         bufferOffset += count
         filled = 0
     }
-
 }
 
 /// The descriptor and the state the queue's writes share with the caller.
