@@ -533,15 +533,8 @@ def compute_targets(groups: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--ct-sparsify"]:
-        if len(argv) != 3:
-            raise SystemExit("usage: bench_pare.py --ct-sparsify IN OUT")
-        ct_sparsify(argv[1], argv[2])
-        return 0
-    if argv[:1] == ["--io-floor"]:
-        if len(argv) != 4:
-            raise SystemExit("usage: bench_pare.py --io-floor IN LIKE OUT")
-        io_floor(argv[1], argv[2], argv[3])
+    from helper_steps import run_step
+    if run_step(argv, {"--ct-sparsify": (ct_sparsify, "IN OUT"), "--io-floor": (io_floor, "IN LIKE OUT")}):
         return 0
 
     sys.path.insert(0, HERE)

@@ -211,10 +211,8 @@ def compute_targets(scales: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--hf-trim"]:
-        if len(argv) != 3:
-            raise SystemExit("usage: bench_trim.py --hf-trim IN OUT")
-        hf_trim(argv[1], argv[2])
+    from helper_steps import run_step
+    if run_step(argv, {"--hf-trim": (hf_trim, "IN OUT")}):
         return 0
 
     sys.path.insert(0, HERE)
