@@ -253,6 +253,25 @@ def commands(method: str, pare: str, src: str, dst: str) -> list[str]:
     }[method]
 
 
+def build_notes(pare: str) -> dict:
+    """The repository commit (flagged when Sources/ has local changes) and `pare --version`
+    of the binary measured, for the results file."""
+    notes = {}
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
+                               capture_output=True, text=True).stdout.strip()
+        notes["git_head"] = head + (" (Sources/ modified)" if dirty else "")
+    except OSError:
+        pass
+    try:
+        notes["pare_version"] = subprocess.run([pare, "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return notes
+
+
 def machine_notes(data: str) -> dict:
     st = os.statvfs(data)
     notes = {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
@@ -315,6 +334,13 @@ def compute_targets(sc: list[dict]) -> dict:
                 t[f"{m} peak RssAnon flat across scales ({' / '.join(f'{p:.0f}' for p in peaks)} MiB)"] = \
                     max(peaks) - min(peaks) <= max(16.0, 0.1 * min(peaks))
     return t
+
+
+def print_report(results: dict) -> None:
+    """Re-prints an earlier results file: the command, the cache, the tables and targets."""
+    print(f"# {results['command']}  ({results['date']}, repo {results.get('git_head', '?')})")
+    print(f"# cache: {results['cache']}")
+    print_summary(results)
 
 
 def print_summary(results: dict):
@@ -382,9 +408,7 @@ def main(argv=None) -> int:
         cache = "cold" if results["cache"].startswith("cold") else "warm"
         results["table"] = fmt_table(results["scales"], cache)
         results["targets"] = compute_targets(results["scales"])
-        print(f"# {results['command']}  ({results['date']}, repo {results.get('git_head', '?')})")
-        print(f"# cache: {results['cache']}")
-        print_summary(results)
+        print_report(results)
         return 0
 
     os.makedirs(args.data, exist_ok=True)
@@ -396,19 +420,7 @@ def main(argv=None) -> int:
                "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
                "pare": pare, "cache": cache_note, "runs": args.runs,
                "machine": machine_notes(args.data), "scales": []}
-    try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
-                               capture_output=True, text=True).stdout.strip()
-        results["git_head"] = head + (" (Sources/ modified)" if dirty else "")
-    except OSError:
-        pass
-    try:
-        results["pare_version"] = subprocess.run([pare, "--version"], capture_output=True,
-                                                 text=True).stdout.strip()
-    except OSError:
-        pass
+    results.update(build_notes(pare))
 
     for scale in args.scale:
         sdir = os.path.join(args.data, f"scale{scale:g}")

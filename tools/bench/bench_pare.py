@@ -538,7 +538,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_convert import finish_results, machine_notes, print_summary, resolve_pare_and_cache
+    from bench_convert import build_notes, finish_results, machine_notes, print_report, resolve_pare_and_cache
 
     ap = argparse.ArgumentParser(description="Benchmark .pare sizes and speed and pare sparsify (issue 4).")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -563,9 +563,7 @@ def main(argv=None) -> int:
             results = json.load(f)
         results["table"] = fmt_table(results["scales"], results["cache"].split(":")[0], results["runs"])
         results["targets"] = compute_targets(results["scales"])
-        print(f"# {results['command']}  ({results['date']}, repo {results.get('git_head', '?')})")
-        print(f"# cache: {results['cache']}")
-        print_summary(results)
+        print_report(results)
         return 0
 
     pare, cache, cache_note = resolve_pare_and_cache(args.pare, args.cache)
@@ -576,15 +574,7 @@ def main(argv=None) -> int:
                "command": " ".join([os.path.basename(sys.executable), os.path.relpath(__file__, REPO)] + argv),
                "pare": pare, "cache": cache_note, "runs": args.runs, "parts": args.parts,
                "machine": machine_notes(data), "scales": []}
-    try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
-                               capture_output=True, text=True).stdout.strip()
-        results["git_head"] = head + (" (Sources/ modified)" if dirty else "")
-        results["pare_version"] = subprocess.run([pare, "--version"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
+    results.update(build_notes(pare))
 
     # ---- models
     t0 = time.time()

@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, HERE)
-    from bench_convert import drop_caches, du_bytes, finish_results, machine_notes, print_summary, resolve_pare_and_cache, timed_run, warm
+    from bench_convert import build_notes, drop_caches, du_bytes, finish_results, machine_notes, print_report, resolve_pare_and_cache, timed_run, warm
 
     ap = argparse.ArgumentParser(description="Benchmark pare trim vs cp and the transformers way.")
     ap.add_argument("--data", default=os.path.join(REPO, "bench-data"))
@@ -235,9 +235,7 @@ def main(argv=None) -> int:
     if args.report:
         with open(args.report) as f:
             results = json.load(f)
-        print(f"# {results['command']}  ({results['date']}, repo {results.get('git_head', '?')})")
-        print(f"# cache: {results['cache']}")
-        print_summary(results)
+        print_report(results)
         return 0
 
     pare, cache, cache_note = resolve_pare_and_cache(args.pare, args.cache)
@@ -257,15 +255,7 @@ def main(argv=None) -> int:
         del torch, transformers
     except ImportError:
         pass
-    try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "Sources", "Package.swift"],
-                               capture_output=True, text=True).stdout.strip()
-        results["git_head"] = head + (" (Sources/ modified)" if dirty else "")
-        results["pare_version"] = subprocess.run([pare, "--version"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
+    results.update(build_notes(pare))
 
     all_ok = True
     for scale in args.scale:
