@@ -13,9 +13,10 @@ save it with `save_pretrained`. One function per surgery per family.
 Library: `trim(model_dir, out_dir, plan)`, `resolve(model_dir, request) -> plan`,
 the `score_*` functions and `select_top`.
 
-Families (config.model_type): llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, gpt2, bert.
+Families (config.model_type): llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe,
+olmo2, gemma2, gpt2, bert.
 Tensor names below are those of the model *in memory* (transformers 5.24). For
-mixtral / qwen2_moe that is the stacked expert layout
+mixtral / qwen2_moe / qwen3_moe that is the stacked expert layout
 `mlp.experts.gate_up_proj [E, 2F, H]` (rows 0..F-1 = gate/w1 of the expert, rows
 F..2F-1 = up/w3) and `mlp.experts.down_proj [E, H, F]`; `save_pretrained` writes them
 back as the per-expert tensors of the input checkpoint
@@ -30,7 +31,8 @@ PLAN (explicit; every index is an ORIGINAL index of the input model; every key o
       "ffn": {"0": [0, 5, 7]},
       "expert_ffn": {"0": {"1": [0, 3]}},
       "shared_expert_ffn": {"0": [1, 2]},
-      "experts": {"0": [0, 2, 3]}
+      "experts": {"0": [0, 2, 3]},
+      "hidden": [0, 1, 3, 4, ...]
     }
   Order: (1) merges, (2) drop layers (the merged-away layers l+1..l+m go too),
   (3) attention / ffn / expert_ffn / shared_expert_ffn / experts on the surviving layers
@@ -41,6 +43,16 @@ PLAN (explicit; every index is an ORIGINAL index of the input model; every key o
   Layers (or experts) not named in a section keep everything. `attention` entries may
   omit `query_heads` (keep whole groups) or `kv_heads` (keep every kv head).
   `merge[].norms` defaults to "first".
+  (4) `hidden` (global, not per layer: the kept channels of the residual stream, original
+  indices) applies last, to every tensor that carries the hidden axis (`HIDDEN_LAYER_DIMS`,
+  `HIDDEN_GLOBAL_DIMS`): the embedding's and the LM head's columns (a tied head stays
+  tied), every norm over hidden (input / post-attention / final; gemma2's pre/post-
+  feedforward, olmo2's post norms), the input columns of q/k/v, gate/up, every expert's
+  gate/up, the router, qwen2_moe's shared expert gate/up and shared_expert_gate, and the
+  output rows of o_proj and down_proj (every expert's down, the shared expert's down) with
+  their biases. Slicing commutes with the per-layer surgeries, so the order is only a
+  convenience. Per-head / full-width q_norm and k_norm, q/k/v biases and gate/up biases
+  have no hidden axis. gpt2 and bert are refused (see `refuse_gpt2_hidden`).
 
 REQUEST (what `resolve` turns into a plan with default, calibration-free scores)
     {"merge": [{"start": 0, "count": 2, "norms": "first"}],   # count = layers in the run
@@ -50,7 +62,8 @@ REQUEST (what `resolve` turns into a plan with default, calibration-free scores)
      "ffn": 0.75,               # dense FFN channels: fraction or count
      "expert_ffn": 16,          # each expert's FFN channels: fraction or count
      "shared_expert_ffn": 16,   # qwen2_moe shared expert's FFN channels: fraction or count
-     "experts": 3}              # experts kept per MoE layer: fraction or count
+     "experts": 3,              # experts kept per MoE layer: fraction or count
+     "hidden": 0.75}            # hidden channels kept (one selection for the whole model)
   Size rule: a JSON integer is a count; a JSON non-integer number f in (0, 1] is a
   fraction and means max(1, floor(f * size)) (e.g. 0.75 * 96 = 72; 0.3 * 3 = 0.9 -> 1).
 
@@ -61,11 +74,19 @@ norms, accumulated in float64, of every weight removed with it:
   FFN channel    gate row + up row + down column (+ gate/up bias entries; gpt2 c_fc column
                  + bias + c_proj row; bert intermediate row + bias + output column);
   expert         its gate_up and down blocks + its router row (+ router bias entry);
-  expert channel that expert's gate row + up row + down column.
+  expert channel that expert's gate row + up row + down column;
+  hidden channel c  every element that is removed with c, in every tensor that carries the
+                 hidden axis (list under PLAN (4)): embedding column, LM head column
+                 (counted once in total when tied), every norm's entry c, q/k/v/gate/up/
+                 router/expert gate_up/shared expert columns c, o_proj/down/expert down/
+                 shared expert down rows c and bias entries c, on the surviving layers
+                 only (dropped and merged-away layers do not count).
 The N highest scores are kept, ties broken by the lower index (sort by (-score, index)),
 and the kept list is reported ascending. Scores are computed on the weights as they are
 after the earlier steps (merge, drop), i.e. on the merged tensors cast back to the model
-dtype. `heads` is resolved inside the kept kv groups: heads / kv_heads per group.
+dtype. `heads` is resolved inside the kept kv groups: heads / kv_heads per group. Width
+prunes of different axes are scored independently, each on the full-width (merged)
+weights: the hidden score does not see the heads / channels the same request removes.
 
 LaCo MERGE. For a run [l, l+1, ..., l+m]:
     acc = float32(θ_l)
@@ -78,16 +99,29 @@ tensors with the same shapes (a qwen2_moe dense layer cannot merge with a MoE la
 
 CONFIG. drop/merge: num_hidden_layers (gpt2 n_layer); `layer_types` sliced;
 `max_window_layers` = number of kept layers whose original index < old value;
-qwen2_moe `mlp_only_layers` / `decoder_sparse_step`: see `qwen2_moe_sparse_config`.
+qwen2_moe / qwen3_moe `mlp_only_layers` / `decoder_sparse_step`: see `qwen2_moe_sparse_config`.
 attention: num_attention_heads, num_key_value_heads, explicit head_dim.
-ffn: intermediate_size (gpt2: explicit n_inner). expert_ffn: mixtral intermediate_size,
-qwen2_moe moe_intermediate_size. shared_expert_ffn: shared_expert_intermediate_size.
-experts: mixtral num_local_experts, qwen2_moe num_experts.
+ffn: intermediate_size (gpt2: explicit n_inner; qwen2_moe / qwen3_moe: the dense layers' size).
+expert_ffn: mixtral intermediate_size, qwen2_moe / qwen3_moe moe_intermediate_size.
+shared_expert_ffn: shared_expert_intermediate_size (qwen2_moe only; qwen3_moe has no shared expert).
+experts: mixtral and qwen3_moe num_local_experts (qwen3_moe's `num_experts` is an
+attribute_map alias of it), qwen2_moe num_experts.
+hidden: hidden_size, and head_dim written explicitly (the original head size): every
+family that allows hidden pruning reads config.head_dim in its attention and rotary
+embedding and falls back to hidden_size // num_attention_heads only when it is absent
+(qwen2, qwen2_moe, qwen3_moe, olmo2 have no head_dim field; mixtral's defaults to None;
+llama/mistral derive it in __post_init__; qwen3's config class fills in 128 and gemma2's
+256 when config.json has none -- not hidden / heads). gemma2's
+embedding scale is sqrt(hidden_size), computed by the class from the config: a hidden-
+pruned gemma2 scales its embeddings by sqrt(new hidden), as a model of that width does.
 
 REFUSED (TrimError, before anything is written): different counts per layer for any
 structure (the config holds one number), a query-head count that does not split evenly
 over the kv groups, top-k > experts kept, gpt2/bert head pruning (see
-`refuse_gpt2_attention` / `refuse_bert_attention`), out-of-range or duplicate indices,
+`refuse_gpt2_attention` / `refuse_bert_attention`), olmo2 head pruning
+(`refuse_olmo2_attention`), gpt2/bert hidden pruning (`refuse_gpt2_hidden` /
+`refuse_bert_hidden`), a llama / gemma2 result whose hidden_size is not a multiple of
+num_attention_heads (`check_heads_divide_hidden`), out-of-range or duplicate indices,
 entries for removed layers/experts, merges of layers with different tensors.
 """
 
@@ -111,8 +145,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 PLAN_VERSION = 1
-PLAN_KEYS = {"version", "merge", "drop_layers", "attention", "ffn", "expert_ffn", "shared_expert_ffn", "experts"}
-REQUEST_KEYS = {"merge", "drop_layers", "kv_heads", "heads", "ffn", "expert_ffn", "shared_expert_ffn", "experts"}
+PLAN_KEYS = {"version", "merge", "drop_layers", "attention", "ffn", "expert_ffn", "shared_expert_ffn", "experts", "hidden"}
+REQUEST_KEYS = {"merge", "drop_layers", "kv_heads", "heads", "ffn", "expert_ffn", "shared_expert_ffn", "experts", "hidden"}
 
 
 class TrimError(ValueError):
@@ -127,13 +161,14 @@ class Family:
     model_types: tuple[str, ...]
     layer_prefixes: tuple[str, ...]  # state-dict prefix of layer i is f"{prefix}{i}."; first that matches
     norms: tuple[str, ...]  # per-layer norm tensors (suffixes), for merge "norms": "first"
-    attention: str  # "gqa" or "refused"
+    attention: str  # "gqa", or the family whose refusal applies (REFUSE_ATTENTION)
     dense_ffn: str | None  # "llama", "gpt2", "bert" or None (mixtral: only expert FFNs)
     ffn_config_key: str | None  # config attribute of the dense FFN size
     moe: bool = False
     experts_config_key: str | None = None
     expert_ffn_config_key: str | None = None
     shared_expert_ffn_config_key: str | None = None
+    hidden: bool = True  # hidden pruning supported (else REFUSE_HIDDEN[model_type])
 
 
 _LLAMA_NORMS = ("input_layernorm.weight", "post_attention_layernorm.weight")
@@ -172,13 +207,43 @@ FAMILIES = {
         expert_ffn_config_key="moe_intermediate_size",
         shared_expert_ffn_config_key="shared_expert_intermediate_size",
     ),
+    "qwen3_moe": Family(
+        ("qwen3_moe",),
+        _LLAMA_PREFIXES,
+        _LLAMA_NORMS + ("self_attn.q_norm.weight", "self_attn.k_norm.weight"),
+        "gqa",
+        "llama",  # the dense layers (mlp_only_layers / off-step layers)
+        "intermediate_size",
+        moe=True,
+        experts_config_key="num_local_experts",  # config.json key; `num_experts` is an attribute_map alias
+        expert_ffn_config_key="moe_intermediate_size",
+    ),
+    "olmo2": Family(
+        ("olmo2",),
+        _LLAMA_PREFIXES,
+        # post-norms only (no input norm); q_norm / k_norm are full-width RMSNorms
+        ("post_attention_layernorm.weight", "post_feedforward_layernorm.weight",
+         "self_attn.q_norm.weight", "self_attn.k_norm.weight"),
+        "olmo2",
+        "llama",
+        "intermediate_size",
+    ),
+    "gemma2": Family(
+        ("gemma2",),
+        _LLAMA_PREFIXES,
+        _LLAMA_NORMS + ("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"),
+        "gqa",
+        "llama",
+        "intermediate_size",
+    ),
     "gpt2": Family(
         ("gpt2",),
         ("transformer.h.", "h."),
         ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"),
-        "refused",
+        "gpt2",
         "gpt2",
         "n_inner",
+        hidden=False,
     ),
     "bert": Family(
         ("bert",),
@@ -189,9 +254,10 @@ FAMILIES = {
             "output.LayerNorm.weight",
             "output.LayerNorm.bias",
         ),
-        "refused",
+        "bert",
         "bert",
         "intermediate_size",
+        hidden=False,
     ),
 }
 
@@ -213,6 +279,8 @@ class ModelInfo:
     family: Family
     prefix: str
     num_layers: int
+    hidden_size: int
+    tied: bool  # the LM head is the embedding (one tensor)
     num_heads: int
     num_kv_heads: int
     head_dim: int
@@ -242,7 +310,7 @@ def model_info(model) -> ModelInfo:
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     moe_layers = [i for i in range(n) if fam.moe and f"{prefix}{i}.mlp.gate.weight" in sd]
-    if cfg.model_type == "qwen2_moe":  # the weights agree with Qwen2MoeDecoderLayer's rule
+    if cfg.model_type in ("qwen2_moe", "qwen3_moe"):  # the weights agree with the DecoderLayer's rule
         rule = [i for i in range(n) if i not in cfg.mlp_only_layers and cfg.num_experts > 0
                 and (i + 1) % cfg.decoder_sparse_step == 0]
         assert moe_layers == rule, f"MoE layers {moe_layers} differ from the config's rule {rule}"
@@ -257,6 +325,8 @@ def model_info(model) -> ModelInfo:
         family=fam,
         prefix=prefix,
         num_layers=n,
+        hidden_size=cfg.hidden_size,
+        tied=_is_tied(sd),
         num_heads=heads,
         num_kv_heads=kv,
         head_dim=head_dim,
@@ -283,6 +353,14 @@ def model_info(model) -> ModelInfo:
         gu = sd[f"{prefix}{moe_layers[0]}.mlp.experts.gate_up_proj"]
         assert tuple(gu.shape[:2]) == (info.num_experts, 2 * info.expert_ffn_size), "config/expert tensors disagree"
     return info
+
+
+def _is_tied(sd: dict) -> bool:
+    """Whether the state dict's LM head is the embedding itself (transformers ties the
+    parameters: both names are in the state dict, with one storage)."""
+    head = sd.get("lm_head.weight")
+    embed = next((sd[k] for k in ("model.embed_tokens.weight", "embed_tokens.weight") if k in sd), None)
+    return head is not None and embed is not None and head.data_ptr() == embed.data_ptr()
 
 
 # =============================================================================== small helpers
@@ -352,12 +430,12 @@ def size_from_request(value, size: int, what: str) -> int:
 
 
 def attention_gqa(layer: dict, info: ModelInfo, kv_keep: list[int], q_keep: list[list[int]]) -> dict:
-    """GQA head pruning for llama / mistral / qwen2 / qwen3 / mixtral / qwen2_moe.
+    """GQA head pruning for llama / mistral / qwen2 / qwen3 / mixtral / qwen2_moe / qwen3_moe / gemma2.
 
     Query head h belongs to kv head h // group (group = heads / kv_heads). Query head
     (k, j) = kv head k, j-th head of its group, is q_proj rows / o_proj columns
     (k*group + j)*head_dim ... + head_dim; kv head k is k_proj / v_proj rows
-    k*head_dim ... + head_dim. Biases follow their rows. o_proj's bias and qwen3's
+    k*head_dim ... + head_dim. Biases follow their rows. o_proj's bias and qwen3 / qwen3_moe's
     per-head-dim q_norm / k_norm ([head_dim], shared by all heads) are untouched.
     """
     group = info.num_heads // info.num_kv_heads
@@ -396,6 +474,22 @@ def refuse_bert_attention(*_args, **_kwargs):
         "hidden_size / num_attention_heads and attention.output.dense is hidden x hidden, so fewer heads would "
         "change the head size, not the width; there is no head_dim key to keep it (prune ffn or drop layers instead)"
     )
+
+
+def refuse_olmo2_attention(*_args, **_kwargs):
+    """transformers 5.24 Olmo2Attention: q_norm = Olmo2RMSNorm(num_attention_heads * head_dim) applied to the
+    whole q_proj output before it is split into heads, k_norm = Olmo2RMSNorm(num_key_value_heads * head_dim)
+    likewise. One mean of squares is taken over every head at once, so a kept head is normalised differently
+    once others are gone: slicing the norm weights gives a model that no longer computes the original heads."""
+    raise TrimError(
+        "olmo2 attention heads cannot be pruned: Olmo2Attention's q_norm and k_norm are each one RMSNorm over the "
+        "full q width (num_attention_heads * head_dim) and k width (num_key_value_heads * head_dim), i.e. over all "
+        "heads at once, so removing any head changes the statistic the kept heads are normalised with "
+        "(prune ffn or hidden, or drop / merge layers instead)"
+    )
+
+
+REFUSE_ATTENTION = {"gpt2": refuse_gpt2_attention, "bert": refuse_bert_attention, "olmo2": refuse_olmo2_attention}
 
 
 def score_query_heads(layer: dict, num_heads: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
@@ -543,6 +637,142 @@ def score_shared_expert_ffn(layer: dict) -> torch.Tensor:
     return score_ffn_llama(layer, base="mlp.shared_expert.")
 
 
+# =============================================================================== hidden (Minitron's embedding channels)
+
+# Every per-layer tensor (in-memory name, llama-style families) that carries the hidden axis,
+# with the dimension it is in. Norms over hidden: entries; projections that read the residual
+# stream: input columns (dim 1, stacked experts' gate_up_proj [E, 2F, H]: dim 2); projections
+# that write it: output rows (dim 0, stacked down_proj [E, H, F]: dim 1) and their biases.
+HIDDEN_LAYER_DIMS = {
+    "input_layernorm.weight": 0,
+    "post_attention_layernorm.weight": 0,
+    "pre_feedforward_layernorm.weight": 0,  # gemma2
+    "post_feedforward_layernorm.weight": 0,  # gemma2, olmo2
+    "self_attn.q_proj.weight": 1,
+    "self_attn.k_proj.weight": 1,
+    "self_attn.v_proj.weight": 1,
+    "self_attn.o_proj.weight": 0,
+    "self_attn.o_proj.bias": 0,
+    "mlp.gate_proj.weight": 1,
+    "mlp.up_proj.weight": 1,
+    "mlp.down_proj.weight": 0,
+    "mlp.down_proj.bias": 0,
+    "mlp.gate.weight": 1,  # router [E, H]
+    "mlp.experts.gate_up_proj": 2,  # [E, 2F, H]
+    "mlp.experts.down_proj": 1,  # [E, H, F]
+    "mlp.shared_expert.gate_proj.weight": 1,
+    "mlp.shared_expert.up_proj.weight": 1,
+    "mlp.shared_expert.down_proj.weight": 0,
+    "mlp.shared_expert_gate.weight": 1,  # [1, H]
+}
+# Per-layer tensors with no hidden axis: untouched by hidden pruning. A tensor in neither
+# table is refused (the reference never guesses which dimension is the hidden one).
+NO_HIDDEN_LAYER = {
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.bias",
+    "self_attn.q_norm.weight",  # qwen3/qwen3_moe: [head_dim]; olmo2: [heads * head_dim]
+    "self_attn.k_norm.weight",  # qwen3/qwen3_moe: [head_dim]; olmo2: [kv_heads * head_dim]
+    "mlp.gate_proj.bias",
+    "mlp.up_proj.bias",
+    "mlp.gate.bias",  # router bias [E]
+}
+# Global tensors (names relative to the base model's prefix, "model." or nothing).
+HIDDEN_GLOBAL_DIMS = {"embed_tokens.weight": 1, "norm.weight": 0, "lm_head.weight": 1}
+
+# model_types whose config class refuses hidden_size % num_attention_heads != 0
+# (LlamaConfig / Gemma2Config.validate_architecture in transformers 5.24, run at __init__,
+# save_pretrained and from_pretrained), although their head size comes from head_dim.
+HIDDEN_MULTIPLE_OF_HEADS = {"llama", "gemma2"}
+
+
+def refuse_gpt2_hidden(*_args, **_kwargs):
+    raise TrimError(
+        "gpt2 hidden channels cannot be pruned: transformers' GPT2Attention derives head_dim = n_embd // n_head "
+        "(there is no head_dim key), so a smaller n_embd would shrink every attention head instead of only the "
+        "residual stream (prune ffn or drop / merge layers instead)"
+    )
+
+
+def refuse_bert_hidden(*_args, **_kwargs):
+    raise TrimError(
+        "bert hidden channels cannot be pruned: transformers' BertSelfAttention derives the head size as "
+        "hidden_size / num_attention_heads (there is no head_dim key), so a smaller hidden_size would shrink every "
+        "attention head instead of only the residual stream (prune ffn or drop / merge layers instead)"
+    )
+
+
+REFUSE_HIDDEN = {"gpt2": refuse_gpt2_hidden, "bert": refuse_bert_hidden}
+
+
+def hidden_dim(name: str, info: ModelInfo) -> int | None:
+    """The dimension of state-dict tensor `name` that is the hidden axis (None: it has none)."""
+    prefix = info.prefix
+    if name.startswith(prefix):
+        suffix = name[len(prefix):].split(".", 1)[1]
+        if suffix in HIDDEN_LAYER_DIMS:
+            return HIDDEN_LAYER_DIMS[suffix]
+        if suffix in NO_HIDDEN_LAYER:
+            return None
+    else:
+        base = prefix[: -len("layers.")]  # "model." or ""
+        rel = name if name == "lm_head.weight" else name[len(base):] if name.startswith(base) else None
+        if rel in HIDDEN_GLOBAL_DIMS:
+            return HIDDEN_GLOBAL_DIMS[rel]
+    raise TrimError(f"the reference does not know whether {name} carries the hidden axis; hidden pruning refused")
+
+
+def hidden_slice(sd: dict, keep: list[int], info: ModelInfo) -> dict:
+    """Every tensor that carries the hidden axis keeps channels `keep` along it (any order of the
+    other surgeries gives the same result: they slice other dimensions)."""
+    idx = _idx(keep)
+    out = {}
+    for name, t in sd.items():
+        d = hidden_dim(name, info)
+        if d is None:
+            out[name] = t
+            continue
+        assert t.shape[d] == info.hidden_size, f"{name}: dim {d} is {t.shape[d]}, not hidden_size {info.hidden_size}"
+        out[name] = t.index_select(d, idx).contiguous()
+    return out
+
+
+def sq_along(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of squares in float64 over every dimension but `dim` ([t.shape[dim]])."""
+    t = t.to(torch.float64)
+    return (t * t).sum(dim=[d for d in range(t.dim()) if d != dim]) if t.dim() > 1 else t * t
+
+
+def score_hidden(global_tensors: dict, layers: dict, info: ModelInfo) -> torch.Tensor:
+    """[hidden] float64: channel c's score is the sum of squares of every element removed with it,
+    over the global tensors (embedding; LM head unless tied to it; final norm) and the per-layer
+    tensors of `layers` ({original index: suffix -> tensor}, the surviving layers with merges
+    applied, full width)."""
+    s = torch.zeros(info.hidden_size, dtype=torch.float64)
+    for name, t in global_tensors.items():
+        if info.tied and name == "lm_head.weight":
+            continue  # the embedding, already counted
+        d = hidden_dim(name, info)
+        if d is not None:
+            s += sq_along(t, d)
+    for i, layer in layers.items():
+        for suffix, t in layer.items():
+            d = hidden_dim(f"{info.prefix}{i}.{suffix}", info)
+            if d is not None:
+                s += sq_along(t, d)
+    return s
+
+
+def check_heads_divide_hidden(info: ModelInfo, hidden: int, heads: int) -> None:
+    if info.model_type in HIDDEN_MULTIPLE_OF_HEADS and hidden % heads:
+        raise TrimError(
+            f"{info.model_type}: the result would have hidden_size {hidden} and num_attention_heads {heads}, and "
+            f"hidden_size must be a multiple of num_attention_heads: transformers' {info.model_type} config class "
+            f"(validate_architecture) refuses any other config, although its head size comes from head_dim; keep a "
+            f"hidden size that is a multiple of {heads}, or a head count that divides {hidden}"
+        )
+
+
 # =============================================================================== layers
 
 
@@ -573,9 +803,9 @@ def merge_laco(layers: list[dict], norms: str, norm_names: tuple[str, ...]) -> d
 
 
 def qwen2_moe_sparse_config(sparse: list[bool], kept: list[int], decoder_sparse_step: int, mlp_only_layers: list[int]):
-    """New (decoder_sparse_step, mlp_only_layers) for qwen2_moe after keeping layers `kept`.
+    """New (decoder_sparse_step, mlp_only_layers) for qwen2_moe / qwen3_moe after keeping layers `kept`.
 
-    transformers 5.24 Qwen2MoeDecoderLayer builds a MoE block for layer i iff
+    transformers 5.24 Qwen2MoeDecoderLayer (and Qwen3MoeDecoderLayer, same rule) builds a MoE block for layer i iff
         i not in mlp_only_layers and num_experts > 0 and (i + 1) % decoder_sparse_step == 0,
     otherwise a dense Qwen2MoeMLP(intermediate_size). `sparse[i]` is the kind of original
     layer i. Every kept layer must keep its kind after renumbering. First try the old step
@@ -610,6 +840,7 @@ class Plan:
     out_experts: int | None = None
     out_expert_ffn: int | None = None
     out_shared_ffn: int | None = None
+    hidden: list[int] | None = None  # kept hidden channels (global)
 
 
 def _int(v, what: str) -> int:
@@ -715,8 +946,8 @@ def normalize_plan(plan: dict, info: ModelInfo) -> Plan:
 
     # (3a) attention
     att = _layer_map(plan.get("attention", {}), "attention")
-    if att and fam.attention == "refused":
-        (refuse_gpt2_attention if fam.dense_ffn == "gpt2" else refuse_bert_attention)()
+    if att and fam.attention != "gqa":
+        REFUSE_ATTENTION[fam.attention]()
     group = info.num_heads // info.num_kv_heads
     for layer, entry in att.items():
         surviving(layer, "attention")
@@ -827,6 +1058,15 @@ def normalize_plan(plan: dict, info: ModelInfo) -> Plan:
             if i in info.moe_layers
         }
         out.out_shared_ffn = _uniform(counts, "shared expert FFN channel", fam.shared_expert_ffn_config_key)
+
+    # (4) hidden
+    if "hidden" in plan:
+        if not fam.hidden:
+            REFUSE_HIDDEN[info.model_type]()
+        out.hidden = _keep_list(plan["hidden"], info.hidden_size, "plan.hidden")
+    if out.hidden is not None or out.out_heads is not None:
+        heads = out.out_heads[0] * out.out_heads[1] if out.out_heads is not None else info.num_heads
+        check_heads_divide_hidden(info, len(out.hidden) if out.hidden is not None else info.hidden_size, heads)
     return out
 
 
@@ -876,7 +1116,7 @@ def new_config(config, plan: Plan, info: ModelInfo):
         cfg.layer_types = [lt[i] for i in kept]
     if getattr(cfg, "max_window_layers", None) is not None:
         cfg.max_window_layers = sum(1 for i in kept if i < config.max_window_layers)
-    if info.model_type == "qwen2_moe":
+    if info.model_type in ("qwen2_moe", "qwen3_moe"):
         if config.num_experts > 0:
             sparse = [i in info.moe_layers for i in range(n_old)]
             cfg.decoder_sparse_step, cfg.mlp_only_layers = qwen2_moe_sparse_config(
@@ -897,6 +1137,9 @@ def new_config(config, plan: Plan, info: ModelInfo):
         setattr(cfg, fam.expert_ffn_config_key, plan.out_expert_ffn)
     if plan.out_shared_ffn is not None:
         setattr(cfg, fam.shared_expert_ffn_config_key, plan.out_shared_ffn)
+    if plan.hidden is not None:
+        cfg.hidden_size = len(plan.hidden)
+        cfg.head_dim = info.head_dim  # the classes fall back to hidden_size // heads without it
     return cfg
 
 
@@ -912,6 +1155,8 @@ def transform_state_dict(sd: dict, plan: Plan, info: ModelInfo) -> dict:
         layer = apply_layer_surgery(layer_tensors(sd, prefix, old_i), old_i, plan, info)
         for name, t in layer.items():
             out[f"{prefix}{new_i}.{name}"] = t
+    if plan.hidden is not None:
+        out = hidden_slice(out, plan.hidden, info)
     return out
 
 
@@ -998,8 +1243,8 @@ def resolve(model_dir, request: dict) -> dict:
     layers = {i: layer_tensors(sd, info.prefix, i) for i in base.kept}
 
     if "kv_heads" in request or "heads" in request:
-        if fam.attention == "refused":
-            (refuse_gpt2_attention if fam.dense_ffn == "gpt2" else refuse_bert_attention)()
+        if fam.attention != "gqa":
+            REFUSE_ATTENTION[fam.attention]()
         H, KV, hd = info.num_heads, info.num_kv_heads, info.head_dim
         group = H // KV
         kv_n = size_from_request(request.get("kv_heads", KV), KV, "kv_heads")
@@ -1061,6 +1306,13 @@ def resolve(model_dir, request: dict) -> dict:
             raise TrimError(f"{info.model_type} has no shared expert")
         n = size_from_request(request["shared_expert_ffn"], info.shared_ffn_size, "shared_expert_ffn")
         plan["shared_expert_ffn"] = {str(i): select_top(score_shared_expert_ffn(layers[i]), n) for i in moe}
+
+    if "hidden" in request:
+        if not fam.hidden:
+            REFUSE_HIDDEN[info.model_type]()
+        n = size_from_request(request["hidden"], info.hidden_size, "hidden")
+        global_tensors = {k: v for k, v in sd.items() if not k.startswith(info.prefix)}
+        plan["hidden"] = select_top(score_hidden(global_tensors, layers, info), n)
 
     normalize_plan(plan, info)  # the resolved plan must itself be valid
     return plan
