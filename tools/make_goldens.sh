@@ -19,12 +19,23 @@ CASES=(
     "qwen2-moe|--drop-layers 0 --experts 2 --ffn 0.5 --heads 2"
     "gpt2|--drop-layers 0 --ffn 96"
     "bert|--drop-layers 1 --ffn 32"
+    "qwen3-moe|--drop-layers 1 --experts 3 --expert-ffn 16 --heads 2"
+    "olmo2|--merge-layers 0-1 --ffn 0.5"
+    "gemma2|--drop-layers 0,3 --kv-heads 1 --ffn 32"
+    # Hidden-size pruning, one per family that supports it.
+    "llama-gqa-f32|--hidden 48"
+    "qwen3|--hidden 24 --heads 2"
+    "mixtral|--hidden 24 --experts 3"
+    "qwen2-moe|--hidden 0.5"
+    "qwen3-moe|--hidden 24"
+    "olmo2|--hidden 24 --drop-layers 2"
+    "gemma2|--hidden 24 --heads 2"
 )
 rm -f goldens/*.json
 for case in "${CASES[@]}"; do
     fixture="${case%%|*}"
     flags="${case#*|}"
-    name="$fixture--$(echo "$flags" | tr -s ' .-' '_' | sed 's/^_//; s/_$//')"
+    name="$fixture--$(echo "$flags" | tr -s ' .,-' '_' | sed 's/^_//; s/_$//')"
     # shellcheck disable=SC2086
     $PARE trim "Tests/Fixtures/models/$fixture" "$TMP/$name" $flags --quiet
     $PARE validate "$TMP/$name" --write-golden "$TMP/$name.golden.json" >/dev/null

@@ -3,9 +3,9 @@ import OrderedJSON
 /// Axis sizes, flags and layer kinds of one model, read from its config through a descriptor.
 public struct AxisBinding: Sendable {
     public let descriptor: ArchitectureDescriptor
-    public private(set) var sizes: [String: Int] = [:]
+    public private(set) var sizes: [Axis: Int] = [:]
     /// The config key each axis was read from (`nil` for defaults and computed axes).
-    public private(set) var sources: [String: String] = [:]
+    public private(set) var sources: [Axis: String] = [:]
     public private(set) var flags: [String: Bool] = [:]
     /// The config value of each list or integer a layer kind reads.
     private var config: JSONValue
@@ -18,11 +18,11 @@ public struct AxisBinding: Sendable {
         var pending = descriptor.axes
         // Config-read axes first, then defaults and computed ones as their inputs appear.
         for (axis, spec) in descriptor.axes {
-            for key in spec.keys ?? [] {
+            for key in spec.keys {
                 guard let value = config[key], !value.isNull else { continue }
                 guard let n = value.intValue else { throw .configNotInteger(path: path, key: key) }
                 guard n >= 0, n <= 1 << 40 else {
-                    throw .axisInvalid(path: path, axis: axis, expression: key, problem: "\(n) is not a usable size")
+                    throw .axisInvalid(path: path, axis: axis.rawValue, expression: key, problem: "\(n) is not a usable size")
                 }
                 sizes[axis] = n
                 sources[axis] = key
@@ -34,29 +34,24 @@ public struct AxisBinding: Sendable {
         while !pending.isEmpty && progress {
             progress = false
             for (axis, spec) in pending.sorted(by: { $0.key < $1.key }) {
-                let text = spec.value ?? spec.default
-                guard let text else {
-                    throw .configMissing(path: path, axis: axis, keys: spec.keys ?? [])
-                }
-                let expression: AxisExpression
-                do { expression = try AxisExpression(text) } catch {
-                    throw .descriptorInvalid(source: descriptor.family, problem: error.description)
+                guard let expression = spec.value ?? spec.default else {
+                    throw .configMissing(path: path, axis: axis.rawValue, keys: spec.keys)
                 }
                 guard expression.axes.allSatisfy({ sizes[$0] != nil }) else { continue }
                 do {
                     sizes[axis] = try expression.evaluate { sizes[$0] }
                 } catch {
-                    throw .axisInvalid(path: path, axis: axis, expression: text, problem: Self.describe(error))
+                    throw .axisInvalid(path: path, axis: axis.rawValue, expression: expression.text, problem: Self.describe(error))
                 }
                 pending[axis] = nil
                 progress = true
             }
         }
         if let (axis, spec) = pending.first {
-            throw .axisInvalid(path: path, axis: axis, expression: spec.value ?? spec.default ?? "?",
+            throw .axisInvalid(path: path, axis: axis.rawValue, expression: (spec.value ?? spec.default)?.text ?? "?",
                                problem: "it depends on axes that cannot be resolved")
         }
-        for (flag, spec) in descriptor.flags ?? [:] {
+        for (flag, spec) in descriptor.flags {
             flags[flag] = config[spec.key]?.boolValue ?? spec.default
         }
     }
@@ -69,15 +64,15 @@ public struct AxisBinding: Sendable {
         }
     }
 
-    public func size(_ axis: String) -> Int? { sizes[axis] }
+    public func size(_ axis: Axis) -> Int? { sizes[axis] }
 
     /// The number of layers (the `layers` axis).
-    public var layerCount: Int { sizes["layers"] ?? 0 }
+    public var layerCount: Int { sizes[.layers] ?? 0 }
 
     /// Whether layer `index` is of the named kind (see `layer_kinds` in formats/README.md).
     public func layer(_ index: Int, isOfKind kind: String) -> Bool {
-        guard let spec = descriptor.layer_kinds?[kind] else { return false }
-        if let list = spec.exclude_list, let items = config[list]?.arrayValue,
+        guard let spec = descriptor.layerKinds[kind] else { return false }
+        if let list = spec.excludeList, let items = config[list]?.arrayValue,
             items.contains(where: { $0.intValue == index })
         {
             return false
@@ -88,10 +83,9 @@ public struct AxisBinding: Sendable {
     }
 
     /// Whether a tensor's `layers` filter admits layer `index`.
-    public func admits(_ filter: String?, layer index: Int) -> Bool {
+    public func admits(_ filter: ArchitectureDescriptor.LayerFilter?, layer index: Int) -> Bool {
         guard let filter else { return true }
-        if filter.hasPrefix("!") { return !layer(index, isOfKind: String(filter.dropFirst())) }
-        return layer(index, isOfKind: filter)
+        return layer(index, isOfKind: filter.kind) != filter.negated
     }
 
     /// The size of one dimension.

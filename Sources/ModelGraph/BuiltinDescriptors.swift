@@ -4,7 +4,7 @@ enum BuiltinDescriptors {
     static let files: [(name: String, text: String)] = [
         ("bert.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "bert",
   "model_types": [
     "bert"
@@ -322,9 +322,222 @@ enum BuiltinDescriptors {
   "optional_prefix": "bert."
 }
 """#),
+        ("gemma2.json", #"""
+{
+  "version": 2,
+  "family": "gemma2",
+  "model_types": [
+    "gemma2"
+  ],
+  "axes": {
+    "layers": {
+      "keys": [
+        "num_hidden_layers"
+      ]
+    },
+    "hidden": {
+      "keys": [
+        "hidden_size"
+      ]
+    },
+    "heads": {
+      "keys": [
+        "num_attention_heads"
+      ]
+    },
+    "kv_heads": {
+      "keys": [
+        "num_key_value_heads"
+      ],
+      "default": "4"
+    },
+    "group": {
+      "value": "heads / kv_heads"
+    },
+    "head_dim": {
+      "keys": [
+        "head_dim"
+      ],
+      "default": "256"
+    },
+    "ffn": {
+      "keys": [
+        "intermediate_size"
+      ]
+    },
+    "vocab": {
+      "keys": [
+        "vocab_size"
+      ]
+    }
+  },
+  "flags": {
+    "tie_word_embeddings": {
+      "key": "tie_word_embeddings",
+      "default": true
+    },
+    "attention_bias": {
+      "key": "attention_bias",
+      "default": false
+    }
+  },
+  "tensors": [
+    {
+      "name": "model.embed_tokens.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "embedding"
+    },
+    {
+      "name": "model.norm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "lm_head.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "lm_head",
+      "optional_if": "tie_word_embeddings"
+    },
+    {
+      "name": "model.layers.{layer}.input_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.post_attention_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.pre_feedforward_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.post_feedforward_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.weight",
+      "shape": [
+        "kv_heads*group*head_dim",
+        "hidden"
+      ],
+      "role": "attention.query"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.key"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.value"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.weight",
+      "shape": [
+        "hidden",
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.output"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.bias",
+      "shape": [
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.query.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.key.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.value.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.bias",
+      "shape": [
+        "hidden"
+      ],
+      "role": "attention.output.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.gate"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.up_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.up"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.down_proj.weight",
+      "shape": [
+        "hidden",
+        "ffn"
+      ],
+      "role": "mlp.down"
+    }
+  ],
+  "layer_config": {
+    "slice": [
+      "layer_types"
+    ],
+    "remap": [],
+    "count_below": []
+  },
+  "divisible": [
+    "hidden / heads"
+  ]
+}
+"""#),
         ("gpt2.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "gpt2",
   "model_types": [
     "gpt2"
@@ -543,10 +756,236 @@ enum BuiltinDescriptors {
 """#),
         ("llama.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "llama",
   "model_types": [
-    "llama",
+    "llama"
+  ],
+  "axes": {
+    "layers": {
+      "keys": [
+        "num_hidden_layers"
+      ]
+    },
+    "hidden": {
+      "keys": [
+        "hidden_size"
+      ]
+    },
+    "heads": {
+      "keys": [
+        "num_attention_heads"
+      ]
+    },
+    "kv_heads": {
+      "keys": [
+        "num_key_value_heads"
+      ],
+      "default": "heads"
+    },
+    "group": {
+      "value": "heads / kv_heads"
+    },
+    "head_dim": {
+      "keys": [
+        "head_dim"
+      ],
+      "default": "hidden / heads"
+    },
+    "ffn": {
+      "keys": [
+        "intermediate_size"
+      ]
+    },
+    "vocab": {
+      "keys": [
+        "vocab_size"
+      ]
+    }
+  },
+  "flags": {
+    "tie_word_embeddings": {
+      "key": "tie_word_embeddings",
+      "default": false
+    },
+    "attention_bias": {
+      "key": "attention_bias",
+      "default": false
+    },
+    "mlp_bias": {
+      "key": "mlp_bias",
+      "default": false
+    }
+  },
+  "tensors": [
+    {
+      "name": "model.embed_tokens.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "embedding"
+    },
+    {
+      "name": "model.norm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "lm_head.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "lm_head",
+      "optional_if": "tie_word_embeddings"
+    },
+    {
+      "name": "model.layers.{layer}.input_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.post_attention_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.weight",
+      "shape": [
+        "kv_heads*group*head_dim",
+        "hidden"
+      ],
+      "role": "attention.query"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.key"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.value"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.weight",
+      "shape": [
+        "hidden",
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.output"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.bias",
+      "shape": [
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.query.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.key.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.value.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.bias",
+      "shape": [
+        "hidden"
+      ],
+      "role": "attention.output.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.gate"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.up_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.up"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.down_proj.weight",
+      "shape": [
+        "hidden",
+        "ffn"
+      ],
+      "role": "mlp.down"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate_proj.bias",
+      "shape": [
+        "ffn"
+      ],
+      "role": "mlp.gate.bias",
+      "required_if": "mlp_bias"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.up_proj.bias",
+      "shape": [
+        "ffn"
+      ],
+      "role": "mlp.up.bias",
+      "required_if": "mlp_bias"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.down_proj.bias",
+      "shape": [
+        "hidden"
+      ],
+      "role": "mlp.down.bias",
+      "required_if": "mlp_bias"
+    }
+  ],
+  "layer_config": {
+    "slice": [
+      "layer_types"
+    ],
+    "remap": [],
+    "count_below": []
+  },
+  "divisible": [
+    "hidden / heads"
+  ]
+}
+"""#),
+        ("mistral.json", #"""
+{
+  "version": 2,
+  "family": "mistral",
+  "model_types": [
     "mistral"
   ],
   "axes": {
@@ -669,38 +1108,6 @@ enum BuiltinDescriptors {
       "role": "attention.output"
     },
     {
-      "name": "model.layers.{layer}.self_attn.q_proj.bias",
-      "shape": [
-        "kv_heads*group*head_dim"
-      ],
-      "role": "attention.query.bias",
-      "optional": true
-    },
-    {
-      "name": "model.layers.{layer}.self_attn.k_proj.bias",
-      "shape": [
-        "kv_heads*head_dim"
-      ],
-      "role": "attention.key.bias",
-      "optional": true
-    },
-    {
-      "name": "model.layers.{layer}.self_attn.v_proj.bias",
-      "shape": [
-        "kv_heads*head_dim"
-      ],
-      "role": "attention.value.bias",
-      "optional": true
-    },
-    {
-      "name": "model.layers.{layer}.self_attn.o_proj.bias",
-      "shape": [
-        "hidden"
-      ],
-      "role": "attention.output.bias",
-      "optional": true
-    },
-    {
       "name": "model.layers.{layer}.mlp.gate_proj.weight",
       "shape": [
         "ffn",
@@ -723,30 +1130,6 @@ enum BuiltinDescriptors {
         "ffn"
       ],
       "role": "mlp.down"
-    },
-    {
-      "name": "model.layers.{layer}.mlp.gate_proj.bias",
-      "shape": [
-        "ffn"
-      ],
-      "role": "mlp.gate.bias",
-      "optional": true
-    },
-    {
-      "name": "model.layers.{layer}.mlp.up_proj.bias",
-      "shape": [
-        "ffn"
-      ],
-      "role": "mlp.up.bias",
-      "optional": true
-    },
-    {
-      "name": "model.layers.{layer}.mlp.down_proj.bias",
-      "shape": [
-        "hidden"
-      ],
-      "role": "mlp.down.bias",
-      "optional": true
     }
   ],
   "layer_config": {
@@ -760,7 +1143,7 @@ enum BuiltinDescriptors {
 """#),
         ("mixtral.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "mixtral",
   "model_types": [
     "mixtral"
@@ -808,7 +1191,8 @@ enum BuiltinDescriptors {
     },
     "experts": {
       "keys": [
-        "num_local_experts"
+        "num_local_experts",
+        "num_experts"
       ]
     },
     "experts_per_token": {
@@ -968,9 +1352,228 @@ enum BuiltinDescriptors {
   }
 }
 """#),
+        ("olmo2.json", #"""
+{
+  "version": 2,
+  "family": "olmo2",
+  "model_types": [
+    "olmo2"
+  ],
+  "axes": {
+    "layers": {
+      "keys": [
+        "num_hidden_layers"
+      ]
+    },
+    "hidden": {
+      "keys": [
+        "hidden_size"
+      ]
+    },
+    "heads": {
+      "keys": [
+        "num_attention_heads"
+      ]
+    },
+    "kv_heads": {
+      "keys": [
+        "num_key_value_heads"
+      ],
+      "default": "heads"
+    },
+    "group": {
+      "value": "heads / kv_heads"
+    },
+    "head_dim": {
+      "keys": [
+        "head_dim"
+      ],
+      "default": "hidden / heads"
+    },
+    "ffn": {
+      "keys": [
+        "intermediate_size"
+      ]
+    },
+    "vocab": {
+      "keys": [
+        "vocab_size"
+      ]
+    }
+  },
+  "flags": {
+    "tie_word_embeddings": {
+      "key": "tie_word_embeddings",
+      "default": false
+    },
+    "attention_bias": {
+      "key": "attention_bias",
+      "default": false
+    }
+  },
+  "tensors": [
+    {
+      "name": "model.embed_tokens.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "embedding"
+    },
+    {
+      "name": "model.norm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "lm_head.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "lm_head",
+      "optional_if": "tie_word_embeddings"
+    },
+    {
+      "name": "model.layers.{layer}.post_attention_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.post_feedforward_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.weight",
+      "shape": [
+        "kv_heads*group*head_dim",
+        "hidden"
+      ],
+      "role": "attention.query"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.key"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.value"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.weight",
+      "shape": [
+        "hidden",
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.output"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.bias",
+      "shape": [
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.query.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.key.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.value.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.bias",
+      "shape": [
+        "hidden"
+      ],
+      "role": "attention.output.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_norm.weight",
+      "shape": [
+        "kv_heads*group*head_dim"
+      ],
+      "role": "norm",
+      "statistic_over": [
+        "kv_heads",
+        "group",
+        "head_dim"
+      ]
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_norm.weight",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "norm",
+      "statistic_over": [
+        "kv_heads",
+        "head_dim"
+      ]
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.gate"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.up_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.up"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.down_proj.weight",
+      "shape": [
+        "hidden",
+        "ffn"
+      ],
+      "role": "mlp.down"
+    }
+  ],
+  "layer_config": {
+    "slice": [
+      "layer_types"
+    ],
+    "remap": [],
+    "count_below": []
+  }
+}
+"""#),
         ("qwen2.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "qwen2",
   "model_types": [
     "qwen2"
@@ -1161,7 +1764,7 @@ enum BuiltinDescriptors {
 """#),
         ("qwen2_moe.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "qwen2_moe",
   "model_types": [
     "qwen2_moe"
@@ -1219,7 +1822,8 @@ enum BuiltinDescriptors {
     },
     "experts": {
       "keys": [
-        "num_experts"
+        "num_experts",
+        "num_local_experts"
       ]
     },
     "experts_per_token": {
@@ -1456,7 +2060,7 @@ enum BuiltinDescriptors {
 """#),
         ("qwen3.json", #"""
 {
-  "version": 1,
+  "version": 2,
   "family": "qwen3",
   "model_types": [
     "qwen3"
@@ -1490,7 +2094,7 @@ enum BuiltinDescriptors {
       "keys": [
         "head_dim"
       ],
-      "default": "hidden / heads"
+      "default": "128"
     },
     "ffn": {
       "keys": [
@@ -1506,6 +2110,10 @@ enum BuiltinDescriptors {
   "flags": {
     "tie_word_embeddings": {
       "key": "tie_word_embeddings",
+      "default": false
+    },
+    "attention_bias": {
+      "key": "attention_bias",
       "default": false
     }
   },
@@ -1586,7 +2194,7 @@ enum BuiltinDescriptors {
         "kv_heads*group*head_dim"
       ],
       "role": "attention.query.bias",
-      "optional": true
+      "required_if": "attention_bias"
     },
     {
       "name": "model.layers.{layer}.self_attn.k_proj.bias",
@@ -1594,7 +2202,7 @@ enum BuiltinDescriptors {
         "kv_heads*head_dim"
       ],
       "role": "attention.key.bias",
-      "optional": true
+      "required_if": "attention_bias"
     },
     {
       "name": "model.layers.{layer}.self_attn.v_proj.bias",
@@ -1602,7 +2210,7 @@ enum BuiltinDescriptors {
         "kv_heads*head_dim"
       ],
       "role": "attention.value.bias",
-      "optional": true
+      "required_if": "attention_bias"
     },
     {
       "name": "model.layers.{layer}.self_attn.o_proj.bias",
@@ -1610,7 +2218,7 @@ enum BuiltinDescriptors {
         "hidden"
       ],
       "role": "attention.output.bias",
-      "optional": true
+      "required_if": "attention_bias"
     },
     {
       "name": "model.layers.{layer}.self_attn.q_norm.weight",
@@ -1656,6 +2264,282 @@ enum BuiltinDescriptors {
       "layer_types"
     ],
     "remap": [],
+    "count_below": [
+      "max_window_layers"
+    ]
+  }
+}
+"""#),
+        ("qwen3_moe.json", #"""
+{
+  "version": 2,
+  "family": "qwen3_moe",
+  "model_types": [
+    "qwen3_moe"
+  ],
+  "axes": {
+    "layers": {
+      "keys": [
+        "num_hidden_layers"
+      ]
+    },
+    "hidden": {
+      "keys": [
+        "hidden_size"
+      ]
+    },
+    "heads": {
+      "keys": [
+        "num_attention_heads"
+      ]
+    },
+    "kv_heads": {
+      "keys": [
+        "num_key_value_heads"
+      ],
+      "default": "4"
+    },
+    "group": {
+      "value": "heads / kv_heads"
+    },
+    "head_dim": {
+      "keys": [
+        "head_dim"
+      ],
+      "default": "hidden / heads"
+    },
+    "ffn": {
+      "keys": [
+        "intermediate_size"
+      ]
+    },
+    "vocab": {
+      "keys": [
+        "vocab_size"
+      ]
+    },
+    "expert_ffn": {
+      "keys": [
+        "moe_intermediate_size"
+      ]
+    },
+    "experts": {
+      "keys": [
+        "num_local_experts",
+        "num_experts"
+      ]
+    },
+    "experts_per_token": {
+      "keys": [
+        "num_experts_per_tok"
+      ]
+    }
+  },
+  "flags": {
+    "tie_word_embeddings": {
+      "key": "tie_word_embeddings",
+      "default": false
+    },
+    "attention_bias": {
+      "key": "attention_bias",
+      "default": false
+    }
+  },
+  "layer_kinds": {
+    "sparse": {
+      "exclude_list": "mlp_only_layers",
+      "step": "decoder_sparse_step",
+      "requires": "experts"
+    }
+  },
+  "tensors": [
+    {
+      "name": "model.embed_tokens.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "embedding"
+    },
+    {
+      "name": "model.norm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "lm_head.weight",
+      "shape": [
+        "vocab",
+        "hidden"
+      ],
+      "role": "lm_head",
+      "optional_if": "tie_word_embeddings"
+    },
+    {
+      "name": "model.layers.{layer}.input_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.post_attention_layernorm.weight",
+      "shape": [
+        "hidden"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.weight",
+      "shape": [
+        "kv_heads*group*head_dim",
+        "hidden"
+      ],
+      "role": "attention.query"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.key"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.weight",
+      "shape": [
+        "kv_heads*head_dim",
+        "hidden"
+      ],
+      "role": "attention.value"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.weight",
+      "shape": [
+        "hidden",
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.output"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_proj.bias",
+      "shape": [
+        "kv_heads*group*head_dim"
+      ],
+      "role": "attention.query.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.key.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.v_proj.bias",
+      "shape": [
+        "kv_heads*head_dim"
+      ],
+      "role": "attention.value.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.o_proj.bias",
+      "shape": [
+        "hidden"
+      ],
+      "role": "attention.output.bias",
+      "required_if": "attention_bias"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.q_norm.weight",
+      "shape": [
+        "head_dim"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.self_attn.k_norm.weight",
+      "shape": [
+        "head_dim"
+      ],
+      "role": "norm"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.gate",
+      "layers": "!sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.up_proj.weight",
+      "shape": [
+        "ffn",
+        "hidden"
+      ],
+      "role": "mlp.up",
+      "layers": "!sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.down_proj.weight",
+      "shape": [
+        "hidden",
+        "ffn"
+      ],
+      "role": "mlp.down",
+      "layers": "!sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.gate.weight",
+      "shape": [
+        "experts",
+        "hidden"
+      ],
+      "role": "router",
+      "layers": "sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.experts.{expert}.gate_proj.weight",
+      "shape": [
+        "expert_ffn",
+        "hidden"
+      ],
+      "role": "expert.gate",
+      "layers": "sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.experts.{expert}.up_proj.weight",
+      "shape": [
+        "expert_ffn",
+        "hidden"
+      ],
+      "role": "expert.up",
+      "layers": "sparse"
+    },
+    {
+      "name": "model.layers.{layer}.mlp.experts.{expert}.down_proj.weight",
+      "shape": [
+        "hidden",
+        "expert_ffn"
+      ],
+      "role": "expert.down",
+      "layers": "sparse"
+    }
+  ],
+  "layer_config": {
+    "slice": [
+      "layer_types"
+    ],
+    "remap": [
+      "mlp_only_layers"
+    ],
     "count_below": [
       "max_window_layers"
     ]

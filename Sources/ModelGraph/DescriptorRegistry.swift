@@ -14,10 +14,10 @@ public struct DescriptorRegistry: Sendable {
     }
 
     public func descriptor(for modelType: String) -> ArchitectureDescriptor? {
-        descriptors.last { $0.model_types.contains(modelType) }
+        descriptors.last { $0.modelTypes.contains(modelType) }
     }
 
-    public var modelTypes: [String] { Array(Set(descriptors.flatMap(\.model_types))).sorted() }
+    public var modelTypes: [String] { Array(Set(descriptors.flatMap(\.modelTypes))).sorted() }
 
     /// The descriptors embedded in pare at build time (from `formats/*.json`).
     public static let builtin: DescriptorRegistry = {

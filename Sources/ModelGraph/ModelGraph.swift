@@ -49,9 +49,9 @@ public struct ModelGraph: Sendable {
             throw .unknownModelType(path: model.path, modelType: modelType, known: registry.modelTypes)
         }
         let binding = try AxisBinding(descriptor: found, config: config, path: model.path)
-        for axis in ["layers", "experts"] {
+        for axis in [Axis.layers, .experts] {
             if let n = binding.size(axis), n > max(1, model.tensors.count) {
-                throw .axisInvalid(path: model.path, axis: axis, expression: binding.sources[axis] ?? axis,
+                throw .axisInvalid(path: model.path, axis: axis.rawValue, expression: binding.sources[axis] ?? axis.rawValue,
                                    problem: "\(n) is more than the checkpoint's \(model.tensors.count) tensors could hold")
             }
         }
@@ -60,7 +60,7 @@ public struct ModelGraph: Sendable {
 
         // Base-model checkpoints leave the optional prefix out of every name.
         var descriptor = found
-        if let prefix = descriptor.optional_prefix, !model.tensors.contains(where: { $0.info.name.hasPrefix(prefix) }) {
+        if let prefix = descriptor.optionalPrefix, !model.tensors.contains(where: { $0.info.name.hasPrefix(prefix) }) {
             for i in descriptor.tensors.indices where descriptor.tensors[i].name.hasPrefix(prefix) {
                 descriptor.tensors[i].name.removeFirst(prefix.count)
             }
@@ -72,7 +72,7 @@ public struct ModelGraph: Sendable {
         var seen = Set<String>()
         var unknown: [ModelFolder.Tensor] = []
         let layers = binding.layerCount
-        let experts = binding.size("experts") ?? 0
+        let experts = binding.size(.experts) ?? 0
         for tensor in model.tensors {
             let name = tensor.info.name
             var matched = false
@@ -102,10 +102,17 @@ public struct ModelGraph: Sendable {
                 unknown.append(tensor)
             }
         }
-        // Every required instance must be there.
+        // Every required instance must be there, and one a flag turns off must not be.
         for (index, spec) in descriptor.tensors.enumerated() {
-            if spec.optional == true { continue }
-            if let flag = spec.optional_if, binding.flags[flag] == true { continue }
+            if let condition = spec.requiredIf, !condition.holds(binding.flags) {
+                for node in nodes where node.template == index {
+                    problems.append(.tensorTurnedOff(tensor: node.name, condition: condition.description,
+                                                     key: descriptor.flags[condition.flag]?.key ?? condition.flag))
+                }
+                continue
+            }
+            if spec.optional { continue }
+            if let condition = spec.optionalIf, condition.holds(binding.flags) { continue }
             for name in Self.instances(of: templates[index], spec: spec, binding: binding) where !seen.contains(name) {
                 problems.append(.missingTensor(tensor: name, shape: Self.shape(of: spec, binding)))
             }
@@ -126,7 +133,7 @@ public struct ModelGraph: Sendable {
 
     static func instances(of template: TensorTemplate, spec: ArchitectureDescriptor.Tensor, binding: AxisBinding) -> [String] {
         let layerRange: [Int?] = template.isPerLayer ? (0..<binding.layerCount).map { $0 } : [nil]
-        let expertRange: [Int?] = template.isPerExpert ? (0..<(binding.size("experts") ?? 0)).map { $0 } : [nil]
+        let expertRange: [Int?] = template.isPerExpert ? (0..<(binding.size(.experts) ?? 0)).map { $0 } : [nil]
         var names: [String] = []
         for layer in layerRange {
             if let layer, !binding.admits(spec.layers, layer: layer) { continue }

@@ -11,7 +11,7 @@ extension ModelSummary {
         else { return }
         var axes: [String: (keys: [String], size: Int)] = [:]
         for (axis, spec) in descriptor.axes {
-            if let keys = spec.keys, let size = binding.size(axis) { axes[axis] = (keys, size) }
+            if !spec.keys.isEmpty, let size = binding.size(axis) { axes[axis.rawValue] = (spec.keys, size) }
         }
         self = filling(from: axes)
     }

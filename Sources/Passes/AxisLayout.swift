@@ -4,9 +4,9 @@ import ModelGraph
 /// `kv_heads*group*head_dim`, several for a concatenation such as GPT-2's q|k|v.
 struct AxisSegment {
     /// Axes outermost first, or `nil` for an expression that is not a pure product.
-    var axes: [String]?
+    var axes: [Axis]?
     /// Every axis the expression names, product or not.
-    var names: [String]
+    var names: [Axis]
     var sizes: [Int]
     /// Where the segment starts in the dimension.
     var offset: Int
@@ -14,10 +14,10 @@ struct AxisSegment {
     var expression: String
 
     /// The index along each axis of flat position `p` (relative to the segment).
-    func decompose(_ p: Int) -> [String: Int] {
+    func decompose(_ p: Int) -> [Axis: Int] {
         guard let axes else { return [:] }
         var rest = p
-        var result: [String: Int] = [:]
+        var result: [Axis: Int] = [:]
         for (axis, size) in zip(axes, sizes).reversed() {
             result[axis] = rest % size
             rest /= size

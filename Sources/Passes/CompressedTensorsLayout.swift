@@ -17,10 +17,6 @@ public enum CompressedTensorsLayout {
     }
 
     /// Descriptor roles of tensors that are `nn.Linear` weights in transformers.
-    public static let linearRoles: Set<String> = SparsifyRequest.defaultRoles.union([
-        "router", "shared_expert.router", "lm_head", "head", "pooler",
-    ])
-
     /// The `quantization_config` compressed-tensors 0.14.0.1 writes for a sparse-only
     /// model: `targets: ["Linear"]` and every other `nn.Linear` module in `ignore` —
     /// including ones without a tensor in the file (a tied `lm_head`), since transformers
@@ -30,7 +26,7 @@ public enum CompressedTensorsLayout {
         var ignore: [String] = []
         if let graph {
             for (index, spec) in graph.descriptor.tensors.enumerated() {
-                guard let role = spec.role, linearRoles.contains(role), spec.name.hasSuffix(".weight") else { continue }
+                guard spec.role.isLinearModule, spec.name.hasSuffix(".weight") else { continue }
                 for name in graph.instances(ofTemplate: index) where !compressed.contains(prefix(of: name)) {
                     ignore.append(prefix(of: name))
                 }

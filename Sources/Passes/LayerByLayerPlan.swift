@@ -21,10 +21,15 @@ public final class LayerByLayerPlan: SelectionSource {
     private let explicit: TrimPlan
     private let layout: TrimmedModel
     private let state: Mutex<State>
+    /// Axes whose size the trim changes (the same for the final plan as for the layout).
+    private let changed: Set<Axis>
 
-    /// Whether a request can be planned layer by layer.
+    /// Whether a request can be planned layer by layer: not when it prunes an axis that
+    /// names tensors (experts: which tensors are written would change), nor one selected
+    /// once for the whole model (hidden: every layer's scores are needed first).
     public static func applies(to request: TrimRequest, explicit: TrimPlan) -> Bool {
-        request.experts == nil && explicit.experts.isEmpty
+        let axes = Set(request.sizes.keys).union(explicit.keep.keys.map(\.axis))
+        return !axes.contains { $0.namesTensors || $0.scope == .model }
     }
 
     /// `layout` is the trimmed model built from the shape-only (dry run) plan.
@@ -33,12 +38,10 @@ public final class LayerByLayerPlan: SelectionSource {
         self.request = request
         self.explicit = explicit
         self.layout = layout
+        changed = Set(layout.sizes.keys.filter { layout.sizes[$0] != graph.binding.size($0) })
         var base = layout.plan
         // Width keep lists are filled in per layer; merges and drops are already final.
-        base.attention = [:]
-        base.ffn = [:]
-        base.expertFFN = [:]
-        base.sharedExpertFFN = [:]
+        base.keep = [:]
         state = Mutex(State(planner: TrimPlanner(graph: graph), plan: base))
     }
 
@@ -57,7 +60,7 @@ public final class LayerByLayerPlan: SelectionSource {
         var selections: [[Int]?] = []
         for dimension in spec.shape {
             do {
-                selections.append(try TrimmedModel.keptIndices(dimension, node: node, plan: plan, binding: graph.binding, family: graph.descriptor.family))
+                selections.append(try TrimmedModel.keptIndices(dimension, node: node, plan: plan, changed: changed, binding: graph.binding, family: graph.descriptor.family))
             } catch {
                 throw .planFailed(reason: error.description)
             }
@@ -68,10 +71,7 @@ public final class LayerByLayerPlan: SelectionSource {
     private static func ensure(_ layer: Int, in state: inout State, request: TrimRequest, explicit: TrimPlan) throws(TrimError) {
         guard !state.planned.contains(layer) else { return }
         let part = try state.planner.plan(request, explicit: explicit, only: [layer])
-        if let a = part.attention[layer] { state.plan.attention[layer] = a }
-        if let f = part.ffn[layer] { state.plan.ffn[layer] = f }
-        if let f = part.expertFFN[layer] { state.plan.expertFFN[layer] = f }
-        if let f = part.sharedExpertFFN[layer] { state.plan.sharedExpertFFN[layer] = f }
+        for (key, kept) in part.keep where key.layer == layer { state.plan.keep[key] = kept }
         state.planned.insert(layer)
     }
 

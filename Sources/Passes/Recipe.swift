@@ -1,4 +1,5 @@
 import OrderedJSON
+import ModelGraph
 import Tensors
 import Yams
 
@@ -7,7 +8,7 @@ import Yams
 ///
 /// YAML or JSON (JSON is YAML). Keys: `drop_layers` (`[3, 20, 21]` or `"3,20-23"`),
 /// `merge_layers` (`[[20, 21, 22, 23]]` or `"20-23"`), `merge_norms` (`first`|`merge`),
-/// `kv_heads`, `heads`, `experts` (counts), `ffn`, `expert_ffn`, `shared_expert_ffn`
+/// `kv_heads`, `heads`, `experts` (counts), `ffn`, `expert_ffn`, `shared_expert_ffn`, `hidden`
 /// (counts or fractions), `sparsify` (`"2:4"` or `{pattern, score, stats, targets, ignore}`:
 /// N:M sparsity on the trimmed weights), and `plan`: keep lists in the format of
 /// `pare-trim.json`'s `plan`, so a recorded trim replays exactly with
@@ -39,6 +40,7 @@ public struct Recipe: Sendable, Equatable {
         }
         guard let members = json.objectMembers else { throw .invalid(path: source, key: "(top level)", problem: "must be a mapping of keys to values") }
         var recipe = Recipe()
+        let sizeKeys = Dictionary(uniqueKeysWithValues: TrimRequest.axes.map { ($0.rawValue, $0) })
         for (key, value) in members {
             func fail(_ problem: String) -> RecipeError { .invalid(path: source, key: key, problem: problem) }
             switch key {
@@ -49,12 +51,9 @@ public struct Recipe: Sendable, Equatable {
             case "merge_norms":
                 guard let policy = value.stringValue.flatMap(TrimRequest.NormPolicy.init(rawValue:)) else { throw fail("must be first or merge") }
                 recipe.request.mergeNorms = policy
-            case "kv_heads": recipe.request.kvHeads = try count(value, fail)
-            case "heads": recipe.request.heads = try count(value, fail)
-            case "experts": recipe.request.experts = try count(value, fail)
-            case "ffn": recipe.request.ffn = try size(value, fail)
-            case "expert_ffn": recipe.request.expertFFN = try size(value, fail)
-            case "shared_expert_ffn": recipe.request.sharedExpertFFN = try size(value, fail)
+            case _ where sizeKeys[key] != nil:
+                let axis = sizeKeys[key]!
+                recipe.request.sizes[axis] = TrimRequest.countOnly.contains(axis) ? .count(try count(value, fail)) : try size(value, fail)
             case "sparsify":
                 recipe.sparsify = try sparsifyStep(value, fail)
             case "plan":
@@ -62,7 +61,7 @@ public struct Recipe: Sendable, Equatable {
                 recipe.request.dropLayers += recipe.plan.dropLayers
                 recipe.request.merges += recipe.plan.merges.map(\.layers)
             default:
-                throw fail("unknown key (known: drop_layers, merge_layers, merge_norms, kv_heads, heads, ffn, expert_ffn, shared_expert_ffn, experts, sparsify, plan)")
+                throw fail("unknown key (known: drop_layers, merge_layers, merge_norms, \(TrimRequest.axes.map(\.rawValue).joined(separator: ", ")), sparsify, plan)")
             }
         }
         return recipe

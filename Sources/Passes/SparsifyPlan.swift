@@ -14,7 +14,7 @@ public struct SparsifyPlan: Sendable {
         public var input: NMSparsity.InputDimension
         public var norms: [Float]?
         /// The descriptor's role for the tensor, if the model's family is known.
-        public var role: String? = nil
+        public var role: Role? = nil
 
         public var name: String { source.info.name }
         /// Elements along the input dimension.
@@ -42,7 +42,7 @@ public struct SparsifyPlan: Sendable {
         let ignoreRegex = try Self.regex(request.ignore, option: "--ignore")
 
         // Candidates: the descriptor's linear weights, or any 2-D float tensor --targets names.
-        var candidates: [(tensor: ModelFolder.Tensor, input: NMSparsity.InputDimension, role: String?)] = []
+        var candidates: [(tensor: ModelFolder.Tensor, input: NMSparsity.InputDimension, role: Role?)] = []
         let graph: ModelGraph?
         do { graph = try ModelGraph(model: model, registry: registry) } catch {
             guard targetsRegex != nil else { throw .graph(error) }
@@ -57,7 +57,7 @@ public struct SparsifyPlan: Sendable {
             if let targetsRegex {
                 guard tensor.info.dtype.isCastable, tensor.info.name.contains(targetsRegex) else { continue }
             } else {
-                guard let role = spec?.role, SparsifyRequest.defaultRoles.contains(role) else { continue }
+                guard spec?.role.isLinearWeight == true else { continue }
             }
             candidates.append((tensor, spec?.transposed == true ? .first : .last, spec?.role))
         }
@@ -109,7 +109,7 @@ public struct SparsifyPlan: Sendable {
             return
         case .compressedTensors, .cutlass:
             guard target.input == .last else { throw .transposedUnsupported(tensor: name, format: format.rawValue) }
-            if format == .compressedTensors, !(target.role.map(CompressedTensorsLayout.linearRoles.contains) ?? false) {
+            if format == .compressedTensors, !(target.role?.isLinearModule ?? false) {
                 throw .shapeUnsupported(tensor: name, shape: target.source.info.shape, format: format.rawValue,
                                         reason: "compressed-tensors decompresses nn.Linear modules only, and the architecture descriptor does not name this tensor a linear weight")
             }

@@ -47,15 +47,6 @@ public struct SparsifyRequest: Sendable {
     /// Suffix of a statistics tensor after the weight's name.
     public static let statsSuffix = ".input_norm"
 
-    /// Descriptor roles of the linear weights sparsified by default: attention projections,
-    /// MLP, expert and shared-expert projections. Embeddings, heads, routers, norms and
-    /// biases have other roles.
-    public static let defaultRoles: Set<String> = [
-        "attention.query", "attention.key", "attention.value", "attention.output", "attention.qkv",
-        "mlp.gate", "mlp.up", "mlp.down",
-        "expert.gate", "expert.up", "expert.down",
-        "shared_expert.gate", "shared_expert.up", "shared_expert.down",
-    ]
 }
 
 extension NMPacking.Pattern {

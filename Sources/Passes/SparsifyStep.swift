@@ -59,7 +59,7 @@ public struct SparsifyStep: Sendable, Equatable {
             if let targetsRegex {
                 guard entry.name.contains(targetsRegex) else { continue }
             } else {
-                guard let role = spec?.role, SparsifyRequest.defaultRoles.contains(role) else { continue }
+                guard spec?.role.isLinearWeight == true else { continue }
             }
             if let ignoreRegex, entry.name.contains(ignoreRegex) { continue }
             let input: NMSparsity.InputDimension = spec?.transposed == true ? .first : .last

@@ -3,8 +3,7 @@ import ModelGraph
 
 /// A trim the output cannot represent, refused before anything is written, with what
 /// would work instead.
-public enum TrimError: Error, Sendable, Equatable {
-    public static func == (lhs: TrimError, rhs: TrimError) -> Bool { lhs.description == rhs.description }
+public enum TrimError: Error, Sendable {
 
     case layerOutOfRange(layer: Int, layers: Int)
     case badMerge(layers: [Int], reason: String)
@@ -16,6 +15,7 @@ public enum TrimError: Error, Sendable, Equatable {
     case topKExceedsExperts(topK: Int, experts: Int)
     case cannotScore(tensor: String, dtype: String)
     case derivedAxisChanges(family: String, axis: String, expression: String, from: Int, to: Int)
+    case indivisible(family: String, expression: String, dividend: Int, divisor: Int)
     case axisNotWritable(family: String, axis: String)
     case layerPatternUnrepresentable(kind: String)
     case layerListLength(key: String, count: Int, layers: Int)
@@ -36,12 +36,11 @@ public enum TrimError: Error, Sendable, Equatable {
         case .topKExceedsExperts: return "top-k-exceeds-experts"
         case .cannotScore: return "cannot-score"
         case .derivedAxisChanges: return "derived-axis-changes"
+        case .indivisible: return "config-indivisible"
         case .axisNotWritable: return "axis-not-writable"
         case .layerPatternUnrepresentable: return "layer-pattern"
         case .layerListLength: return "layer-list-length"
         case .unevenCounts: return "uneven-counts"
-        case .input(let error):
-            return error.description
         case .graph(let error): return error.rule
         case .input(let error): return error.rule
         }
@@ -78,6 +77,8 @@ extension TrimError: CustomStringConvertible {
             return "tensor '\(tensor)' is \(dtype), which magnitude scoring cannot read; pass explicit keep lists in a recipe"
         case let .derivedAxisChanges(family, axis, expression, from, to):
             return "\(family) derives \(axis) = \(expression) from its config, so this change would turn \(axis) from \(from) into \(to) while the weights keep \(from); its config cannot express the result"
+        case let .indivisible(family, expression, dividend, divisor):
+            return "the \(family) config class requires \(expression) to divide exactly, and this trim would give \(dividend) / \(divisor), so transformers would refuse the config; choose sizes for which it divides"
         case let .axisNotWritable(family, axis):
             return "the \(family) config has no key that holds '\(axis)', so its size cannot change"
         case let .layerPatternUnrepresentable(kind):

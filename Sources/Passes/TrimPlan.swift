@@ -1,18 +1,47 @@
+import ModelGraph
 import OrderedJSON
 
-/// A fully resolved trim: every kept index, by original layer (and expert) index.
+/// A fully resolved trim: every kept index of every pruned axis, by original layer index.
+///
+/// Keep lists are keyed by axis, layer and, for an axis chosen inside another, the kept
+/// index of that outer axis (query heads inside kv head 2, channels inside expert 5). One
+/// code path slices every tensor through these lists, whatever the axis.
 ///
 /// This is what a trim records in its provenance file and what the reference surgery
 /// (`tools/reference_trim.py`) replays, so the JSON form is a contract:
 /// `{"version":1, "merge":[{"layers":[3,4,5],"norms":"first"}], "drop_layers":[...], "attention":{"<layer>":{"kv_heads":[...],
 /// "query_heads":[[...]]}}, "ffn":{"<layer>":[...]}, "expert_ffn":{"<layer>":{"<expert>":[...]}},
-/// "shared_expert_ffn":{"<layer>":[...]}, "experts":{"<layer>":[...]}}`.
+/// "shared_expert_ffn":{"<layer>":[...]}, "experts":{"<layer>":[...]}, "hidden":[...]}`.
 public struct TrimPlan: Sendable, Equatable {
+    /// Where a keep list applies.
+    public struct Key: Sendable, Hashable, Comparable {
+        public var axis: Axis
+        /// `nil` for an axis selected once for the model (`hidden`).
+        public var layer: Int?
+        /// The kept index of `axis.within` this list is chosen inside (a kv head, an expert).
+        public var within: Int?
+
+        public init(_ axis: Axis, layer: Int?, within: Int? = nil) {
+            self.axis = axis
+            self.layer = layer
+            self.within = within
+        }
+
+        public static func < (a: Key, b: Key) -> Bool {
+            (a.axis, a.layer ?? -1, a.within ?? -1) < (b.axis, b.layer ?? -1, b.within ?? -1)
+        }
+    }
+
     public struct Attention: Sendable, Equatable {
         /// Kept kv heads.
         public var kvHeads: [Int]
         /// For each kept kv head, the kept query heads inside its group (0..<group).
         public var queryHeads: [[Int]]
+
+        public init(kvHeads: [Int], queryHeads: [[Int]]) {
+            self.kvHeads = kvHeads
+            self.queryHeads = queryHeads
+        }
     }
 
     public struct Merge: Sendable, Equatable {
@@ -23,11 +52,8 @@ public struct TrimPlan: Sendable, Equatable {
 
     public var merges: [Merge] = []
     public var dropLayers: [Int] = []
-    public var attention: [Int: Attention] = [:]
-    public var ffn: [Int: [Int]] = [:]
-    public var expertFFN: [Int: [Int: [Int]]] = [:]
-    public var sharedExpertFFN: [Int: [Int]] = [:]
-    public var experts: [Int: [Int]] = [:]
+    /// Kept indices (ascending, original numbering) of every pruned axis.
+    public var keep: [Key: [Int]] = [:]
 
     public init() {}
 
@@ -36,6 +62,107 @@ public struct TrimPlan: Sendable, Equatable {
         Set(dropLayers).union(merges.flatMap { $0.layers.dropFirst() })
     }
 
+    /// The kept indices of `axis` in `layer` (inside `within`), if the plan prunes it there.
+    public func kept(_ axis: Axis, layer: Int?, within: Int? = nil) -> [Int]? {
+        keep[Key(axis, layer: layer, within: within)]
+    }
+
+    /// Axes the plan selects on in `layer` (model-wide axes included).
+    public func axes(in layer: Int?) -> Set<Axis> {
+        Set(keep.keys.filter { $0.layer == nil || $0.layer == layer }.map(\.axis))
+    }
+
+    /// Layers with a keep list for `axis`.
+    public func layers(selecting axis: Axis) -> Set<Int> {
+        Set(keep.keys.filter { $0.axis == axis }.compactMap(\.layer))
+    }
+
+    /// Removes every keep list of `axis` in `layer`.
+    public mutating func clear(_ axis: Axis, layer: Int?) {
+        for key in keep.keys where key.axis == axis && key.layer == layer { keep[key] = nil }
+    }
+}
+
+// MARK: - The structures users name
+
+extension TrimPlan {
+    /// Per layer, the kept kv heads and the kept query heads inside each.
+    public var attention: [Int: Attention] {
+        get {
+            var result: [Int: Attention] = [:]
+            for layer in layers(selecting: .kvHeads) {
+                let kv = kept(.kvHeads, layer: layer) ?? []
+                result[layer] = Attention(kvHeads: kv, queryHeads: kv.map { kept(.group, layer: layer, within: $0) ?? [] })
+            }
+            return result
+        }
+        set {
+            for layer in layers(selecting: .kvHeads).union(layers(selecting: .group)) {
+                clear(.kvHeads, layer: layer)
+                clear(.group, layer: layer)
+            }
+            for (layer, attention) in newValue {
+                keep[Key(.kvHeads, layer: layer)] = attention.kvHeads
+                for (k, query) in zip(attention.kvHeads, attention.queryHeads) { keep[Key(.group, layer: layer, within: k)] = query }
+            }
+        }
+    }
+
+    public var ffn: [Int: [Int]] {
+        get { byLayer(.ffn) }
+        set { setByLayer(.ffn, newValue) }
+    }
+
+    public var sharedExpertFFN: [Int: [Int]] {
+        get { byLayer(.sharedExpertFFN) }
+        set { setByLayer(.sharedExpertFFN, newValue) }
+    }
+
+    public var experts: [Int: [Int]] {
+        get { byLayer(.experts) }
+        set { setByLayer(.experts, newValue) }
+    }
+
+    /// Per layer, per kept expert (original index), its kept channels.
+    public var expertFFN: [Int: [Int: [Int]]] {
+        get {
+            var result: [Int: [Int: [Int]]] = [:]
+            for (key, kept) in keep where key.axis == .expertFFN {
+                if let layer = key.layer, let expert = key.within { result[layer, default: [:]][expert] = kept }
+            }
+            return result
+        }
+        set {
+            for key in keep.keys where key.axis == .expertFFN { keep[key] = nil }
+            for (layer, byExpert) in newValue {
+                for (expert, kept) in byExpert { keep[Key(.expertFFN, layer: layer, within: expert)] = kept }
+            }
+        }
+    }
+
+    /// Kept hidden channels, for the whole model.
+    public var hidden: [Int]? {
+        get { kept(.hidden, layer: nil) }
+        set { keep[Key(.hidden, layer: nil)] = newValue }
+    }
+
+    private func byLayer(_ axis: Axis) -> [Int: [Int]] {
+        var result: [Int: [Int]] = [:]
+        for (key, kept) in keep where key.axis == axis && key.within == nil {
+            if let layer = key.layer { result[layer] = kept }
+        }
+        return result
+    }
+
+    private mutating func setByLayer(_ axis: Axis, _ lists: [Int: [Int]]) {
+        for key in keep.keys where key.axis == axis { keep[key] = nil }
+        for (layer, kept) in lists { keep[Key(axis, layer: layer)] = kept }
+    }
+}
+
+// MARK: - JSON
+
+extension TrimPlan {
     public var json: JSONValue {
         func list(_ values: [Int]) -> JSONValue { .array(values.map { .integer($0) }) }
         func byLayer<T>(_ map: [Int: T], _ render: (T) -> JSONValue) -> JSONValue {
@@ -48,20 +175,22 @@ public struct TrimPlan: Sendable, Equatable {
             })))
         }
         if !dropLayers.isEmpty { members.append(("drop_layers", list(dropLayers))) }
+        let attention = self.attention
         if !attention.isEmpty {
             members.append(("attention", byLayer(attention) { a in
                 .object([("kv_heads", list(a.kvHeads)), ("query_heads", .array(a.queryHeads.map(list)))])
             }))
         }
-        if !ffn.isEmpty { members.append(("ffn", byLayer(ffn, list))) }
-        if !expertFFN.isEmpty { members.append(("expert_ffn", byLayer(expertFFN) { byLayer($0, list) })) }
-        if !sharedExpertFFN.isEmpty { members.append(("shared_expert_ffn", byLayer(sharedExpertFFN, list))) }
-        if !experts.isEmpty { members.append(("experts", byLayer(experts, list))) }
+        for (axis, lists) in [(Axis.ffn, ffn)] where !lists.isEmpty { members.append((axis.rawValue, byLayer(lists, list))) }
+        let expertFFN = self.expertFFN
+        if !expertFFN.isEmpty { members.append((Axis.expertFFN.rawValue, byLayer(expertFFN) { byLayer($0, list) })) }
+        for (axis, lists) in [(Axis.sharedExpertFFN, sharedExpertFFN), (.experts, experts)] where !lists.isEmpty {
+            members.append((axis.rawValue, byLayer(lists, list)))
+        }
+        if let hidden { members.append((Axis.hidden.rawValue, list(hidden))) }
         return .object(members)
     }
-}
 
-extension TrimPlan {
     /// Reads the JSON form (as in `pare-trim.json`'s `plan`).
     public init(json: JSONValue, source: String) throws(RecipeError) {
         self.init()
@@ -85,6 +214,7 @@ extension TrimPlan {
             return result
         }
         guard let members = json.objectMembers else { throw fail("", "must be a mapping") }
+        let known = ["version", "merge", "drop_layers", "attention", "ffn", "expert_ffn", "shared_expert_ffn", "experts", "hidden"]
         for (key, value) in members {
             switch key {
             case "version":
@@ -98,27 +228,31 @@ extension TrimPlan {
                     merges.append(.init(layers: layers, norms: norms))
                 }
             case "attention":
+                var lists: [Int: Attention] = [:]
                 for (layer, item) in try byLayer(value, key) {
                     let kv = try ints(item["kv_heads"], "attention.\(layer).kv_heads")
                     guard let groups = item["query_heads"]?.arrayValue else { throw fail("attention.\(layer).query_heads", "must be a list of lists") }
                     var query: [[Int]] = []
                     for group in groups { query.append(try ints(group, "attention.\(layer).query_heads")) }
-                    attention[layer] = .init(kvHeads: kv, queryHeads: query)
+                    guard query.count == kv.count else {
+                        throw fail("attention.\(layer).query_heads", "must hold one list per kept kv head (\(kv.count))")
+                    }
+                    lists[layer] = .init(kvHeads: kv, queryHeads: query)
                 }
-            case "ffn":
-                for (layer, item) in try byLayer(value, key) { ffn[layer] = try ints(item, "ffn.\(layer)") }
-            case "shared_expert_ffn":
-                for (layer, item) in try byLayer(value, key) { sharedExpertFFN[layer] = try ints(item, "shared_expert_ffn.\(layer)") }
-            case "experts":
-                for (layer, item) in try byLayer(value, key) { experts[layer] = try ints(item, "experts.\(layer)") }
+                attention = lists
+            case "ffn", "shared_expert_ffn", "experts":
+                let axis = Axis(rawValue: key)!
+                for (layer, item) in try byLayer(value, key) { keep[Key(axis, layer: layer)] = try ints(item, "\(key).\(layer)") }
             case "expert_ffn":
                 for (layer, item) in try byLayer(value, key) {
-                    var byExpert: [Int: [Int]] = [:]
-                    for (expert, list) in try byLayer(item, "expert_ffn.\(layer)") { byExpert[expert] = try ints(list, "expert_ffn.\(layer).\(expert)") }
-                    expertFFN[layer] = byExpert
+                    for (expert, list) in try byLayer(item, "expert_ffn.\(layer)") {
+                        keep[Key(.expertFFN, layer: layer, within: expert)] = try ints(list, "expert_ffn.\(layer).\(expert)")
+                    }
                 }
+            case "hidden":
+                hidden = try ints(value, key)
             default:
-                throw fail(key, "unknown key (known: version, merge, drop_layers, attention, ffn, expert_ffn, shared_expert_ffn, experts)")
+                throw fail(key, "unknown key (known: \(known.joined(separator: ", ")))")
             }
         }
     }

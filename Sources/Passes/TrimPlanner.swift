@@ -3,6 +3,12 @@ import ModelGraph
 
 /// Resolves a `TrimRequest` against a model into an explicit `TrimPlan`, choosing indices by
 /// group magnitude, and refusing what the output could not represent.
+///
+/// Every axis goes through the same steps: the request gives a count (`TrimPlanner+Counts`),
+/// the descriptor says which tensors carry the axis, and a structure's score adds up the
+/// slices of all of them. Only what the axes mean differs, and that is data on `Axis`: its
+/// scope (per layer, or `hidden` for the model), and the axis it is chosen inside (query
+/// heads inside each kv group, channels inside each kept expert).
 public struct TrimPlanner {
     public let graph: ModelGraph
     /// When false (a dry run), no weights are read and the first indices stand in for the
@@ -11,9 +17,7 @@ public struct TrimPlanner {
     private var marginalCache: [String: [[Double]]] = [:]
     private var cachedLayer: Int?
     /// Merges already planned: scores of a merged layer are taken on its merged weights.
-    private var mergePlan: [TrimPlan.Merge] = []
-    /// Keep lists given in a recipe; they win over scoring for the layers they name.
-    private var explicit = TrimPlan()
+    var mergePlan: [TrimPlan.Merge] = []
 
     public init(graph: ModelGraph, scores: Bool = true) {
         self.graph = graph
@@ -30,8 +34,36 @@ public struct TrimPlanner {
     /// same as for the whole model): a writer can score each layer just before writing it.
     public mutating func plan(_ request: TrimRequest, explicit: TrimPlan = TrimPlan(), only: Set<Int>? = nil) throws(TrimError) -> TrimPlan {
         // A checkpoint that disagrees with its config cannot be sliced by its config.
-        if let problem = graph.problems.first(where: { $0.rule != "unexpected-tensor" }) { throw .graph(problem) }
-        self.explicit = explicit
+        if let problem = graph.problems.first(where: { !$0.isUnexpectedTensor }) {
+            throw .graph(problem)
+        }
+        var plan = try planLayers(request, explicit: explicit)
+        mergePlan = plan.merges
+        let removed = plan.removedLayers
+        let surviving = (0..<binding.layerCount).filter { !removed.contains($0) }
+        let scored = only.map { wanted in surviving.filter(wanted.contains) } ?? surviving
+
+        try checkExplicit(explicit, removed: removed)
+        let counts = try self.counts(for: request, explicit: explicit, surviving: surviving)
+        try checkRepresentable(counts, explicit: explicit)
+        for axis in Axis.prunable where counts[axis] != nil || explicit.keep.keys.contains(where: { $0.axis == axis }) {
+            switch axis.scope {
+            case .model:
+                // One selection for the whole model, scored on every surviving layer.
+                try select(axis, layer: nil, count: counts[axis], explicit: explicit, surviving: surviving, into: &plan)
+            case .layer:
+                for layer in scored where graph.layer(layer, carries: axis) {
+                    try select(axis, layer: layer, count: counts[axis], explicit: explicit, surviving: surviving, into: &plan)
+                }
+            }
+        }
+        return plan
+    }
+
+    // MARK: Layers
+
+    /// Drops and merges, checked.
+    private func planLayers(_ request: TrimRequest, explicit: TrimPlan) throws(TrimError) -> TrimPlan {
         var plan = TrimPlan()
         let layers = binding.layerCount
         for layer in request.dropLayers where layer < 0 || layer >= layers {
@@ -57,7 +89,7 @@ public struct TrimPlanner {
                 throw .badMerge(layers: run, reason: "layer \(odd) does not have the same tensors as layer \(run[0]) (e.g. one is a dense layer and the other an MoE layer)")
             }
             if let fixed = (graph.nodesByLayer[run[0]] ?? []).first(where: {
-                !$0.source.info.dtype.isCastable && graph.descriptor.tensors[$0.template].role != "buffer"
+                !$0.source.info.dtype.isCastable && graph.descriptor.tensors[$0.template].role != .buffer
             }) {
                 throw .badMerge(layers: run, reason: "tensor '\(fixed.name)' is \(fixed.source.info.dtype.name); LaCo merges float weights only (dequantize first)")
             }
@@ -66,216 +98,37 @@ public struct TrimPlanner {
             plan.merges.append(.init(layers: run, norms: norms))
         }
         plan.merges.sort { $0.layers[0] < $1.layers[0] }
-        mergePlan = plan.merges
         guard plan.removedLayers.count < layers else { throw .allLayersDropped(layers: layers) }
-        let surviving = (0..<layers).filter { !plan.removedLayers.contains($0) }
-        let scored = only.map { wanted in surviving.filter(wanted.contains) } ?? surviving
-
-        let removed = plan.removedLayers
-        let named = Set(explicit.attention.keys).union(explicit.ffn.keys).union(explicit.expertFFN.keys)
-            .union(explicit.sharedExpertFFN.keys).union(explicit.experts.keys)
-        if let layer = named.sorted().first(where: { $0 >= layers || removed.contains($0) }) {
-            throw .badKeepList(what: "layer \(layer)", reason: layer >= layers ? "the model has \(layers) layers" : "that layer is dropped or merged away")
-        }
-        let listed: [(String, [Int])] = [
-            ("ffn", Array(explicit.ffn.keys)), ("shared_expert_ffn", Array(explicit.sharedExpertFFN.keys)),
-            ("experts", Array(explicit.experts.keys)), ("experts", Array(explicit.expertFFN.keys)), ("kv_heads", Array(explicit.attention.keys)),
-        ]
-        for (axis, layers) in listed {
-            if let layer = layers.sorted().first(where: { !binding.layer($0, hasAxis: axis, in: graph) }) {
-                throw .badKeepList(what: "layer \(layer)", reason: "it has no \(axis) axis (e.g. a dense layer given an expert list, or an MoE layer given an FFN list)")
-            }
-        }
-        for (layer, byExpert) in explicit.expertFFN {
-            let kept = Set(explicit.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0)))
-            guard Set(byExpert.keys) == kept else {
-                throw .badKeepList(what: "expert FFN of layer \(layer)", reason: "it must list exactly the experts the layer keeps (\(kept.sorted().map(String.init).joined(separator: ", ")))")
-            }
-        }
-        if request.kvHeads != nil || request.heads != nil || !explicit.attention.isEmpty {
-            if graph.descriptor.tensors.contains(where: { $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("heads") == true } } }) {
-                throw .notSupported(family: family, request: "head pruning", reason: "its descriptor writes attention dimensions with the 'heads' axis; describe them as kv_heads*group*head_dim so heads can be selected per kv group")
-            }
-            try planAttention(request, scored, &plan)
-        }
-        if request.expertFFN != nil || !explicit.expertFFN.isEmpty || (isRatio(request.ffn) && binding.size("expert_ffn") != nil) {
-            // One keep list per expert cannot slice a tensor that stacks all experts.
-            if let stacked = graph.descriptor.tensors.first(where: { $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("experts") == true } } && $0.shape.contains { d in AxisSegment.segments(of: d, binding).contains { $0.axes?.contains("expert_ffn") == true } } }) {
-                throw .notSupported(family: family, request: "pruning each expert's FFN", reason: "'\(stacked.name)' stacks all experts in one tensor, and each expert would keep different channels")
-            }
-        }
-        if request.experts != nil || !explicit.experts.isEmpty {
-            try planExperts(request.experts, scored, &plan)
-        }
-        for (layer, kept) in explicit.ffn where surviving.contains(layer) {
-            try check(kept, below: binding.size("ffn") ?? 0, "FFN channels of layer \(layer)")
-            plan.ffn[layer] = kept
-        }
-        for (layer, kept) in explicit.sharedExpertFFN where surviving.contains(layer) {
-            try check(kept, below: binding.size("shared_expert_ffn") ?? 0, "shared expert FFN channels of layer \(layer)")
-            plan.sharedExpertFFN[layer] = kept
-        }
-        for (layer, byExpert) in explicit.expertFFN where surviving.contains(layer) {
-            for (expert, kept) in byExpert {
-                try check(kept, below: binding.size("expert_ffn") ?? 0, "FFN channels of expert \(expert) in layer \(layer)")
-            }
-            plan.expertFFN[layer] = byExpert
-        }
-        // FFN sizes: a ratio on --ffn applies to every FFN axis the model has.
-        // (axis, size, asked for by name): a ratio on --ffn also applies to every other FFN
-        // axis the model has; a count on --ffn applies to the experts' FFN of a model with
-        // no dense one (Mixtral).
-        let ffnAxes: [(axis: String, size: TrimRequest.Size?, explicit: Bool)] = [
-            ("ffn", request.ffn, !isRatio(request.ffn) || binding.size("expert_ffn") == nil),
-            ("expert_ffn", request.expertFFN ?? (isRatio(request.ffn) || binding.size("ffn") == nil ? request.ffn : nil), request.expertFFN != nil),
-            ("shared_expert_ffn", request.sharedExpertFFN ?? (isRatio(request.ffn) ? request.ffn : nil), request.sharedExpertFFN != nil),
-        ]
-        for (axis, size, explicit) in ffnAxes {
-            guard let size else { continue }
-            if explicit, binding.size(axis) != nil, !surviving.contains(where: { binding.layer($0, hasAxis: axis, in: graph) }) {
-                throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "no surviving layer has a \(axis) FFN (every one is an MoE layer); use --expert-ffn or --shared-expert-ffn")
-            }
-            guard let current = binding.size(axis) else {
-                // Mixtral: --ffn counts go to the experts' FFN, handled as expert_ffn.
-                if !explicit || (axis == "ffn" && binding.size("expert_ffn") != nil) { continue }
-                throw .notSupported(family: family, request: "--\(axis.replacingUnderscores())", reason: "the model has no \(axis) axis")
-            }
-            try planFFN(axis: axis, keep: size.resolve(from: current), current: current, scored, &plan)
-        }
         return plan
     }
 
-    private func isRatio(_ size: TrimRequest.Size?) -> Bool {
-        if case .ratio = size { return true }
-        return false
-    }
+    // MARK: Explicit keep lists
 
-    // MARK: Attention
-
-    private mutating func planAttention(_ request: TrimRequest, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
-        if let derived = graph.descriptor.axes["head_dim"]?.value {
-            throw .notSupported(family: family, request: "head pruning",
-                                reason: "its config has no head_dim key (the model derives head_dim = \(derived)), so fewer heads would change the head size")
+    /// Keep lists of a recipe must name surviving layers that carry their axis, and a
+    /// list chosen inside another axis must come once for each index that axis keeps.
+    private func checkExplicit(_ explicit: TrimPlan, removed: Set<Int>) throws(TrimError) {
+        let layers = binding.layerCount
+        let named = Set(explicit.keep.keys.compactMap(\.layer))
+        if let layer = named.sorted().first(where: { $0 >= layers || removed.contains($0) }) {
+            throw .badKeepList(what: "layer \(layer)", reason: layer >= layers ? "the model has \(layers) layers" : "that layer is dropped or merged away")
         }
-        guard let heads = binding.size("heads"), let kv = binding.size("kv_heads"), let group = binding.size("group") else {
-            throw .notSupported(family: family, request: "head pruning", reason: "its descriptor has no kv_heads/group axes (its attention is not described per kv group)")
-        }
-        var keepKV = request.kvHeads ?? kv
-        var perGroup = group
-        guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
-        if let wanted = request.heads, wanted < 1 || wanted > heads {
-            throw .countOutOfRange(what: "query heads", requested: wanted, available: heads)
-        }
-        if let wanted = request.heads {
-            if group == 1 && request.kvHeads == nil {
-                keepKV = wanted  // no GQA: every head is its own group
-            } else {
-                guard wanted % keepKV == 0, wanted / keepKV <= group, wanted >= keepKV else {
-                    throw .headsNotDivisible(heads: wanted, kvHeads: keepKV, group: group)
+        for axis in Axis.prunable {
+            if let layer = explicit.layers(selecting: axis).sorted().first(where: { !graph.layer($0, carries: axis) }) {
+                throw .badKeepList(what: "layer \(layer)", reason: "it has no \(axis) axis (e.g. a dense layer given an expert list, or an MoE layer given an FFN list)")
+            }
+            guard let outer = axis.within else { continue }
+            for layer in explicit.layers(selecting: axis).sorted() {
+                let kept = explicit.kept(outer, layer: layer) ?? Array(0..<(binding.size(outer) ?? 0))
+                let listed = explicit.keep.keys.filter { $0.axis == axis && $0.layer == layer }.compactMap(\.within)
+                guard Set(listed) == Set(kept), listed.count == kept.count else {
+                    throw .badKeepList(what: "\(axis.noun) of layer \(layer)", reason: "there must be one list for each of the \(outer.noun) the layer keeps (\(kept.map(String.init).joined(separator: ", ")))")
                 }
-                perGroup = wanted / keepKV
             }
-        }
-        guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
-        guard keepKV * perGroup <= heads else { throw .countOutOfRange(what: "query heads", requested: keepKV * perGroup, available: heads) }
-        let asked = request.kvHeads != nil || request.heads != nil
-        for layer in surviving {
-            if let given = explicit.attention[layer] {
-                try check(given.kvHeads, below: kv, "kv heads of layer \(layer)")
-                guard given.queryHeads.count == given.kvHeads.count else {
-                    throw .badKeepList(what: "query heads of layer \(layer)", reason: "there must be one list per kept kv head (\(given.kvHeads.count))")
-                }
-                for group in given.queryHeads { try check(group, below: binding.size("group") ?? 0, "query heads of layer \(layer)") }
-                guard Set(given.queryHeads.map(\.count)).count == 1 else {
-                    throw .headsNotDivisible(heads: given.queryHeads.reduce(0) { $0 + $1.count }, kvHeads: given.kvHeads.count, group: group)
-                }
-                plan.attention[layer] = given
-                continue
-            }
-            guard asked else { continue }
-            var kvScores = [Double](repeating: 0, count: kv)
-            try accumulate(axis: "kv_heads", layer: layer, into: &kvScores) { $0["kv_heads"] }
-            let keptKV = keepKV == kv ? Array(0..<kv) : GroupMagnitude.top(keepKV, of: kvScores)
-            var query: [[Int]] = []
-            if perGroup == group {
-                query = keptKV.map { _ in Array(0..<group) }
-            } else {
-                var headScores = [Double](repeating: 0, count: kv * group)
-                try accumulate(axis: "group", layer: layer, into: &headScores) { indices in
-                    guard let k = indices["kv_heads"], let g = indices["group"] else { return nil }
-                    return k * group + g
-                }
-                query = keptKV.map { k in GroupMagnitude.top(perGroup, of: Array(headScores[(k * group)..<((k + 1) * group)])) }
-            }
-            plan.attention[layer] = .init(kvHeads: keptKV, queryHeads: query)
-        }
-    }
-
-    // MARK: FFN
-
-    private mutating func planFFN(axis: String, keep: Int, current: Int, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
-        guard keep >= 1, keep <= current else {
-            throw .countOutOfRange(what: "\(axis.replacingUnderscores()) channels", requested: keep, available: current)
-        }
-        for layer in surviving {
-            let perExpert = axis == "expert_ffn"
-            if (axis == "ffn" && explicit.ffn[layer] != nil) || (axis == "shared_expert_ffn" && explicit.sharedExpertFFN[layer] != nil)
-                || (perExpert && explicit.expertFFN[layer] != nil)
-            {
-                continue
-            }
-            if perExpert {
-                guard binding.layer(layer, hasAxis: "experts", in: graph) else { continue }
-                let experts = plan.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0))
-                var byExpert: [Int: [Int]] = [:]
-                for expert in experts {
-                    var scores = [Double](repeating: 0, count: current)
-                    try accumulate(axis: axis, layer: layer, expert: expert, into: &scores) { $0[axis] }
-                    byExpert[expert] = keep == current ? Array(0..<current) : GroupMagnitude.top(keep, of: scores)
-                }
-                plan.expertFFN[layer] = byExpert
-            } else {
-                guard binding.layer(layer, hasAxis: axis, in: graph) else { continue }
-                var scores = [Double](repeating: 0, count: current)
-                try accumulate(axis: axis, layer: layer, into: &scores) { $0[axis] }
-                let kept = keep == current ? Array(0..<current) : GroupMagnitude.top(keep, of: scores)
-                if axis == "ffn" { plan.ffn[layer] = kept } else { plan.sharedExpertFFN[layer] = kept }
-            }
-        }
-    }
-
-    // MARK: Experts
-
-    private mutating func planExperts(_ wanted: Int?, _ surviving: [Int], _ plan: inout TrimPlan) throws(TrimError) {
-        guard let experts = binding.size("experts") else {
-            throw .notSupported(family: family, request: "--experts", reason: "it has no routed experts")
-        }
-        let topK = binding.size("experts_per_token") ?? 1
-        for (layer, kept) in explicit.experts where surviving.contains(layer) {
-            try check(kept, below: experts, "experts of layer \(layer)")
-            guard kept.count >= topK else { throw .topKExceedsExperts(topK: topK, experts: kept.count) }
-            plan.experts[layer] = kept
-        }
-        guard let keep = wanted else { return }
-        guard keep >= 1, keep <= experts else { throw .countOutOfRange(what: "experts", requested: keep, available: experts) }
-        if topK > keep {
-            throw .topKExceedsExperts(topK: topK, experts: keep)
-        }
-        for layer in surviving where binding.layer(layer, hasAxis: "experts", in: graph) && explicit.experts[layer] == nil {
-            var scores = [Double](repeating: 0, count: experts)
-            // Every tensor of an expert goes with it, plus its router row.
-            for node in graph.nodesByLayer[layer] ?? [] {
-                guard let expert = node.expert else { continue }
-                let m = try marginals(node)
-                scores[expert] += m.first?.reduce(0, +) ?? 0
-            }
-            try accumulate(axis: "experts", layer: layer, into: &scores) { $0["experts"] }
-            plan.experts[layer] = keep == experts ? Array(0..<experts) : GroupMagnitude.top(keep, of: scores)
         }
     }
 
     /// A keep list must be non-empty, strictly increasing and in range.
-    private func check(_ kept: [Int], below size: Int, _ what: String) throws(TrimError) {
+    func check(_ kept: [Int], below size: Int, _ what: String) throws(TrimError) {
         guard !kept.isEmpty else { throw .badKeepList(what: what, reason: "it keeps nothing") }
         guard zip(kept, kept.dropFirst()).allSatisfy({ $0 < $1 }) else {
             throw .badKeepList(what: what, reason: "indices must be strictly increasing (pare keeps the original order)")
@@ -283,6 +136,52 @@ public struct TrimPlanner {
         guard let last = kept.last, let first = kept.first, first >= 0, last < size else {
             throw .badKeepList(what: what, reason: "indices must be in 0..<\(size)")
         }
+    }
+
+    // MARK: Selection
+
+    /// Chooses the kept indices of `axis` in `layer` (nil: the whole model), inside each
+    /// kept index of the axis it is chosen within: from the recipe's lists for the layer
+    /// if it has any, else the `count` highest scores.
+    private mutating func select(
+        _ axis: Axis, layer: Int?, count: Int?, explicit: TrimPlan, surviving: [Int], into plan: inout TrimPlan
+    ) throws(TrimError) {
+        let size = binding.size(axis) ?? 0
+        let outer: [Int?] = axis.within.map { w in (plan.kept(w, layer: layer) ?? Array(0..<(binding.size(w) ?? 0))).map { $0 } } ?? [nil]
+        let given = explicit.keep.keys.contains { $0.axis == axis && $0.layer == layer }
+        if given {
+            var counts = Set<Int>()
+            for w in outer {
+                guard let kept = explicit.kept(axis, layer: layer, within: w) else { continue }
+                try check(kept, below: size, what(axis, layer: layer, within: w))
+                try checkCount(axis, kept.count)
+                plan.keep[.init(axis, layer: layer, within: w)] = kept
+                counts.insert(kept.count)
+            }
+            if axis == .group, counts.count > 1, let kv = plan.kept(.kvHeads, layer: layer) {
+                let total = kv.reduce(0) { $0 + (plan.kept(.group, layer: layer, within: $1)?.count ?? 0) }
+                throw .headsNotDivisible(heads: total, kvHeads: kv.count, group: size)
+            }
+            return
+        }
+        guard let count else { return }
+        if count == size {
+            for w in outer { plan.keep[.init(axis, layer: layer, within: w)] = Array(0..<size) }
+            return
+        }
+        let nodes = layer.map { graph.nodesByLayer[$0] ?? [] } ?? graph.nodes.filter { $0.layer.map(surviving.contains) ?? true }
+        for w in outer {
+            var scores = [Double](repeating: 0, count: size)
+            try accumulate(axis, nodes: nodes, within: w.map { (axis.within!, $0) }, into: &scores)
+            plan.keep[.init(axis, layer: layer, within: w)] = GroupMagnitude.top(count, of: scores)
+        }
+    }
+
+    /// How a keep list is named in messages: "FFN channels of expert 3 in layer 0".
+    private func what(_ axis: Axis, layer: Int?, within: Int?) -> String {
+        guard let layer else { return axis.noun }
+        if axis == .expertFFN, let within { return "FFN channels of expert \(within) in layer \(layer)" }
+        return "\(axis.noun) of layer \(layer)"
     }
 
     // MARK: Scores
@@ -304,12 +203,21 @@ public struct TrimPlanner {
         return m
     }
 
-    /// Adds, for every tensor of `layer` (and `expert`, if given) with `axis` in a dimension,
-    /// the sum of squares of each slice to the score of the structure `key` maps it to.
+    /// Adds to `scores[i]` the sum of squares of every slice at index `i` of `axis`, in
+    /// every tensor of `nodes` that carries the axis; with `within`, only the slices that
+    /// belong to that index of the outer axis. A tensor of one `{expert}` instance belongs
+    /// to that expert whole: for `experts` it counts in full, before any slice.
     private mutating func accumulate(
-        axis: String, layer: Int, expert: Int? = nil, into scores: inout [Double], key: ([String: Int]) -> Int?
+        _ axis: Axis, nodes: [ModelGraph.Node], within: (axis: Axis, index: Int)?, into scores: inout [Double]
     ) throws(TrimError) {
-        for node in graph.nodesByLayer[layer] ?? [] where expert == nil || node.expert == expert {
+        if axis == .experts {
+            for node in nodes {
+                guard let expert = node.expert else { continue }
+                scores[expert] += try marginals(node).first?.reduce(0, +) ?? 0
+            }
+        }
+        for node in nodes {
+            if let within, within.axis == .experts, node.expert != within.index { continue }
             let spec = graph.descriptor.tensors[node.template]
             for (d, dimension) in spec.shape.enumerated() {
                 let segments = AxisSegment.segments(of: dimension, binding)
@@ -317,7 +225,9 @@ public struct TrimPlanner {
                 let m = try marginals(node)
                 for segment in segments where segment.axes?.contains(axis) == true {
                     for p in 0..<segment.length {
-                        if let id = key(segment.decompose(p)) { scores[id] += m[d][segment.offset + p] }
+                        let indices = segment.decompose(p)
+                        if let within, let outer = indices[within.axis], outer != within.index { continue }
+                        scores[indices[axis]!] += m[d][segment.offset + p]
                     }
                 }
             }
@@ -325,17 +235,13 @@ public struct TrimPlanner {
     }
 }
 
-extension AxisBinding {
+extension ModelGraph {
     /// Whether any tensor of `layer` carries `axis` (e.g. whether a layer is an MoE layer).
-    func layer(_ layer: Int, hasAxis axis: String, in graph: ModelGraph) -> Bool {
-        (graph.nodesByLayer[layer] ?? []).contains { node in
-            graph.descriptor.tensors[node.template].shape.contains { dimension in
-                AxisSegment.segments(of: dimension, self).contains { $0.axes?.contains(axis) == true }
+    func layer(_ layer: Int, carries axis: Axis) -> Bool {
+        (nodesByLayer[layer] ?? []).contains { node in
+            descriptor.tensors[node.template].shape.contains { dimension in
+                AxisSegment.segments(of: dimension, binding).contains { $0.axes?.contains(axis) == true }
             }
         }
     }
-}
-
-extension String {
-    func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
 }

@@ -1,5 +1,7 @@
-/// What a user asks a trim to do, before indices are chosen: counts and ratios, or explicit
-/// layers. `TrimPlanner` resolves it against a model into a `TrimPlan`.
+import ModelGraph
+
+/// What a user asks a trim to do, before indices are chosen: counts and ratios by axis,
+/// or explicit layers. `TrimPlanner` resolves it against a model into a `TrimPlan`.
 public struct TrimRequest: Sendable, Equatable {
     /// A new size: an absolute count, or a fraction of the current one.
     public enum Size: Sendable, Equatable, CustomStringConvertible {
@@ -25,6 +27,11 @@ public struct TrimRequest: Sendable, Equatable {
             }
         }
 
+        public var isRatio: Bool {
+            if case .ratio = self { return true }
+            return false
+        }
+
         public var description: String {
             switch self {
             case .count(let n): return String(n)
@@ -41,28 +48,70 @@ public struct TrimRequest: Sendable, Equatable {
         case merge
     }
 
+    /// The sizes a request can set, each named after its axis (the recipe key and, with
+    /// dashes, the `pare trim` option). `heads` counts query heads in all kv groups
+    /// together; the planner turns it into a per-group count.
+    public static let axes: [Axis] = [.kvHeads, .heads, .ffn, .expertFFN, .sharedExpertFFN, .experts, .hidden]
+
+    /// Axes that take a count only (a fraction of heads or experts has no clear rounding).
+    public static let countOnly: Set<Axis> = [.kvHeads, .heads, .experts]
+
     /// Layers to remove, by original index.
     public var dropLayers: [Int] = []
     /// Runs of consecutive layers to merge into their first (LaCo), by original index.
     public var merges: [[Int]] = []
     public var mergeNorms: NormPolicy = .first
-    /// Keep this many kv heads (whole GQA groups) per layer.
-    public var kvHeads: Int?
-    /// Keep this many query heads per layer, the same number inside every kv group.
-    public var heads: Int?
-    /// The dense FFN size (and, as a ratio, every FFN size the model has).
-    public var ffn: Size?
-    /// Each routed expert's FFN size (MoE).
-    public var expertFFN: Size?
-    /// The shared expert's FFN size (Qwen2-MoE).
-    public var sharedExpertFFN: Size?
-    /// Keep this many routed experts per MoE layer.
-    public var experts: Int?
+    /// New sizes by axis (one of `axes`).
+    public var sizes: [Axis: Size] = [:]
 
     public init() {}
 
-    public var isEmpty: Bool {
-        dropLayers.isEmpty && merges.isEmpty && kvHeads == nil && heads == nil && ffn == nil && expertFFN == nil
-            && sharedExpertFFN == nil && experts == nil
+    public var isEmpty: Bool { dropLayers.isEmpty && merges.isEmpty && sizes.isEmpty }
+
+    /// Keep this many kv heads (whole GQA groups) per layer.
+    public var kvHeads: Int? {
+        get { count(.kvHeads) }
+        set { sizes[.kvHeads] = newValue.map(Size.count) }
+    }
+
+    /// Keep this many query heads per layer, the same number inside every kv group.
+    public var heads: Int? {
+        get { count(.heads) }
+        set { sizes[.heads] = newValue.map(Size.count) }
+    }
+
+    /// Keep this many routed experts per MoE layer.
+    public var experts: Int? {
+        get { count(.experts) }
+        set { sizes[.experts] = newValue.map(Size.count) }
+    }
+
+    /// The dense FFN size (and, as a ratio, every FFN size the model has).
+    public var ffn: Size? {
+        get { sizes[.ffn] }
+        set { sizes[.ffn] = newValue }
+    }
+
+    /// Each routed expert's FFN size (MoE).
+    public var expertFFN: Size? {
+        get { sizes[.expertFFN] }
+        set { sizes[.expertFFN] = newValue }
+    }
+
+    /// The shared expert's FFN size (Qwen2-MoE).
+    public var sharedExpertFFN: Size? {
+        get { sizes[.sharedExpertFFN] }
+        set { sizes[.sharedExpertFFN] = newValue }
+    }
+
+    /// The residual stream's width (Minitron's embedding channels).
+    public var hidden: Size? {
+        get { sizes[.hidden] }
+        set { sizes[.hidden] = newValue }
+    }
+
+    private func count(_ axis: Axis) -> Int? {
+        guard case .count(let n) = sizes[axis] else { return nil }
+        return n
     }
 }

@@ -21,8 +21,8 @@ public struct TrimSummary: Sendable {
     public var bytesAfter: UInt64 { trimmed.items.reduce(0) { $0 + UInt64($1.entry.byteCount) } }
 
     /// Bytes of K and V cached per token: 2 × layers × kv heads × head_dim × element size.
-    public func kvCacheBytesPerToken(_ sizes: [String: Int]) -> Int? {
-        guard let layers = sizes["layers"], let kv = sizes["kv_heads"] ?? sizes["heads"], let headDim = sizes["head_dim"] else { return nil }
+    public func kvCacheBytesPerToken(_ sizes: [Axis: Int]) -> Int? {
+        guard let layers = sizes[.layers], let kv = sizes[.kvHeads] ?? sizes[.heads], let headDim = sizes[.headDim] else { return nil }
         let element = trimmed.graph.model.tensors.first.map { $0.info.dtype.bitWidth / 8 } ?? 2
         return 2 * layers * kv * headDim * element
     }
@@ -36,11 +36,12 @@ public struct TrimSummary: Sendable {
             if plan.removedLayers.contains(layer) { return (layer, nil, nil, nil, nil, nil) }
             defer { next += 1 }
             let attention = plan.attention[layer]
-            let heads = attention.map { $0.queryHeads.reduce(0) { $0 + $1.count } } ?? binding.size("heads")
-            let kv = attention?.kvHeads.count ?? binding.size("kv_heads")
+            let heads = attention.map { $0.queryHeads.reduce(0) { $0 + $1.count } } ?? binding.size(.heads)
+            let kv = attention?.kvHeads.count ?? binding.size(.kvHeads)
+            let graph = trimmed.graph
             let ffn = plan.ffn[layer]?.count ?? plan.expertFFN[layer]?.values.first?.count
-                ?? (binding.layer(layer, hasAxis: "ffn", in: trimmed.graph) ? binding.size("ffn") : binding.size("expert_ffn"))
-            let experts = binding.layer(layer, hasAxis: "experts", in: trimmed.graph) ? (plan.experts[layer]?.count ?? binding.size("experts")) : nil
+                ?? (graph.layer(layer, carries: .ffn) ? binding.size(.ffn) : binding.size(.expertFFN))
+            let experts = graph.layer(layer, carries: .experts) ? (plan.experts[layer]?.count ?? binding.size(.experts)) : nil
             return (layer, next, heads, kv, ffn, experts)
         }
     }
@@ -56,9 +57,12 @@ public struct TrimSummary: Sendable {
         if !plan.dropLayers.isEmpty {
             steps.append("drop layers \(plan.dropLayers.map(String.init).joined(separator: ", "))")
         }
-        if let b = before["kv_heads"], let a = after["kv_heads"], a != b { steps.append("keep \(a) of \(b) kv heads (whole GQA groups) per layer") }
-        if let b = before["group"], let a = after["group"], a != b { steps.append("keep \(a) of \(b) query heads in every kv group") }
-        for (axis, what) in [("ffn", "FFN channels"), ("expert_ffn", "FFN channels in every expert"), ("shared_expert_ffn", "shared-expert FFN channels"), ("experts", "routed experts per MoE layer")] {
+        let phrases: [(Axis, String)] = [
+            (.kvHeads, "kv heads (whole GQA groups) per layer"), (.group, "query heads in every kv group"), (.ffn, "FFN channels"),
+            (.expertFFN, "FFN channels in every expert"), (.sharedExpertFFN, "shared-expert FFN channels"),
+            (.experts, "routed experts per MoE layer"), (.hidden, "hidden channels (embeddings, norms, every projection's hidden side)"),
+        ]
+        for (axis, what) in phrases {
             if let b = before[axis], let a = after[axis], a != b { steps.append("keep \(a) of \(b) \(what)") }
         }
         return steps
@@ -75,7 +79,7 @@ public struct TrimSummary: Sendable {
             ("bytes", .object([("before", .integer(bytesBefore)), ("after", .integer(bytesAfter))])),
             ("kv_cache_bytes_per_token", .object([("before", optional(kvCacheBytesPerToken(before))), ("after", optional(kvCacheBytesPerToken(after)))])),
             ("axes", .object(before.keys.sorted().map { key in
-                (key, .object([("before", .integer(before[key]!)), ("after", optional(after[key]))]))
+                (key.rawValue, .object([("before", .integer(before[key]!)), ("after", optional(after[key]))]))
             })),
             ("layers", .array(layers.map { l in
                 .object([("layer", .integer(l.original)), ("new", optional(l.new)), ("heads", optional(l.heads)),
@@ -93,9 +97,9 @@ public struct TrimSummary: Sendable {
         let before = trimmed.graph.binding.sizes, after = trimmed.sizes
         lines.append("\(trimmed.graph.model.path) (\(trimmed.graph.descriptor.family))")
         for step in steps { lines.append("  - " + step) }
-        for axis in ["layers", "heads", "kv_heads", "head_dim", "ffn", "expert_ffn", "shared_expert_ffn", "experts"] {
+        for axis: Axis in [.layers, .hidden, .heads, .kvHeads, .headDim, .ffn, .expertFFN, .sharedExpertFFN, .experts] {
             guard let b = before[axis], let a = after[axis] else { continue }
-            lines.append("  " + axis.padded(to: 20) + (a == b ? "\(b)" : "\(b) → \(a)"))
+            lines.append("  " + axis.rawValue.padded(to: 20) + (a == b ? "\(b)" : "\(b) → \(a)"))
         }
         lines.append("  " + "parameters".padded(to: 20) + "\(Count.short(parametersBefore)) → \(Count.short(parametersAfter)) (\(percent(parametersAfter, parametersBefore)))")
         lines.append("  " + "tensor bytes".padded(to: 20) + "\(ByteSize.describe(bytesBefore)) → \(ByteSize.describe(bytesAfter))")

@@ -8,7 +8,7 @@ extension TrimmedModel {
     /// explicitly when the default would now say something else (e.g. `head_dim` after head
     /// pruning), and per-layer config values follow the kept layers.
     static func rewrite(
-        _ config: inout ModelConfig, graph: ModelGraph, sizes: [String: Int], surviving: [Int],
+        _ config: inout ModelConfig, graph: ModelGraph, sizes: [Axis: Int], surviving: [Int],
         changes: inout [(key: String, before: JSONValue?, after: JSONValue)]
     ) throws(TrimError) {
         let descriptor = graph.descriptor
@@ -23,22 +23,16 @@ extension TrimmedModel {
         }
 
         for (axis, spec) in descriptor.axes.sorted(by: { $0.key < $1.key }) {
-            guard let old = binding.sizes[axis], let new = sizes[axis] else { continue }
-            if let derived = spec.value {
-                let value = (try? AxisExpression(derived).evaluate { sizes[$0] }) ?? -1
-                guard value == new else {
-                    throw .derivedAxisChanges(family: family, axis: axis, expression: derived, from: old, to: value)
-                }
-                continue
-            }
+            // Computed axes are consistent by now (TrimmedModel.solveSizes).
+            guard let old = binding.sizes[axis], let new = sizes[axis], spec.value == nil else { continue }
             var needsWrite = new != old
             if binding.sources[axis] == nil, let fallback = spec.default {
-                let value = (try? AxisExpression(fallback).evaluate { sizes[$0] }) ?? -1
+                let value = (try? fallback.evaluate { sizes[$0] }) ?? -1
                 if value != new { needsWrite = true }
             }
             guard needsWrite else { continue }
-            guard let key = binding.sources[axis] ?? spec.keys?.first else {
-                throw .axisNotWritable(family: family, axis: axis)
+            guard let key = binding.sources[axis] ?? spec.keys.first else {
+                throw .axisNotWritable(family: family, axis: axis.rawValue)
             }
             set(key, .integer(new))
         }
@@ -47,33 +41,33 @@ extension TrimmedModel {
         if surviving.count != layers {
             var newIndex: [Int: Int] = [:]
             for (i, layer) in surviving.enumerated() { newIndex[layer] = i }
-            let layerConfig = descriptor.layer_config
-            for key in layerConfig?.slice ?? [] {
+            let layerConfig = descriptor.layerConfig
+            for key in layerConfig.slice {
                 guard let items = json[key]?.arrayValue else { continue }
                 guard items.count == layers else { throw .layerListLength(key: key, count: items.count, layers: layers) }
                 set(key, .array(surviving.map { items[$0] }))
             }
-            for key in layerConfig?.remap ?? [] {
+            for key in layerConfig.remap {
                 guard let items = json[key]?.arrayValue else { continue }
                 let remapped = items.compactMap { $0.intValue }.compactMap { newIndex[$0] }.sorted()
                 set(key, .array(remapped.map { .integer($0) }))
             }
-            for key in layerConfig?.count_below ?? [] {
+            for key in layerConfig.countBelow {
                 // A count at or past the last layer covers every layer before and after.
                 guard let value = json[key]?.intValue, value < layers else { continue }
                 set(key, .integer(surviving.filter { $0 < value }.count))
             }
             // Layer kinds (e.g. Qwen2-MoE's sparse layers) must stay what they were.
-            for (kind, spec) in (descriptor.layer_kinds ?? [:]).sorted(by: { $0.key < $1.key }) {
+            for (kind, spec) in descriptor.layerKinds.sorted(by: { $0.key < $1.key }) {
                 let wanted = surviving.map { binding.layer($0, isOfKind: kind) }
                 func isKind(_ i: Int) -> Bool {
-                    if let list = spec.exclude_list, json[list]?.arrayValue?.contains(where: { $0.intValue == i }) == true { return false }
+                    if let list = spec.excludeList, json[list]?.arrayValue?.contains(where: { $0.intValue == i }) == true { return false }
                     if let step = spec.step, let n = json[step]?.intValue, n > 0, (i + 1) % n != 0 { return false }
                     if let axis = spec.requires, (sizes[axis] ?? 0) <= 0 { return false }
                     return true
                 }
                 if wanted.indices.allSatisfy({ isKind($0) == wanted[$0] }) { continue }
-                guard let step = spec.step, let list = spec.exclude_list else {
+                guard let step = spec.step, let list = spec.excludeList else {
                     throw .layerPatternUnrepresentable(kind: kind)
                 }
                 // Every layer a candidate, and the others listed by index.

@@ -17,7 +17,7 @@ public struct TrimmedModel: Sendable {
     public let itemNodes: [ModelGraph.Node?]
     public let config: ModelConfig
     /// Axis sizes after the trim.
-    public let sizes: [String: Int]
+    public let sizes: [Axis: Int]
     /// Config entries that change: key, before, after.
     public let configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
     /// Things that will load but may not run everywhere, each one sentence.
@@ -34,46 +34,29 @@ public struct TrimmedModel: Sendable {
         var newIndex: [Int: Int] = [:]
         for (i, layer) in surviving.enumerated() { newIndex[layer] = i }
 
-        // New axis sizes, checked uniform across layers.
+        // New axis sizes, checked uniform across layers: every surviving layer that carries
+        // an axis counts, at its full size where the plan leaves it alone, so a keep list
+        // for some layers only cannot shrink the config for all.
         var sizes = binding.sizes
-        sizes["layers"] = surviving.count
-        // Every surviving layer that carries an axis counts, at its full size when the plan
-        // leaves it alone: a keep list for some layers only must not shrink the config for all.
-        func carriers(_ axis: String) -> [Int] { surviving.filter { binding.layer($0, hasAxis: axis, in: graph) } }
-        func uniform(_ what: String, key: String, _ counts: [(layer: Int, count: Int)]) throws(TrimError) -> Int? {
-            guard !counts.isEmpty else { return nil }
-            guard Set(counts.map(\.count)).count <= 1 else { throw .unevenCounts(what: what, configKey: key, counts: counts) }
-            return counts[0].count
-        }
-        func key(_ axis: String) -> String { binding.sources[axis] ?? graph.descriptor.axes[axis]?.keys?.first ?? axis }
-        let attentionLayers = plan.attention.isEmpty ? [] : carriers("kv_heads")
-        if let kv = try uniform("kv heads", key: key("kv_heads"), attentionLayers.map { ($0, plan.attention[$0]?.kvHeads.count ?? binding.size("kv_heads") ?? 0) }) {
-            sizes["kv_heads"] = kv
-        }
-        if let perGroup = try uniform("query heads per kv group", key: key("heads"), attentionLayers.flatMap { layer in
-            plan.attention[layer].map { $0.queryHeads.map { (layer, $0.count) } } ?? [(layer, binding.size("group") ?? 0)]
-        }) {
-            sizes["group"] = perGroup
-            sizes["heads"] = (sizes["kv_heads"] ?? 0) * perGroup
-        }
-        if !plan.ffn.isEmpty, let ffn = try uniform("FFN channels", key: key("ffn"), carriers("ffn").map { ($0, plan.ffn[$0]?.count ?? binding.size("ffn") ?? 0) }) {
-            sizes["ffn"] = ffn
-        }
-        if !plan.sharedExpertFFN.isEmpty, let ffn = try uniform("shared expert FFN channels", key: key("shared_expert_ffn"), carriers("shared_expert_ffn").map { ($0, plan.sharedExpertFFN[$0]?.count ?? binding.size("shared_expert_ffn") ?? 0) }) {
-            sizes["shared_expert_ffn"] = ffn
-        }
-        if !plan.experts.isEmpty, let experts = try uniform("experts", key: key("experts"), carriers("experts").map { ($0, plan.experts[$0]?.count ?? binding.size("experts") ?? 0) }) {
-            sizes["experts"] = experts
-        }
-        if !plan.expertFFN.isEmpty {
+        sizes[.layers] = surviving.count
+        let selected = Set(plan.keep.keys.map(\.axis))
+        for axis in Axis.prunable where selected.contains(axis) {
             var counts: [(layer: Int, count: Int)] = []
-            for layer in carriers("experts") {
-                let kept = plan.experts[layer] ?? Array(0..<(binding.size("experts") ?? 0))
-                for expert in kept { counts.append((layer, plan.expertFFN[layer]?[expert]?.count ?? binding.size("expert_ffn") ?? 0)) }
+            let scopes: [Int?] = axis.scope == .model ? [nil] : surviving.filter { graph.layer($0, carries: axis) }
+            for layer in scopes {
+                let outer: [Int?] = axis.within.map { w in (plan.kept(w, layer: layer) ?? Array(0..<(binding.size(w) ?? 0))).map { $0 } } ?? [nil]
+                for w in outer { counts.append((layer ?? 0, plan.kept(axis, layer: layer, within: w)?.count ?? binding.size(axis) ?? 0)) }
             }
-            if let ffn = try uniform("expert FFN channels", key: key("expert_ffn"), counts) { sizes["expert_ffn"] = ffn }
+            guard let count = counts.first?.count else { continue }
+            guard counts.allSatisfy({ $0.count == count }) else {
+                let what = axis.within.map { "\(axis.noun) in each of the \($0.noun)" } ?? axis.noun
+                throw .unevenCounts(what: what, configKey: Self.configKey(axis, graph: graph), counts: counts)
+            }
+            sizes[axis] = count
         }
+        sizes = try Self.solveSizes(sizes, graph: graph, pruned: selected)
         self.sizes = sizes
+        let changed = Set(sizes.keys.filter { sizes[$0] != binding.sizes[$0] })
 
         // Output tensors, in input order.
         let templates = graph.descriptor.tensors.map { TensorTemplate($0.name) }
@@ -86,7 +69,7 @@ public struct TrimmedModel: Sendable {
                 guard let index = newIndex[layer] else { continue }
                 layerOut = index
                 if let expert = node.expert {
-                    if let kept = plan.experts[layer] {
+                    if let kept = plan.kept(.experts, layer: layer) {
                         guard let position = kept.firstIndex(of: expert) else { continue }
                         expertOut = position
                     } else {
@@ -97,7 +80,7 @@ public struct TrimmedModel: Sendable {
             let spec = graph.descriptor.tensors[node.template]
             var selections: [[Int]?] = []
             for dimension in spec.shape {
-                selections.append(try Self.keptIndices(dimension, node: node, plan: plan, binding: binding, family: graph.descriptor.family))
+                selections.append(try Self.keptIndices(dimension, node: node, plan: plan, changed: changed, binding: binding, family: graph.descriptor.family))
             }
             let shape = zip(node.source.info.shape, selections).map { size, kept in kept.map { UInt64($0.count) } ?? size }
             let name = templates[node.template].name(layer: layerOut, expert: expertOut)
@@ -126,7 +109,7 @@ public struct TrimmedModel: Sendable {
         // transformers runs MoE experts through grouped_mm on CPU by default, which needs
         // every expert row to be a multiple of 16 bytes.
         var warnings: [String] = []
-        if let ffn = sizes["expert_ffn"], ffn != binding.size("expert_ffn"),
+        if let ffn = sizes[.expertFFN], ffn != binding.size(.expertFFN),
             let element = graph.nodes.first(where: { $0.expert != nil })?.source.info.dtype.bitWidth, (ffn * element / 8) % 16 != 0
         {
             let multiple = 16 / gcd(16, element / 8)
@@ -136,50 +119,44 @@ public struct TrimmedModel: Sendable {
     }
 
     /// The kept flat indices of one dimension of `node`, or `nil` to keep it whole.
+    ///
+    /// Every axis goes the same way: walk the dimension's product of axes outermost first,
+    /// keeping at each level the plan's list for that axis (chosen inside the outer index
+    /// the walk is in, or the tensor's `{expert}`), or every index. `changed` holds the axes
+    /// whose size the trim changes: a dimension that names one in an expression that is
+    /// not a product (`4*hidden`) cannot be sliced, and is refused.
     static func keptIndices(
-        _ dimension: ArchitectureDescriptor.Dimension, node: ModelGraph.Node, plan: TrimPlan,
+        _ dimension: ArchitectureDescriptor.Dimension, node: ModelGraph.Node, plan: TrimPlan, changed: Set<Axis>,
         binding: AxisBinding, family: String
     ) throws(TrimError) -> [Int]? {
-        guard let layer = node.layer else { return nil }
-        let attention = plan.attention[layer]
-        func kept(_ axis: String, outer: [String: Int]) -> [Int]? {
-            switch axis {
-            case "kv_heads": return attention?.kvHeads
-            case "group":
-                guard let attention, let k = outer["kv_heads"], let position = attention.kvHeads.firstIndex(of: k) else { return nil }
-                return attention.queryHeads[position]
-            case "ffn": return plan.ffn[layer]
-            case "shared_expert_ffn": return plan.sharedExpertFFN[layer]
-            case "experts": return plan.experts[layer]
-            case "expert_ffn":
-                guard let expert = node.expert ?? outer["experts"] else { return nil }
-                return plan.expertFFN[layer]?[expert]
-            default: return nil
-            }
-        }
+        let active = plan.axes(in: node.layer).filter { $0.scope == .model || node.layer != nil }
+        let affected = active.union(changed)
         let segments = AxisSegment.segments(of: dimension, binding)
-        // Most dimensions carry no axis this layer selects on: keep them whole without
+        // Most dimensions carry no axis this trim selects on: keep them whole without
         // enumerating their indices.
-        var active: Set<String> = []
-        if attention != nil { active.formUnion(["kv_heads", "group", "heads"]) }
-        if plan.ffn[layer] != nil { active.insert("ffn") }
-        if plan.sharedExpertFFN[layer] != nil { active.insert("shared_expert_ffn") }
-        if plan.experts[layer] != nil { active.insert("experts") }
-        if plan.expertFFN[layer] != nil { active.insert("expert_ffn") }
-        if !segments.contains(where: { $0.names.contains(where: active.contains) }) { return nil }
+        guard segments.contains(where: { $0.names.contains(where: affected.contains) }) else { return nil }
+        func kept(_ axis: Axis, outer: [Axis: Int]) -> [Int]? {
+            guard active.contains(axis) else { return nil }
+            var within: Int?
+            if let w = axis.within {
+                guard let index = outer[w] ?? (w == .experts ? node.expert : nil) else { return nil }
+                within = index
+            }
+            return plan.kept(axis, layer: axis.scope == .model ? nil : node.layer, within: within)
+        }
         var result: [Int] = []
-        var changed = false
+        var sliced = false
         for segment in segments {
             guard let axes = segment.axes else {
                 // An opaque expression (e.g. hidden / heads) may only stay whole.
-                if segment.names.contains(where: active.contains) {
+                if segment.names.contains(where: affected.contains) {
                     throw .notSupported(family: family, request: "this trim", reason: "dimension '\(segment.expression)' of \(node.name) cannot be sliced")
                 }
                 result += (segment.offset..<(segment.offset + segment.length))
                 continue
             }
             var flat: [Int] = []
-            func walk(_ level: Int, _ base: Int, _ outer: [String: Int]) {
+            func walk(_ level: Int, _ base: Int, _ outer: [Axis: Int]) {
                 if level == axes.count {
                     flat.append(base)
                     return
@@ -187,7 +164,7 @@ public struct TrimmedModel: Sendable {
                 let axis = axes[level]
                 let size = segment.sizes[level]
                 let indices = kept(axis, outer: outer)
-                if indices != nil { changed = true }
+                if indices != nil { sliced = true }
                 for i in indices ?? Array(0..<size) {
                     var next = outer
                     next[axis] = i
@@ -197,7 +174,48 @@ public struct TrimmedModel: Sendable {
             walk(0, 0, [:])
             result += flat.map { $0 + segment.offset }
         }
-        return changed ? result : nil
+        return sliced ? result : nil
+    }
+
+    /// Sizes of computed axes after a trim. A computed axis that a tensor carries keeps
+    /// its size unless pruned, so its expression must still hold: where it does not, a
+    /// config count no tensor carries is turned around to make it hold (`group = heads /
+    /// kv_heads` gives `heads` after kv heads or query heads are pruned); where nothing
+    /// can, the config cannot express the trim, and it is refused.
+    static func solveSizes(_ sizes: [Axis: Int], graph: ModelGraph, pruned: Set<Axis>) throws(TrimError) -> [Axis: Int] {
+        let descriptor = graph.descriptor
+        var sizes = sizes
+        let carried = Set(descriptor.tensors.flatMap { $0.shape.flatMap(\.axes) })
+        let computed = descriptor.axes.compactMap { axis, spec in spec.value.map { (axis, $0) } }.sorted { $0.0 < $1.0 }
+        for (axis, value) in computed {
+            guard let target = sizes[axis], (try? value.evaluate({ sizes[$0] })) != target else { continue }
+            let free = value.axes.filter { !carried.contains($0) && !pruned.contains($0) && descriptor.axes[$0]?.value == nil }
+            if let axisToSolve = free.first, let solved = value.solve(for: axisToSolve, toEqual: target, { sizes[$0] }) {
+                sizes[axisToSolve] = solved
+            }
+        }
+        for (axis, value) in computed {
+            let now = (try? value.evaluate { sizes[$0] }) ?? -1
+            guard let target = sizes[axis], now != target else { continue }
+            throw .derivedAxisChanges(family: descriptor.family, axis: axis.rawValue, expression: value.text, from: graph.binding.size(axis) ?? target, to: now)
+        }
+        for quotient in descriptor.divisible {
+            do { _ = try quotient.evaluate { sizes[$0] } } catch {
+                guard case .inexactDivision(let dividend, let divisor) = error else { continue }
+                throw .indivisible(family: descriptor.family, expression: quotient.text, dividend: dividend, divisor: divisor)
+            }
+        }
+        return sizes
+    }
+
+    /// The config key that holds an axis's size (for a computed axis, the key of the axis
+    /// its expression starts from: `num_attention_heads` for the query heads per group).
+    static func configKey(_ axis: Axis, graph: ModelGraph) -> String {
+        if let source = graph.binding.sources[axis] { return source }
+        guard let spec = graph.descriptor.axes[axis] else { return axis.rawValue }
+        if let key = spec.keys.first { return key }
+        if let first = spec.value?.axes.first, first != axis { return configKey(first, graph: graph) }
+        return axis.rawValue
     }
 
     /// The tensors merged into `node` by a LaCo merge: the same tensor (template and expert)
@@ -206,7 +224,7 @@ public struct TrimmedModel: Sendable {
     static func mergeSources(of node: ModelGraph.Node, merges: [TrimPlan.Merge], graph: ModelGraph) -> [ModelFolder.Tensor] {
         guard let layer = node.layer, let merge = merges.first(where: { $0.layers.first == layer }) else { return [] }
         let spec = graph.descriptor.tensors[node.template]
-        if spec.role == "norm" && merge.norms == .first { return [] }
+        if spec.role == .norm && merge.norms == .first { return [] }
         guard node.source.info.dtype.isCastable else { return [] }
         return merge.layers.dropFirst().compactMap { other in
             graph.node(template: node.template, layer: other, expert: node.expert)?.source

@@ -7,7 +7,7 @@ import Tensors
 
 struct Trim: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Physically remove layers, attention heads, FFN channels and experts.",
+        abstract: "Physically remove layers, attention heads, FFN channels, experts and hidden channels.",
         discussion: """
             Writes OUT as an ordinary checkpoint that transformers loads as is: tensors are \
             sliced straight from IN's files into OUT's (never the whole model in memory), \
@@ -77,6 +77,9 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Keep N routed experts per MoE layer (router rows follow).", valueName: "N"))
     var experts: Int?
 
+    @Option(help: ArgumentHelp("Hidden size (Minitron's embedding channels): channels or a fraction. Slices embeddings, the LM head, every norm and every projection's hidden side; refused where the class derives head_dim from hidden (GPT-2, BERT).", valueName: "N|fraction"))
+    var hidden: String?
+
     @Flag(help: "Print the plan (sizes, parameters, bytes, KV cache, config diff) and write nothing; reads no weights.")
     var dryRun = false
 
@@ -106,7 +109,7 @@ struct Trim: ParsableCommand {
 
     func validate() throws {
         if recipe == nil && request(over: TrimRequest()).isEmpty {
-            throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts or --recipe")
+            throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts, --hidden or --recipe")
         }
         if inPlace && output != nil {
             throw ValidationError("give either OUT or --in-place, not both")
@@ -126,7 +129,7 @@ struct Trim: ParsableCommand {
         for (flag, value) in [("--kv-heads", kvHeads), ("--heads", heads), ("--experts", experts)] {
             if let value, value < 1 { throw ValidationError("\(flag) takes a positive count (got \(value))") }
         }
-        for (flag, value) in [("--ffn", ffn), ("--expert-ffn", expertFfn), ("--shared-expert-ffn", sharedExpertFfn)] {
+        for (flag, value) in [("--ffn", ffn), ("--expert-ffn", expertFfn), ("--shared-expert-ffn", sharedExpertFfn), ("--hidden", hidden)] {
             if let value, TrimRequest.Size(value) == nil {
                 throw ValidationError("\(flag) takes a channel count (6144) or a fraction in (0, 1] (0.75); got '\(value)'")
             }
@@ -154,6 +157,7 @@ struct Trim: ParsableCommand {
         request.expertFFN = expertFfn.flatMap(TrimRequest.Size.init) ?? request.expertFFN
         request.sharedExpertFFN = sharedExpertFfn.flatMap(TrimRequest.Size.init) ?? request.sharedExpertFFN
         request.experts = experts ?? request.experts
+        request.hidden = hidden.flatMap(TrimRequest.Size.init) ?? request.hidden
         return request
     }
 
@@ -162,7 +166,7 @@ struct Trim: ParsableCommand {
             let model = try ModelFolder(path: input)
             let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let graph = try ModelGraph(model: model, registry: registry)
-            let problems = graph.problems.filter { !(keepUnknown && $0.rule == "unexpected-tensor") }
+            let problems = graph.problems.filter { !(keepUnknown && $0.isUnexpectedTensor) }
             if let problem = problems.first {
                 if problems.count > 1 {
                     StandardStream.standardError.write("pare: error: \(problem) (and \(problems.count - 1) more problem\(problems.count == 2 ? "" : "s"); run pare validate \(input) to list them)\n")

@@ -96,7 +96,7 @@ struct Validate: ParsableCommand {
             ("family", .string(graph.descriptor.family)),
             ("model_type", graph.model.config?.json["model_type"] ?? .null),
             ("valid", .bool(graph.problems.isEmpty && golden.isEmpty)),
-            ("axes", .object(graph.binding.sizes.sorted { $0.key < $1.key }.map { ($0.key, .integer($0.value)) })),
+            ("axes", .object(graph.binding.sizes.sorted { $0.key < $1.key }.map { ($0.key.rawValue, .integer($0.value)) })),
             ("tensors", .integer(graph.nodes.count)),
             ("problems", .array(graph.problems.map { problem in
                 .object([("rule", .string(problem.rule)), ("message", .string(problem.description))])

@@ -167,7 +167,7 @@ import Tensors
     }
 
     @Test func evaluatesAxisExpressions() throws {
-        let sizes = ["hidden": 64, "heads": 4, "kv_heads": 2, "group": 2, "head_dim": 16]
+        let sizes: [Axis: Int] = ["hidden": 64, "heads": 4, "kv_heads": 2, "group": 2, "head_dim": 16]
         #expect(try AxisExpression("hidden / heads").evaluate { sizes[$0] } == 16)
         #expect(try AxisExpression("kv_heads*group*head_dim").evaluate { sizes[$0] } == 64)
         #expect(try AxisExpression("4*hidden").evaluate { sizes[$0] } == 256)

@@ -10,7 +10,10 @@ import torch
 
 from conftest import FIXTURE_NAMES, FIXTURES, INDEX_NAME, REPO_ROOT, content_digest, read_tensors, weight_files
 
-EXPECTED = {"bert", "gpt2", "llama-gqa-bf16", "llama-gqa-f32", "llama-sharded", "mixtral", "qwen2-moe", "qwen3"}
+EXPECTED = {
+    "bert", "gemma2", "gpt2", "llama-gqa-bf16", "llama-gqa-f32", "llama-sharded", "mixtral", "olmo2", "qwen2-moe", "qwen3",
+    "qwen3-moe",
+}
 
 
 def test_fixture_set_and_sizes():

@@ -1346,14 +1346,16 @@ ROLES = {
     "embedding", "embedding.position", "embedding.token_type", "lm_head", "lm_head.bias", "norm",
     "attention.query", "attention.key", "attention.value", "attention.output", "attention.qkv",
     "attention.query.bias", "attention.key.bias", "attention.value.bias", "attention.output.bias", "attention.qkv.bias",
-    "mlp.gate", "mlp.up", "mlp.down", "mlp.gate.bias", "mlp.up.bias", "mlp.down.bias",
-    "router", "expert.gate", "expert.up", "expert.down",
+    "mlp.gate", "mlp.up", "mlp.down", "mlp.gate.bias", "mlp.up.bias", "mlp.down.bias", "mlp.gate_up",
+    "router", "expert.gate", "expert.up", "expert.down", "expert.gate_up",
     "shared_expert.gate", "shared_expert.up", "shared_expert.down", "shared_expert.router",
     "pooler", "head", "buffer",
 }
 AXES = ["layers", "hidden", "vocab", "heads", "kv_heads", "group", "head_dim", "ffn", "experts", "expert_ffn",
         "shared_expert_ffn", "experts_per_token", "positions", "token_types"]
-TOP_KEYS = {"version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix"}
+TOP_KEYS = {
+    "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix", "divisible",
+}
 TENSOR_KEYS = {"name", "shape", "role", "optional", "optional_if", "required_if", "layers", "transposed", "statistic_over"}
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|(\d+)|([*/]))\s*")
 
@@ -1417,6 +1419,10 @@ def schema_problems(desc: dict) -> list[str]:
         for e in [spec.get("default"), spec.get("value")]:
             if e is not None:
                 p += [f"axis {a} uses undefined axis {x}" for x in expr_axes(e) if x not in axes]
+    for e in desc.get("divisible", []):
+        if "/" not in e:
+            p.append(f"divisible {e!r} has no quotient")
+        p += [f"divisible {e!r} uses undefined axis {x}" for x in expr_axes(e) if x not in axes]
     flags, kinds = desc.get("flags", {}), desc.get("layer_kinds", {})
     for k, spec in kinds.items():
         if set(spec) - {"exclude_list", "step", "requires"} or spec.get("requires", "layers") not in axes:

@@ -47,11 +47,28 @@ CASES = [
     ("gpt2", ["--merge-layers", "0-1", "--ffn", "0.25"], {"merge": [{"start": 0, "count": 2}], "ffn": 0.25}),
     ("bert", ["--drop-layers", "1", "--ffn", "32"], {"drop_layers": [1], "ffn": 32}),
     ("bert", ["--merge-layers", "0-1", "--merge-norms", "merge"], {"merge": [{"start": 0, "count": 2, "norms": "merge"}]}),
+    # Hidden-size pruning (Minitron's embedding channels), alone and with every other pass.
+    ("llama-gqa-f32", ["--hidden", "48"], {"hidden": 48}),
+    ("llama-gqa-f32", ["--drop-layers", "1", "--kv-heads", "1", "--ffn", "0.5", "--hidden", "0.75"],
+     {"drop_layers": [1], "kv_heads": 1, "ffn": 0.5, "hidden": 0.75}),
+    ("llama-gqa-bf16", ["--merge-layers", "0-1", "--hidden", "32"], {"merge": [{"start": 0, "count": 2}], "hidden": 32}),
+    ("qwen3", ["--heads", "2", "--hidden", "24"], {"heads": 2, "hidden": 24}),
+    ("mixtral", ["--experts", "3", "--hidden", "24"], {"experts": 3, "hidden": 24}),
+    ("qwen2-moe", ["--hidden", "0.5", "--shared-expert-ffn", "20"], {"hidden": 0.5, "shared_expert_ffn": 20}),
+    # Families added with schema version 2.
+    ("qwen3-moe", ["--drop-layers", "1", "--experts", "3", "--expert-ffn", "16", "--hidden", "24"],
+     {"drop_layers": [1], "experts": 3, "expert_ffn": 16, "hidden": 24}),
+    ("qwen3-moe", ["--merge-layers", "2-3", "--heads", "2", "--ffn", "0.5"],
+     {"merge": [{"start": 2, "count": 2}], "heads": 2, "ffn": 0.5, "expert_ffn": 0.5}),
+    ("olmo2", ["--drop-layers", "1", "--ffn", "0.5", "--hidden", "24"], {"drop_layers": [1], "ffn": 0.5, "hidden": 24}),
+    ("olmo2", ["--merge-layers", "0-1", "--merge-norms", "merge"], {"merge": [{"start": 0, "count": 2, "norms": "merge"}]}),
+    ("gemma2", ["--heads", "2", "--ffn", "32", "--hidden", "24"], {"heads": 2, "ffn": 32, "hidden": 24}),
+    ("gemma2", ["--drop-layers", "0,3", "--kv-heads", "1"], {"drop_layers": [0, 3], "kv_heads": 1}),
 ]
 IDS = [f"{f}:{' '.join(a)}" for f, a, _ in CASES]
 
 SIZE_KEYS = [
-    "num_hidden_layers", "n_layer", "num_attention_heads", "n_head", "num_key_value_heads", "head_dim",
+    "hidden_size", "num_hidden_layers", "n_layer", "num_attention_heads", "n_head", "num_key_value_heads", "head_dim",
     "intermediate_size", "n_inner", "moe_intermediate_size", "shared_expert_intermediate_size",
     "num_local_experts", "num_experts", "num_experts_per_tok", "layer_types", "mlp_only_layers",
     "decoder_sparse_step", "max_window_layers",
@@ -172,6 +189,17 @@ def test_in_place_trim_swaps_only_when_complete(tmp_path):
     ("llama-gqa-f32", ["--heads", "3"], "kv head h / 2"),
     ("mixtral", ["--experts", "1"], "num_experts_per_tok"),
     ("llama-gqa-f32", ["--drop-layers", "7"], "numbered 0 to 1"),
+    # The class derives head_dim from hidden and heads: fewer of either changes the head size.
+    ("gpt2", ["--hidden", "32"], "head_dim = hidden / heads"),
+    ("bert", ["--hidden", "16"], "head_dim = hidden / heads"),
+    ("bert", ["--heads", "2"], "derives head_dim = hidden / heads"),
+    # OLMo2 normalises q and k over all heads at once.
+    ("olmo2", ["--kv-heads", "1"], "one statistic across kv_heads"),
+    ("olmo2", ["--heads", "2"], "one statistic across"),
+    # LlamaConfig / Gemma2Config refuse a hidden size that is not a multiple of the heads.
+    ("llama-gqa-f32", ["--hidden", "50"], "hidden / heads to divide exactly"),
+    ("gemma2", ["--heads", "2", "--hidden", "27"], "27 / 2"),
+    ("qwen3-moe", ["--shared-expert-ffn", "8"], "no shared_expert_ffn axis"),
 ])
 def test_refusals_write_nothing(tmp_path, fixture, flags, fragment):
     proc = run_pare(["trim", FIXTURES / fixture, tmp_path / "out", *flags])

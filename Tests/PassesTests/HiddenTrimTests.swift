@@ -1,0 +1,137 @@
+import ModelFolder
+import ModelGraph
+import OrderedJSON
+import Testing
+import TestSupport
+import Tensors
+
+@testable import Passes
+
+/// Hidden-size pruning goes through the same path as every other axis: these tests check
+/// what is particular to it (one selection for the whole model, scored on every tensor
+/// that carries `hidden`) against sums computed here from the fixture's weights.
+@Suite struct HiddenTrimTests {
+    func graph(_ name: String) throws -> ModelGraph {
+        try ModelGraph(model: try ModelFolder(path: Fixtures.model(name)))
+    }
+
+    func floats(_ model: ModelFolder, _ name: String) throws -> (shape: [Int], values: [Float]) {
+        let tensor = try #require(model.tensors.first { $0.info.name == name })
+        let count = Int(tensor.info.elementCount)
+        var values = [Float](repeating: 0, count: count)
+        try model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
+            values.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: tensor.info.dtype, bytes.baseAddress!, to: .f32, $0.baseAddress!) }
+        }
+        return (tensor.info.shape.map { Int($0) }, values)
+    }
+
+    /// Llama's hidden channel c carries: column c of the embedding, the LM head and every
+    /// q/k/v/gate/up weight; row c of every o/down weight; entry c of every norm.
+    func llamaScores(_ model: ModelFolder, hidden: Int, layers: [Int]) throws -> [Double] {
+        var scores = [Double](repeating: 0, count: hidden)
+        func addColumns(_ name: String) throws {
+            let (shape, values) = try floats(model, name)
+            for r in 0..<shape[0] { for c in 0..<hidden { scores[c] += Double(values[r * hidden + c]) * Double(values[r * hidden + c]) } }
+        }
+        func addRows(_ name: String) throws {
+            let (shape, values) = try floats(model, name)
+            for r in 0..<hidden { for c in 0..<shape[1] { scores[r] += Double(values[r * shape[1] + c]) * Double(values[r * shape[1] + c]) } }
+        }
+        func addEntries(_ name: String) throws {
+            let (_, values) = try floats(model, name)
+            for c in 0..<hidden { scores[c] += Double(values[c]) * Double(values[c]) }
+        }
+        try addColumns("model.embed_tokens.weight")
+        try addColumns("lm_head.weight")
+        try addEntries("model.norm.weight")
+        for l in layers {
+            for p in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"] {
+                try addColumns("model.layers.\(l).\(p).weight")
+            }
+            try addRows("model.layers.\(l).self_attn.o_proj.weight")
+            try addRows("model.layers.\(l).mlp.down_proj.weight")
+            try addEntries("model.layers.\(l).input_layernorm.weight")
+            try addEntries("model.layers.\(l).post_attention_layernorm.weight")
+        }
+        return scores
+    }
+
+    @Test func keepsTheChannelsWithTheMostWeightAcrossTheWholeModel() throws {
+        let g = try graph("llama-gqa-f32")
+        var request = TrimRequest()
+        request.hidden = .count(40)
+        request.dropLayers = [1]  // a dropped layer's weights do not count
+        var planner = TrimPlanner(graph: g)
+        let plan = try planner.plan(request)
+        let scores = try llamaScores(g.model, hidden: 64, layers: [0])
+        let expected = Array(scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }.prefix(40)).sorted()
+        #expect(plan.hidden == expected)
+        // Scored on the surviving layer only: with layer 1 counted the choice differs here.
+        let all = try llamaScores(g.model, hidden: 64, layers: [0, 1])
+        #expect(Array(all.indices.sorted { all[$0] > all[$1] }.prefix(40)).sorted() != expected)
+    }
+
+    @Test func slicesEveryTensorThatCarriesHiddenAndWritesTheConfig() throws {
+        let g = try graph("llama-gqa-f32")
+        var request = TrimRequest()
+        request.hidden = .ratio(0.75)
+        var planner = TrimPlanner(graph: g)
+        let plan = try planner.plan(request)
+        let trimmed = try TrimmedModel(graph: g, plan: plan)
+        let kept = try #require(plan.hidden)
+        #expect(kept.count == 48)
+        #expect(trimmed.sizes[.hidden] == 48)
+        #expect(trimmed.config.json["hidden_size"]?.intValue == 48)
+        #expect(trimmed.config.json["head_dim"]?.intValue == 16)
+        let shapes = Dictionary(uniqueKeysWithValues: trimmed.items.map { ($0.entry.name, $0.entry.shape) })
+        #expect(shapes["model.embed_tokens.weight"] == [UInt64(g.binding.size(.vocab)!), 48])
+        #expect(shapes["model.layers.0.self_attn.q_proj.weight"] == [64, 48])
+        #expect(shapes["model.layers.0.self_attn.o_proj.weight"] == [48, 64])
+        #expect(shapes["model.layers.1.mlp.down_proj.weight"] == [48, 96])
+        #expect(shapes["model.norm.weight"] == [48])
+        // The selection of every one of them is the same kept list, on the hidden side.
+        let o = try #require(trimmed.items.first { $0.entry.name == "model.layers.0.self_attn.o_proj.weight" })
+        #expect(o.selections?[0] == kept && o.selections?[1] == nil)
+        let q = try #require(trimmed.items.first { $0.entry.name == "model.layers.0.self_attn.q_proj.weight" })
+        #expect(q.selections?[0] == nil && q.selections?[1] == kept)
+    }
+
+    @Test func isPlannedEagerlyNotLayerByLayer() {
+        var request = TrimRequest()
+        request.hidden = .count(32)
+        #expect(!LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
+        request = TrimRequest()
+        request.ffn = .count(32)
+        #expect(LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
+    }
+
+    @Test(arguments: [
+        ("gpt2", 32, "derived-axis-changes"),  // head_dim = hidden / heads
+        ("bert", 16, "derived-axis-changes"),
+        ("llama-gqa-f32", 50, "config-indivisible"),  // LlamaConfig wants hidden % heads == 0
+        ("llama-gqa-f32", 65, "count-out-of-range"),
+    ])
+    func refusesWhatTheConfigCannotExpress(_ name: String, _ hidden: Int, _ rule: String) throws {
+        let g = try graph(name)
+        var request = TrimRequest()
+        request.hidden = .count(hidden)
+        #expect {
+            var planner = TrimPlanner(graph: g, scores: false)
+            _ = try planner.plan(request)
+        } throws: { error in
+            (error as? TrimError)?.rule == rule
+        }
+    }
+
+    @Test func aRecipeAndAPlanCarryHidden() throws {
+        let recipe = try Recipe.parse("hidden: 0.5\nplan: {hidden: [3, 1, 2]}", source: "r.yaml")
+        #expect(recipe.request.hidden == .ratio(0.5))
+        #expect(recipe.plan.hidden == [3, 1, 2])
+        var plan = TrimPlan()
+        plan.hidden = [0, 5]
+        plan.ffn = [1: [2]]
+        let json = plan.json.serialized()
+        #expect(json.hasSuffix(#""ffn":{"1":[2]},"hidden":[0,5]}"#))
+        #expect(try TrimPlan(json: try JSONParser.parse(json), source: "p") == plan)
+    }
+}
