@@ -32,7 +32,10 @@ let package = Package(
             dependencies: [
                 "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON",
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]
+            ],
+            // formats/ (through a link) is compiled into the binary; only descriptors.
+            exclude: ["formats/README.md", "formats/pare.md"],
+            resources: [.embedInCode("formats")]
         ),
         .target(
             name: "Passes",

@@ -22,9 +22,9 @@ public struct DescriptorRegistry: Sendable {
     /// The descriptors embedded in pare at build time (from `formats/*.json`).
     public static let builtin: DescriptorRegistry = {
         var registry = DescriptorRegistry()
-        for (name, text) in BuiltinDescriptors.files {
+        for (name, bytes) in BuiltinDescriptors.files {
             // The embedded files are checked by the test suite; a broken one is a build bug.
-            let descriptor = try! ArchitectureDescriptor.decode(Array(text.utf8), source: "formats/\(name)")
+            let descriptor = try! ArchitectureDescriptor.decode(bytes, source: "formats/\(name)")
             registry.add(descriptor)
         }
         return registry
