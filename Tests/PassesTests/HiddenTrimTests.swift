@@ -15,30 +15,21 @@ import Tensors
         try ModelGraph(model: try ModelFolder(path: Fixtures.model(name)))
     }
 
-    func floats(_ model: ModelFolder, _ name: String) throws -> (shape: [Int], values: [Float]) {
-        let tensor = try #require(model.tensors.first { $0.info.name == name })
-        let count = Int(tensor.info.elementCount)
-        var values = [Float](repeating: 0, count: count)
-        try model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
-            values.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: tensor.info.dtype, bytes.baseAddress!, to: .f32, $0.baseAddress!) }
-        }
-        return (tensor.info.shape.map { Int($0) }, values)
-    }
 
     /// Llama's hidden channel c carries: column c of the embedding, the LM head and every
     /// q/k/v/gate/up weight; row c of every o/down weight; entry c of every norm.
     func llamaScores(_ model: ModelFolder, hidden: Int, layers: [Int]) throws -> [Double] {
         var scores = [Double](repeating: 0, count: hidden)
         func addColumns(_ name: String) throws {
-            let (shape, values) = try floats(model, name)
+            let (shape, values) = try model.floats(name)
             for r in 0..<shape[0] { for c in 0..<hidden { scores[c] += Double(values[r * hidden + c]) * Double(values[r * hidden + c]) } }
         }
         func addRows(_ name: String) throws {
-            let (shape, values) = try floats(model, name)
+            let (shape, values) = try model.floats(name)
             for r in 0..<hidden { for c in 0..<shape[1] { scores[r] += Double(values[r * shape[1] + c]) * Double(values[r * shape[1] + c]) } }
         }
         func addEntries(_ name: String) throws {
-            let (_, values) = try floats(model, name)
+            let (_, values) = try model.floats(name)
             for c in 0..<hidden { scores[c] += Double(values[c]) * Double(values[c]) }
         }
         try addColumns("model.embed_tokens.weight")

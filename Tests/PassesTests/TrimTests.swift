@@ -21,16 +21,6 @@ import Tensors
         return (g, try planner.plan(request))
     }
 
-    /// Float values of a tensor, whatever its float dtype.
-    func floats(_ model: ModelFolder, _ name: String) throws -> (shape: [Int], values: [Float]) {
-        let tensor = try #require(model.tensors.first { $0.info.name == name })
-        let count = Int(tensor.info.elementCount)
-        var values = [Float](repeating: 0, count: count)
-        try model.shards[tensor.shard].withBytes(of: tensor.info) { bytes in
-            values.withUnsafeMutableBytes { FloatConversion.convert(count: count, from: tensor.info.dtype, bytes.baseAddress!, to: .f32, $0.baseAddress!) }
-        }
-        return (tensor.info.shape.map { Int($0) }, values)
-    }
 
     func trim(_ name: String, to output: String, _ edit: (inout TrimRequest) -> Void) throws -> TrimmedModel {
         let (g, p) = try plan(name, edit)
@@ -59,16 +49,16 @@ import Tensors
         let rows = zip(attention.kvHeads, attention.queryHeads).flatMap { k, gs in
             gs.flatMap { g in ((k * group + g) * headDim)..<((k * group + g + 1) * headDim) }
         }
-        let q = try floats(input, "model.layers.0.self_attn.q_proj.weight")
-        let qOut = try floats(output, "model.layers.0.self_attn.q_proj.weight")
+        let q = try input.floats("model.layers.0.self_attn.q_proj.weight")
+        let qOut = try output.floats("model.layers.0.self_attn.q_proj.weight")
         #expect(qOut.shape == [rows.count, hidden])
         #expect(qOut.values == rows.flatMap { r in q.values[(r * hidden)..<((r + 1) * hidden)] })
         // o_proj keeps the same indices as columns.
-        let o = try floats(input, "model.layers.0.self_attn.o_proj.weight")
-        let oOut = try floats(output, "model.layers.0.self_attn.o_proj.weight")
+        let o = try input.floats("model.layers.0.self_attn.o_proj.weight")
+        let oOut = try output.floats("model.layers.0.self_attn.o_proj.weight")
         #expect(oOut.values == (0..<hidden).flatMap { r in rows.map { o.values[r * 64 + $0] } })
         // k/v untouched.
-        #expect(try floats(output, "model.layers.0.self_attn.k_proj.weight").values == floats(input, "model.layers.0.self_attn.k_proj.weight").values)
+        #expect(try output.floats("model.layers.0.self_attn.k_proj.weight").values == input.floats("model.layers.0.self_attn.k_proj.weight").values)
         let config = try #require(output.config?.json)
         #expect(config["num_attention_heads"]?.intValue == 2)
         #expect(config["num_key_value_heads"]?.intValue == 2)
@@ -88,9 +78,9 @@ import Tensors
         // Recompute FFN channel scores by hand for layer 0 and check the kept set.
         let g = try graph("llama-gqa-f32")
         let model = g.model
-        let gate = try floats(model, "model.layers.0.mlp.gate_proj.weight")
-        let up = try floats(model, "model.layers.0.mlp.up_proj.weight")
-        let down = try floats(model, "model.layers.0.mlp.down_proj.weight")
+        let gate = try model.floats("model.layers.0.mlp.gate_proj.weight")
+        let up = try model.floats("model.layers.0.mlp.up_proj.weight")
+        let down = try model.floats("model.layers.0.mlp.down_proj.weight")
         let ffn = 96, hidden = 64
         var scores = [Double](repeating: 0, count: ffn)
         for c in 0..<ffn {
@@ -111,13 +101,13 @@ import Tensors
         let input = try ModelFolder(path: Fixtures.model("qwen3"))
         let output = try ModelFolder(path: dir.file("out"))
         let name = "model.layers.0.mlp.down_proj.weight"
-        let a = try floats(input, name).values
-        let b = try floats(input, "model.layers.1.mlp.down_proj.weight").values
-        let c = try floats(input, "model.layers.2.mlp.down_proj.weight").values
+        let a = try input.floats(name).values
+        let b = try input.floats("model.layers.1.mlp.down_proj.weight").values
+        let c = try input.floats("model.layers.2.mlp.down_proj.weight").values
         let expected = zip(a, zip(b, c)).map { x, yz in (x + (yz.0 - x)) + (yz.1 - x) }
-        #expect(try floats(output, name).values == expected)
+        #expect(try output.floats(name).values == expected)
         // Norms keep the first layer's values by default.
-        #expect(try floats(output, "model.layers.0.input_layernorm.weight").values == floats(input, "model.layers.0.input_layernorm.weight").values)
+        #expect(try output.floats("model.layers.0.input_layernorm.weight").values == input.floats("model.layers.0.input_layernorm.weight").values)
         #expect(output.config?.json["num_hidden_layers"]?.intValue == 1)
     }
 
@@ -128,12 +118,12 @@ import Tensors
         let input = try ModelFolder(path: Fixtures.model("mixtral"))
         let output = try ModelFolder(path: dir.file("out"))
         for (new, old) in kept.enumerated() {
-            #expect(try floats(output, "model.layers.1.block_sparse_moe.experts.\(new).w2.weight").values
-                == floats(input, "model.layers.1.block_sparse_moe.experts.\(old).w2.weight").values)
+            #expect(try output.floats("model.layers.1.block_sparse_moe.experts.\(new).w2.weight").values
+                == input.floats("model.layers.1.block_sparse_moe.experts.\(old).w2.weight").values)
         }
-        let router = try floats(input, "model.layers.1.block_sparse_moe.gate.weight")
+        let router = try input.floats("model.layers.1.block_sparse_moe.gate.weight")
         let hidden = router.shape[1]
-        #expect(try floats(output, "model.layers.1.block_sparse_moe.gate.weight").values
+        #expect(try output.floats("model.layers.1.block_sparse_moe.gate.weight").values
             == kept.flatMap { router.values[($0 * hidden)..<(($0 + 1) * hidden)] })
         #expect(output.config?.json["num_local_experts"]?.intValue == 2)
         #expect(try ModelGraph(model: output).problems.isEmpty)
