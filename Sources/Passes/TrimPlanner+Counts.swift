@@ -8,19 +8,19 @@ extension TrimPlanner {
     func counts(for request: TrimRequest, explicit: TrimPlan, surviving: [Int]) throws(TrimError) -> [Axis: Int] {
         var counts: [Axis: Int] = [:]
         let attentionLists = explicit.keep.keys.contains { $0.axis == .kvHeads || $0.axis == .group }
-        if request.kvHeads != nil || request.heads != nil || attentionLists {
+        if request.count(.kvHeads) != nil || request.count(.heads) != nil || attentionLists {
             try checkHeadPruning()
         }
-        if request.kvHeads != nil || request.heads != nil {
+        if request.count(.kvHeads) != nil || request.count(.heads) != nil {
             let (kv, perGroup) = try attentionCounts(request)
             counts[.kvHeads] = kv
             counts[.group] = perGroup
         }
-        if request.experts != nil || !explicit.layers(selecting: .experts).isEmpty {
+        if request.count(.experts) != nil || !explicit.layers(selecting: .experts).isEmpty {
             guard let experts = binding.size(.experts) else {
                 throw .notSupported(family: family, request: "--experts", reason: "it has no routed experts")
             }
-            if let keep = request.experts {
+            if let keep = request.count(.experts) {
                 guard keep >= 1, keep <= experts else { throw .countOutOfRange(what: "experts", requested: keep, available: experts) }
                 try checkCount(.experts, keep)
                 counts[.experts] = keep
@@ -34,7 +34,7 @@ extension TrimPlanner {
             }
             counts[axis] = keep
         }
-        if let size = request.hidden {
+        if let size = request.sizes[.hidden] {
             guard let current = binding.size(.hidden) else {
                 throw .notSupported(family: family, request: "--hidden", reason: "its descriptor has no hidden axis")
             }
@@ -100,12 +100,12 @@ extension TrimPlanner {
     /// same number of query heads (the config holds one num_key_value_heads).
     private func attentionCounts(_ request: TrimRequest) throws(TrimError) -> (kvHeads: Int, perGroup: Int) {
         let heads = binding.size(.heads) ?? 0, kv = binding.size(.kvHeads) ?? 0, group = binding.size(.group) ?? 0
-        var keepKV = request.kvHeads ?? kv
+        var keepKV = request.count(.kvHeads) ?? kv
         var perGroup = group
         guard keepKV >= 1, keepKV <= kv else { throw .countOutOfRange(what: "kv heads", requested: keepKV, available: kv) }
-        if let wanted = request.heads {
+        if let wanted = request.count(.heads) {
             guard wanted >= 1, wanted <= heads else { throw .countOutOfRange(what: "query heads", requested: wanted, available: heads) }
-            if group == 1 && request.kvHeads == nil {
+            if group == 1 && request.count(.kvHeads) == nil {
                 keepKV = wanted  // no GQA: every head is its own group
             } else {
                 guard wanted % keepKV == 0, wanted / keepKV <= group, wanted >= keepKV else {
@@ -122,11 +122,11 @@ extension TrimPlanner {
     /// model has, and a count on `--ffn` to the experts' FFN of a model with no dense one
     /// (Mixtral, whose intermediate_size is the experts').
     private func ffnSizes(_ request: TrimRequest, surviving: [Int]) throws(TrimError) -> [(Axis, TrimRequest.Size)] {
-        let ratio = request.ffn?.isRatio ?? false
+        let ratio = request.sizes[.ffn]?.isRatio ?? false
         let entries: [(axis: Axis, size: TrimRequest.Size?, named: Bool)] = [
-            (.ffn, request.ffn, !ratio || binding.size(.expertFFN) == nil),
-            (.expertFFN, request.expertFFN ?? (ratio || binding.size(.ffn) == nil ? request.ffn : nil), request.expertFFN != nil),
-            (.sharedExpertFFN, request.sharedExpertFFN ?? (ratio ? request.ffn : nil), request.sharedExpertFFN != nil),
+            (.ffn, request.sizes[.ffn], !ratio || binding.size(.expertFFN) == nil),
+            (.expertFFN, request.sizes[.expertFFN] ?? (ratio || binding.size(.ffn) == nil ? request.sizes[.ffn] : nil), request.sizes[.expertFFN] != nil),
+            (.sharedExpertFFN, request.sizes[.sharedExpertFFN] ?? (ratio ? request.sizes[.ffn] : nil), request.sizes[.sharedExpertFFN] != nil),
         ]
         var result: [(Axis, TrimRequest.Size)] = []
         for (axis, size, named) in entries {

@@ -68,49 +68,8 @@ public struct TrimRequest: Sendable, Equatable {
 
     public var isEmpty: Bool { dropLayers.isEmpty && merges.isEmpty && sizes.isEmpty }
 
-    /// Keep this many kv heads (whole GQA groups) per layer.
-    public var kvHeads: Int? {
-        get { count(.kvHeads) }
-        set { sizes[.kvHeads] = newValue.map(Size.count) }
-    }
-
-    /// Keep this many query heads per layer, the same number inside every kv group.
-    public var heads: Int? {
-        get { count(.heads) }
-        set { sizes[.heads] = newValue.map(Size.count) }
-    }
-
-    /// Keep this many routed experts per MoE layer.
-    public var experts: Int? {
-        get { count(.experts) }
-        set { sizes[.experts] = newValue.map(Size.count) }
-    }
-
-    /// The dense FFN size (and, as a ratio, every FFN size the model has).
-    public var ffn: Size? {
-        get { sizes[.ffn] }
-        set { sizes[.ffn] = newValue }
-    }
-
-    /// Each routed expert's FFN size (MoE).
-    public var expertFFN: Size? {
-        get { sizes[.expertFFN] }
-        set { sizes[.expertFFN] = newValue }
-    }
-
-    /// The shared expert's FFN size (Qwen2-MoE).
-    public var sharedExpertFFN: Size? {
-        get { sizes[.sharedExpertFFN] }
-        set { sizes[.sharedExpertFFN] = newValue }
-    }
-
-    /// The residual stream's width (Minitron's embedding channels).
-    public var hidden: Size? {
-        get { sizes[.hidden] }
-        set { sizes[.hidden] = newValue }
-    }
-
-    private func count(_ axis: Axis) -> Int? {
+    /// The count asked for on `axis` (`nil` for none, or for a fraction).
+    public func count(_ axis: Axis) -> Int? {
         guard case .count(let n) = sizes[axis] else { return nil }
         return n
     }

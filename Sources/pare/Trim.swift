@@ -151,13 +151,12 @@ struct Trim: ParsableCommand {
         if let runs = mergeLayers.flatMap(LayerList.parseRuns) { request.merges = runs }
         if let policy = mergeNorms.flatMap(TrimRequest.NormPolicy.init(rawValue:)) { request.mergeNorms = policy }
         if let layers = dropLayers.flatMap(LayerList.parse) { request.dropLayers = layers }
-        request.kvHeads = kvHeads ?? request.kvHeads
-        request.heads = heads ?? request.heads
-        request.ffn = ffn.flatMap(TrimRequest.Size.init) ?? request.ffn
-        request.expertFFN = expertFfn.flatMap(TrimRequest.Size.init) ?? request.expertFFN
-        request.sharedExpertFFN = sharedExpertFfn.flatMap(TrimRequest.Size.init) ?? request.sharedExpertFFN
-        request.experts = experts ?? request.experts
-        request.hidden = hidden.flatMap(TrimRequest.Size.init) ?? request.hidden
+        for (axis, count) in [(Axis.kvHeads, kvHeads), (.heads, heads), (.experts, experts)] {
+            if let count { request.sizes[axis] = .count(count) }
+        }
+        for (axis, text) in [(Axis.ffn, ffn), (.expertFFN, expertFfn), (.sharedExpertFFN, sharedExpertFfn), (.hidden, hidden)] {
+            if let size = text.flatMap(TrimRequest.Size.init) { request.sizes[axis] = size }
+        }
         return request
     }
 

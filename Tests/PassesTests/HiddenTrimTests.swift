@@ -50,7 +50,7 @@ import Tensors
     @Test func keepsTheChannelsWithTheMostWeightAcrossTheWholeModel() throws {
         let g = try graph("llama-gqa-f32")
         var request = TrimRequest()
-        request.hidden = .count(40)
+        request.sizes[.hidden] = .count(40)
         request.dropLayers = [1]  // a dropped layer's weights do not count
         var planner = TrimPlanner(graph: g)
         let plan = try planner.plan(request)
@@ -65,7 +65,7 @@ import Tensors
     @Test func slicesEveryTensorThatCarriesHiddenAndWritesTheConfig() throws {
         let g = try graph("llama-gqa-f32")
         var request = TrimRequest()
-        request.hidden = .ratio(0.75)
+        request.sizes[.hidden] = .ratio(0.75)
         var planner = TrimPlanner(graph: g)
         let plan = try planner.plan(request)
         let trimmed = try TrimmedModel(graph: g, plan: plan)
@@ -89,10 +89,10 @@ import Tensors
 
     @Test func isPlannedEagerlyNotLayerByLayer() {
         var request = TrimRequest()
-        request.hidden = .count(32)
+        request.sizes[.hidden] = .count(32)
         #expect(!LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
         request = TrimRequest()
-        request.ffn = .count(32)
+        request.sizes[.ffn] = .count(32)
         #expect(LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
     }
 
@@ -105,7 +105,7 @@ import Tensors
     func refusesWhatTheConfigCannotExpress(_ name: String, _ hidden: Int, _ rule: String) throws {
         let g = try graph(name)
         var request = TrimRequest()
-        request.hidden = .count(hidden)
+        request.sizes[.hidden] = .count(hidden)
         #expect {
             var planner = TrimPlanner(graph: g, scores: false)
             _ = try planner.plan(request)
@@ -116,7 +116,7 @@ import Tensors
 
     @Test func aRecipeAndAPlanCarryHidden() throws {
         let recipe = try Recipe.parse("hidden: 0.5\nplan: {hidden: [3, 1, 2]}", source: "r.yaml")
-        #expect(recipe.request.hidden == .ratio(0.5))
+        #expect(recipe.request.sizes[.hidden] == .ratio(0.5))
         #expect(recipe.plan.hidden == [3, 1, 2])
         var plan = TrimPlan()
         plan.hidden = [0, 5]

@@ -25,10 +25,10 @@ import TestSupport
         #expect(recipe.request.dropLayers == [3, 20, 21, 22])
         #expect(recipe.request.merges == [[5, 6]])
         #expect(recipe.request.mergeNorms == .merge)
-        #expect(recipe.request.kvHeads == 4)
-        #expect(recipe.request.ffn == .ratio(0.75))
-        #expect(recipe.request.expertFFN == .count(512))
-        #expect(recipe.request.experts == 6)
+        #expect(recipe.request.count(.kvHeads) == 4)
+        #expect(recipe.request.sizes[.ffn] == .ratio(0.75))
+        #expect(recipe.request.sizes[.expertFFN] == .count(512))
+        #expect(recipe.request.count(.experts) == 6)
         #expect(recipe.plan.attention[0] == .init(kvHeads: [1, 2], queryHeads: [[0], [1]]))
         #expect(recipe.plan.ffn[1] == [0, 4, 9])
     }
@@ -36,7 +36,7 @@ import TestSupport
     @Test func readsJSONToo() throws {
         let recipe = try Recipe.parse(#"{"drop_layers": [1, 2], "heads": 8}"#, source: "r.json")
         #expect(recipe.request.dropLayers == [1, 2])
-        #expect(recipe.request.heads == 8)
+        #expect(recipe.request.count(.heads) == 8)
     }
 
     @Test(arguments: [

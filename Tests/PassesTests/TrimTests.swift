@@ -38,7 +38,7 @@ import Tensors
 
     @Test func queryHeadSelectionSlicesTheRightRowsAndColumns() throws {
         let dir = TemporaryDirectory()
-        let trimmed = try trim("llama-gqa-f32", to: dir.file("out")) { $0.heads = 2 }
+        let trimmed = try trim("llama-gqa-f32", to: dir.file("out")) { $0.sizes[.heads] = .count(2) }
         let attention = try #require(trimmed.plan.attention[0])
         #expect(attention.kvHeads == [0, 1])
         #expect(attention.queryHeads.allSatisfy { $0.count == 1 })
@@ -66,7 +66,7 @@ import Tensors
     }
 
     @Test func kvGroupSelectionTakesWholeGroups() throws {
-        let (_, p) = try plan("llama-gqa-f32") { $0.kvHeads = 1 }
+        let (_, p) = try plan("llama-gqa-f32") { $0.sizes[.kvHeads] = .count(1) }
         for layer in 0..<2 {
             let attention = try #require(p.attention[layer])
             #expect(attention.kvHeads.count == 1)
@@ -91,7 +91,7 @@ import Tensors
             }
         }
         let expected = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }.prefix(48).sorted()
-        let (_, p) = try plan("llama-gqa-f32") { $0.ffn = .count(48) }
+        let (_, p) = try plan("llama-gqa-f32") { $0.sizes[.ffn] = .count(48) }
         #expect(p.ffn[0] == Array(expected))
     }
 
@@ -113,7 +113,7 @@ import Tensors
 
     @Test func expertsAndRouterRowsFollowTheKeptExperts() throws {
         let dir = TemporaryDirectory()
-        let trimmed = try trim("mixtral", to: dir.file("out")) { $0.experts = 2 }
+        let trimmed = try trim("mixtral", to: dir.file("out")) { $0.sizes[.experts] = .count(2) }
         let kept = try #require(trimmed.plan.experts[1])
         let input = try ModelFolder(path: Fixtures.model("mixtral"))
         let output = try ModelFolder(path: dir.file("out"))
@@ -145,7 +145,7 @@ import Tensors
 
     @Test func writesAnExplicitHeadDimWhenTheDefaultWouldChange() throws {
         // mixtral's config says head_dim: null, so the model derives hidden / heads.
-        let (g, p) = try plan("mixtral") { $0.heads = 2 }
+        let (g, p) = try plan("mixtral") { $0.sizes[.heads] = .count(2) }
         let trimmed = try TrimmedModel(graph: g, plan: p)
         #expect(trimmed.config.json["head_dim"]?.intValue == g.binding.size("head_dim"))
         #expect(trimmed.configChanges.contains { $0.key == "head_dim" })
@@ -168,16 +168,16 @@ import Tensors
         #expect {
             _ = try plan(name) { request in
                 switch what {
-                case "heads": request.heads = 2
-                case "heads3": request.heads = 3
-                case "kv3": request.kvHeads = 3
-                case "experts1": request.experts = 1
+                case "heads": request.sizes[.heads] = .count(2)
+                case "heads3": request.sizes[.heads] = .count(3)
+                case "kv3": request.sizes[.kvHeads] = .count(3)
+                case "experts1": request.sizes[.experts] = .count(1)
                 case "drop9": request.dropLayers = [9]
                 case "dropall": request.dropLayers = [0, 1]
                 case "mergegap": request.merges = [[0, 2]]
                 case "mergedrop": request.merges = [[0, 1]]; request.dropLayers = [1]
-                case "experts": request.experts = 2
-                default: request.ffn = .count(500)
+                case "experts": request.sizes[.experts] = .count(2)
+                default: request.sizes[.ffn] = .count(500)
                 }
             }
         } throws: { error in
@@ -188,9 +188,9 @@ import Tensors
     @Test func dryRunPlansTheSameShapesWithoutReadingWeights() throws {
         let g = try graph("qwen2-moe")
         var request = TrimRequest()
-        request.experts = 2
-        request.ffn = .ratio(0.5)
-        request.heads = 2
+        request.sizes[.experts] = .count(2)
+        request.sizes[.ffn] = .ratio(0.5)
+        request.sizes[.heads] = .count(2)
         var dry = TrimPlanner(graph: g, scores: false)
         var real = TrimPlanner(graph: g)
         let a = try TrimmedModel(graph: g, plan: try dry.plan(request))
@@ -236,7 +236,7 @@ import Tensors
 
     @Test func aDenseFFNCountWithNoDenseLayerLeftIsRefused() throws {
         #expect {
-            _ = try plan("qwen2-moe") { $0.dropLayers = [1]; $0.ffn = .count(32) }
+            _ = try plan("qwen2-moe") { $0.dropLayers = [1]; $0.sizes[.ffn] = .count(32) }
         } throws: { error in
             (error as? TrimError)?.rule == "not-supported" && "\(error)".contains("--expert-ffn")
         }
@@ -244,7 +244,7 @@ import Tensors
 
     @Test func shardIndexCountsTheTrimmedParameters() throws {
         let dir = TemporaryDirectory()
-        let (g, p) = try plan("llama-gqa-f32") { $0.ffn = .count(48) }
+        let (g, p) = try plan("llama-gqa-f32") { $0.sizes[.ffn] = .count(48) }
         let trimmed = try TrimmedModel(graph: g, plan: p)
         try Conversion(input: g.model, output: dir.file("out"), options: .init(maxShardSize: 50_000), items: trimmed.items, config: trimmed.config).run()
         let index = try JSONParser.parse(try readBytes(dir.file("out/model.safetensors.index.json")))
@@ -273,9 +273,9 @@ import Tensors
 
     @Test func layerByLayerPlanningWritesWhatEagerPlanningWrites() throws {
         for (name, edit) in [
-            ("llama-gqa-f32", { (r: inout TrimRequest) in r.heads = 2; r.ffn = .ratio(0.5) }),
-            ("qwen2-moe", { (r: inout TrimRequest) in r.ffn = .ratio(0.5); r.kvHeads = 1; r.dropLayers = [1] }),
-            ("qwen3", { (r: inout TrimRequest) in r.merges = [[0, 1]]; r.ffn = .count(40) }),
+            ("llama-gqa-f32", { (r: inout TrimRequest) in r.sizes[.heads] = .count(2); r.sizes[.ffn] = .ratio(0.5) }),
+            ("qwen2-moe", { (r: inout TrimRequest) in r.sizes[.ffn] = .ratio(0.5); r.sizes[.kvHeads] = .count(1); r.dropLayers = [1] }),
+            ("qwen3", { (r: inout TrimRequest) in r.merges = [[0, 1]]; r.sizes[.ffn] = .count(40) }),
         ] as [(String, (inout TrimRequest) -> Void)] {
             let dir = TemporaryDirectory()
             let g = try graph(name)
