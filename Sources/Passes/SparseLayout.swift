@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -13,13 +14,13 @@ struct SparseLayout {
 
     /// The writer's items: every tensor of the model in order, targets replaced by their
     /// sparse form (one or several tensors, depending on the format).
-    func items(model: ModelFolder, targets: [SparsifyPlan.Target]) -> [Conversion.Item] {
+    func items(model: ModelFolder, targets: [SparsifyPlan.Target]) -> [OutputItem] {
         let byName = Dictionary(targets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var items: [Conversion.Item] = []
+        var items: [OutputItem] = []
         for tensor in model.tensors {
             let info = tensor.info
             guard let target = byName[info.name] else {
-                items.append(Conversion.Item(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape)))
+                items.append(OutputItem(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape)))
                 continue
             }
             let prune = NMPruneTransform(
@@ -27,12 +28,12 @@ struct SparseLayout {
             let rows = info.shape[0], columns = info.shape[1]
             switch request.format {
             case .dense:
-                items.append(Conversion.Item(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape), transform: prune))
+                items.append(OutputItem(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape), transform: prune))
             case .pare:
                 // Groups run along the last dimension only for nn.Linear; a pruned Conv1D
                 // weight is half zeros in no row pattern, which the bitmask stores.
                 let encoding: PareEncoding = target.input == .last ? .nm(request.pattern) : .bitmask
-                items.append(Conversion.Item(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape),
+                items.append(OutputItem(source: tensor, entry: .init(name: info.name, dtype: info.dtype, shape: info.shape),
                                              encoding: encoding, transform: prune))
             case .compressedTensors:
                 let prefix = CompressedTensorsLayout.prefix(of: info.name)
@@ -42,13 +43,13 @@ struct SparseLayout {
                     ("bitmask", .u8, [rows, (columns + 7) / 8], .bitmask),
                 ]
                 for (suffix, dtype, shape, part) in parts {
-                    items.append(Conversion.Item(source: tensor, entry: .init(name: "\(prefix).\(suffix)", dtype: dtype, shape: shape),
+                    items.append(OutputItem(source: tensor, entry: .init(name: "\(prefix).\(suffix)", dtype: dtype, shape: shape),
                                                  transform: CompressedTensorsLayout.Transform(prune: prune, part: part)))
                 }
             case .cutlass:
-                items.append(Conversion.Item(source: tensor, entry: .init(name: info.name + ".values", dtype: info.dtype, shape: [rows, columns / 2]),
+                items.append(OutputItem(source: tensor, entry: .init(name: info.name + ".values", dtype: info.dtype, shape: [rows, columns / 2]),
                                              transform: CutlassLayout.Transform(prune: prune, part: .values)))
-                items.append(Conversion.Item(source: tensor, entry: .init(name: info.name + ".meta", dtype: .i16, shape: [rows, columns / 16]),
+                items.append(OutputItem(source: tensor, entry: .init(name: info.name + ".meta", dtype: .i16, shape: [rows, columns / 16]),
                                              transform: CutlassLayout.Transform(prune: prune, part: .metadata)))
             }
         }

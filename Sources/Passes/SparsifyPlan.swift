@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -24,7 +25,7 @@ public struct SparsifyPlan: Sendable {
     public let request: SparsifyRequest
     public let model: ModelFolder
     public let targets: [Target]
-    public let items: [Conversion.Item]
+    public let items: [OutputItem]
     public let config: ModelConfig?
     /// Facts the user should know about the output (one sentence each).
     public let warnings: [String]

@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -41,7 +42,7 @@ public struct SparsifyStep: Sendable, Equatable {
 
     /// The trimmed model's items with the targets pruned as they are written; `nm-zstd` is
     /// their `.pare` encoding.
-    public func apply(to trimmed: TrimmedModel) throws(SparsifyError) -> (items: [Conversion.Item], targets: [String]) {
+    public func apply(to trimmed: TrimmedModel) throws(SparsifyError) -> (items: [OutputItem], targets: [String]) {
         if score == .wanda, statsPath == nil { throw .statsNeeded }
         if score != .wanda, statsPath != nil { throw .statsUnused }
         let targetsRegex = try SparsifyPlan.regex(targets, option: "targets")

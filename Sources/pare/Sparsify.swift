@@ -1,4 +1,5 @@
 import ArgumentParser
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -123,11 +124,11 @@ struct Sparsify: ParsableCommand {
                 ("request", .string(arguments)),
                 ("plan", summary.json),
             ])
-            let conversion = try Conversion(
+            let writer = try CheckpointWriter(
                 input: model, output: output,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, format: request.format == .pare ? .pare : .safetensors),
                 items: plan.items, config: plan.config)
-            try runShowingProgress(conversion, label: "sparsifying", quiet: quiet) {
+            try runShowingProgress(writer, label: "sparsifying", quiet: quiet) {
                 [("pare-sparsify.json", Array((provenance.serialized(.pretty) + "\n").utf8))]
             }
             if json {

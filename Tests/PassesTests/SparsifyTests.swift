@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import PareFormat
@@ -47,7 +48,7 @@ import Tensors
     func sparsify(_ fixture: String, _ request: SparsifyRequest, to output: String) throws -> SparsifyPlan {
         let model = try ModelFolder(path: Fixtures.model(fixture))
         let plan = try SparsifyPlan(model: model, request: request)
-        try Conversion(input: model, output: output, options: .init(format: request.format == .pare ? .pare : .safetensors),
+        try CheckpointWriter(input: model, output: output, options: .init(format: request.format == .pare ? .pare : .safetensors),
                        items: plan.items, config: plan.config).run()
         return plan
     }
@@ -146,15 +147,15 @@ import Tensors
         let graph = try ModelGraph(model: try ModelFolder(path: Fixtures.model(fixture)))
         var planner = TrimPlanner(graph: graph)
         let trimmed = try TrimmedModel(graph: graph, plan: try planner.plan(recipe.request, explicit: recipe.plan))
-        try Conversion(input: graph.model, output: dir.file("trimmed"), options: .init(), items: trimmed.items, config: trimmed.config).run()
+        try CheckpointWriter(input: graph.model, output: dir.file("trimmed"), options: .init(), items: trimmed.items, config: trimmed.config).run()
         let sparse = try step.apply(to: trimmed)
-        try Conversion(input: graph.model, output: dir.file("both"), options: .init(), items: sparse.items, config: trimmed.config).run()
+        try CheckpointWriter(input: graph.model, output: dir.file("both"), options: .init(), items: sparse.items, config: trimmed.config).run()
 
         let plain = try ModelFolder(path: dir.file("trimmed"))
         let request = SparsifyRequest(pattern: step.pattern, ignore: step.ignore)
         let plan = try SparsifyPlan(model: plain, request: request)
         #expect(plan.targets.map(\.name) == sparse.targets)
-        try Conversion(input: plain, output: dir.file("after"), options: .init(), items: plan.items, config: plan.config).run()
+        try CheckpointWriter(input: plain, output: dir.file("after"), options: .init(), items: plan.items, config: plan.config).run()
         #expect(try snapshot(dir.file("both")) == snapshot(dir.file("after")))
     }
 
