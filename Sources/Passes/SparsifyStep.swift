@@ -60,7 +60,7 @@ public struct SparsifyStep: Sendable, Equatable {
             if let targetsRegex {
                 guard entry.name.contains(targetsRegex) else { continue }
             } else {
-                guard let role = spec?.role, SparsifyRequest.defaultRoles.contains(role) else { continue }
+                guard let role = spec?.role, SparseTarget.defaultRoles.contains(role) else { continue }
             }
             if let ignoreRegex, entry.name.contains(ignoreRegex) { continue }
             let input: NMSparsity.InputDimension = spec?.transposed == true ? .first : .last
@@ -70,12 +70,12 @@ public struct SparsifyStep: Sendable, Equatable {
             var norms: [Float]?
             if let stats, let path = statsPath {
                 let source = item.source
-                let original = SparsifyPlan.Target(source: source, input: input, norms: nil)
+                let original = SparseTarget(source: source, input: input)
                 let all = try SparsifyPlan.norms(for: original, in: stats, path: path)
                 if let kept = item.selections?[dimension] { norms = kept.map { all[$0] } } else { norms = all }
             }
             item.transform = NMPruneTransform(pattern: pattern, dtype: entry.dtype, shape: entry.shape.map { Int($0) }, input: input, norms: norms)
-            item.encoding = input == .last ? .nm(pattern) : .bitmask
+            item.encoding = PareLayout.encoding(pattern: pattern, input: input)
             items[i] = item
             names.append(entry.name)
         }

@@ -1,4 +1,3 @@
-import Emit
 import ModelFolder
 import Tensors
 
