@@ -40,8 +40,6 @@ public enum TrimError: Error, Sendable, Equatable {
         case .layerPatternUnrepresentable: return "layer-pattern"
         case .layerListLength: return "layer-list-length"
         case .unevenCounts: return "uneven-counts"
-        case .input(let error):
-            return error.description
         case .graph(let error): return error.rule
         case .input(let error): return error.rule
         }
