@@ -7,9 +7,10 @@ import Tensors
 /// each 2:4-sparse `<module>.weight [m, k]` becomes `<module>.compressed [m, k/2]` (the
 /// kept values, row by row, in position order), `<module>.bitmask [m, ⌈k/8⌉]` (U8, one
 /// bit per element, LSB first within each byte, each row padded to whole bytes) and
-/// `<module>.shape` (I32 `[2, 1]`: m and k). Decompressing scatters each row's values to
+/// `<module>.shape` (I64 `[2, 1]`: m and k). Decompressing scatters each row's values to
 /// its set bits, so the mask must have exactly k/2 bits per row: a group the pruning left
-/// with fewer than two non-zeros marks its lowest zero positions as kept.
+/// with fewer than two non-zeros marks zero positions as kept, the ones the package's own
+/// compressor picks (`sparseGroupPositions`).
 public struct CompressedTensorsLayout: SparseLayout {
     public init() {}
 
