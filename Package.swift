@@ -2,11 +2,12 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> Passes -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
+// pare (CLI) -> Passes -> Emit -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
     products: [
         .executable(name: "pare", targets: ["pare"]),
+        .library(name: "Emit", targets: ["Emit"]),
         .library(name: "ModelGraph", targets: ["ModelGraph"]),
         .library(name: "ModelFolder", targets: ["ModelFolder"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
@@ -37,10 +38,11 @@ let package = Package(
             exclude: ["formats/README.md", "formats/pare.md"],
             resources: [.embedInCode("formats")]
         ),
+        .target(name: "Emit", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
         .target(
             name: "Passes",
             dependencies: [
-                "ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON",
+                "Emit", "ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
@@ -48,6 +50,7 @@ let package = Package(
             name: "pare",
             dependencies: [
                 "Passes",
+                "Emit",
                 "ModelGraph",
                 "ModelFolder",
                 "PareFormat",
@@ -62,7 +65,8 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "PareFormatTests", dependencies: ["PareFormat", "Tensors", "TestSupport"]),
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
-        .testTarget(name: "PassesTests", dependencies: ["Passes", "ModelGraph", "ModelFolder", "TestSupport"]),
+        .testTarget(name: "EmitTests", dependencies: ["Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
+        .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,7 +2,7 @@ import PareFormat
 import SafeTensors
 import Tensors
 
-/// Why a model folder could not be read or written.
+/// Why a model folder could not be read.
 public enum ModelFolderError: Error, Sendable, Equatable {
     case notFound(path: String)
     case notAModel(path: String)
@@ -12,17 +12,10 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case ambiguousWeights(path: String, files: [String])
     case configNotJSON(path: String, reason: String)
     case configNotObject(path: String)
-    case outputExists(path: String)
-    case outputOverlapsInput(input: String, output: String)
-    case quantizedCast(path: String)
-    case headerTooLarge(shard: String, bytes: Int)
     case missingShard(path: String, index: String)
-    case singleFileNeedsShards(path: String, shards: Int)
     case safeTensors(SafeTensorsError)
     case pare(PareError)
     case io(FileError)
-    case interrupted
-    case planFailed(reason: String)
     case uncopyableFile(path: String, reason: String)
 
     /// The stable identifier of the rule that failed, as in `[rule: ...]`.
@@ -35,17 +28,10 @@ public enum ModelFolderError: Error, Sendable, Equatable {
         case .unlistedSafeTensors: return "index-unlisted-file"
         case .ambiguousWeights: return "ambiguous-weights"
         case .configNotJSON, .configNotObject: return "config-json"
-        case .outputExists: return "output-exists"
-        case .outputOverlapsInput: return "output-overlaps-input"
-        case .singleFileNeedsShards: return "single-file-output"
-        case .quantizedCast: return "quantized-cast"
-        case .headerTooLarge: return "header-too-large"
         case .missingShard: return "index-missing-shard"
         case .safeTensors(let error): return error.rule
         case .pare(let error): return error.rule
         case .io: return "io"
-        case .interrupted: return "interrupted"
-        case .planFailed: return "plan"
         case .uncopyableFile: return "uncopyable-file"
         }
     }
@@ -58,8 +44,6 @@ extension ModelFolderError: CustomStringConvertible {
         case .safeTensors(let error): return error.description
         case .pare(let error): return error.description
         case .io(let error): return error.description
-        case .interrupted: return sentence
-        case .planFailed(let reason): return reason
         default: return "\(sentence) [rule: \(rule)]"
         }
     }
@@ -82,18 +66,8 @@ extension ModelFolderError: CustomStringConvertible {
             return "\(path): not valid JSON (\(reason))"
         case let .configNotObject(path):
             return "\(path): config.json must hold a JSON object"
-        case let .outputExists(path):
-            return "\(path): already exists; pass --force to replace it"
-        case let .outputOverlapsInput(input, output):
-            return "\(output): the output overlaps the input \(input); pare never modifies its input, so write to a separate folder"
-        case let .headerTooLarge(shard, bytes):
-            return "\(shard): its header would be \(bytes) bytes, over the 100,000,000-byte limit readers enforce; use a smaller --max-shard-size so each shard lists fewer tensors"
-        case let .quantizedCast(path):
-            return "\(path): config.json has a quantization_config; casting would change its scales and break the quantized weights, so --dtype is refused for quantized checkpoints"
         case let .missingShard(path, index):
             return "\(path): \(index) lists this shard, but it is not a readable file"
-        case let .singleFileNeedsShards(path, shards):
-            return "\(path): the output needs \(shards) shards under --max-shard-size, but a single .safetensors file was asked for; give a folder as output"
         case let .safeTensors(error):
             return error.description
         case let .pare(error):
@@ -102,10 +76,6 @@ extension ModelFolderError: CustomStringConvertible {
             return error.description
         case let .uncopyableFile(path, reason):
             return "\(path): \(reason); pare copies every file of a model folder and will not skip one silently — remove or fix it"
-        case .interrupted:
-            return "interrupted; nothing was written and the input is untouched"
-        case let .planFailed(reason):
-            return reason
         }
     }
 }

@@ -130,6 +130,14 @@ public enum WeightFile: Sendable {
     public func forEachPiece(
         of tensor: TensorInfo, pieceBytes: Int, _ body: (UnsafeRawBufferPointer) throws(ModelFolderError) -> Void
     ) throws(ModelFolderError) {
+        try forEachPiece(of: tensor, pieceBytes: pieceBytes, mapError: { $0 }, body)
+    }
+
+    /// `forEachPiece` for a `body` with errors of its own (a writer's): a failure to read
+    /// goes through `mapError`.
+    public func forEachPiece<E: Error>(
+        of tensor: TensorInfo, pieceBytes: Int, mapError: (ModelFolderError) -> E, _ body: (UnsafeRawBufferPointer) throws(E) -> Void
+    ) throws(E) {
         switch self {
         case .safetensors(let file):
             let range = file.fileRange(of: tensor)
@@ -143,7 +151,7 @@ public enum WeightFile: Sendable {
             }
         case .pare(let file, _):
             guard let stored = file.tensor(named: tensor.name) else { preconditionFailure("tensor \(tensor.name) not in \(file.path)") }
-            try file.forEachBatch(of: stored, mapError: { ModelFolderError.pare($0) }, body)
+            try file.forEachBatch(of: stored, mapError: { mapError(.pare($0)) }, body)
         }
     }
 }

@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import Tensors

@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import Synchronization
@@ -45,7 +46,7 @@ public final class LayerByLayerPlan: SelectionSource {
         state = Mutex(State(planner: TrimPlanner(graph: graph), plan: base))
     }
 
-    public func selections(forItem index: Int) throws(ModelFolderError) -> [[Int]?]? {
+    public func selections(forItem index: Int) throws(EmitError) -> [[Int]?]? {
         guard let node = layout.itemNodes[index], let layer = node.layer else { return layout.items[index].selections }
         let plan: TrimPlan
         do {

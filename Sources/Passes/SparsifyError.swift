@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import SafeTensors
@@ -7,10 +8,8 @@ public enum SparsifyError: Error, Sendable {
     case badRegex(option: String, pattern: String, reason: String)
     case noTargets(reason: String)
     case notGroupable(tensor: String, inputSize: Int, m: Int)
-    case unsupportedDType(tensor: String, dtype: String, format: String, fix: String)
-    case formatNeedsPattern(format: String, pattern: String, needed: String)
-    case transposedUnsupported(tensor: String, format: String)
-    case shapeUnsupported(tensor: String, shape: [UInt64], format: String, reason: String)
+    /// The output layout cannot hold the pattern or a target.
+    case layout(LayoutError)
     case statsNeeded
     case statsUnused
     case statsMissing(path: String, tensor: String)
@@ -24,10 +23,7 @@ public enum SparsifyError: Error, Sendable {
         case .badRegex: return "bad-regex"
         case .noTargets: return "no-targets"
         case .notGroupable: return "nm-groups"
-        case .unsupportedDType: return "sparsify-dtype"
-        case .formatNeedsPattern: return "format-pattern"
-        case .transposedUnsupported: return "format-transposed"
-        case .shapeUnsupported: return "format-shape"
+        case .layout(let error): return error.rule
         case .statsNeeded, .statsUnused: return "stats-option"
         case .statsMissing: return "stats-missing-tensor"
         case .statsMismatch: return "stats-tensor-shape"
@@ -41,6 +37,7 @@ public enum SparsifyError: Error, Sendable {
 extension SparsifyError: CustomStringConvertible {
     public var description: String {
         switch self {
+        case .layout(let error): return error.description
         case .stats(let error): return error.description
         case .graph(let error): return error.description
         case .input(let error): return error.description
@@ -56,14 +53,6 @@ extension SparsifyError: CustomStringConvertible {
             return "no tensor to sparsify: \(reason)"
         case let .notGroupable(tensor, inputSize, m):
             return "\(tensor): its input dimension has \(inputSize) elements, not a multiple of \(m), so it cannot be cut into groups of \(m); leave it out with --ignore"
-        case let .unsupportedDType(tensor, dtype, format, fix):
-            return "\(tensor): the \(format) format cannot hold \(dtype) weights; \(fix)"
-        case let .formatNeedsPattern(format, pattern, needed):
-            return "the \(format) format holds \(needed) sparsity only, not \(pattern); use --pattern \(needed) or another --format (dense, pare)"
-        case let .transposedUnsupported(tensor, format):
-            return "\(tensor): a GPT-2 Conv1D weight is stored [in, out], and the \(format) layout is defined for nn.Linear's [out, in]; use --format dense or pare, or leave it out with --ignore"
-        case let .shapeUnsupported(tensor, shape, format, reason):
-            return "\(tensor): shape \(shape) does not fit the \(format) layout: \(reason)"
         case .statsNeeded:
             return "--score wanda needs --stats FILE: a safetensors file with one F32 tensor '<weight name>\(SparsifyRequest.statsSuffix)' per target, holding the L2 norm of each input channel's activations"
         case .statsUnused:
@@ -72,7 +61,7 @@ extension SparsifyError: CustomStringConvertible {
             return "\(path): no tensor '\(tensor)\(SparsifyRequest.statsSuffix)', which --score wanda needs for \(tensor)"
         case let .statsMismatch(path, tensor, problem):
             return "\(path): '\(tensor)\(SparsifyRequest.statsSuffix)' \(problem)"
-        case .stats, .graph, .input:
+        case .layout, .stats, .graph, .input:
             return ""
         }
     }

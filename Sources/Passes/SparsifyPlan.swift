@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -8,23 +9,10 @@ import Tensors
 /// scored, and the items the writer streams. Nothing but headers (and the statistics
 /// file's norms) is read here.
 public struct SparsifyPlan: Sendable {
-    /// One weight that gets N:M sparsity.
-    public struct Target: Sendable {
-        public var source: ModelFolder.Tensor
-        public var input: NMSparsity.InputDimension
-        public var norms: [Float]?
-        /// The descriptor's role for the tensor, if the model's family is known.
-        public var role: Role? = nil
-
-        public var name: String { source.info.name }
-        /// Elements along the input dimension.
-        public var inputSize: Int { Int(input == .last ? source.info.shape[1] : source.info.shape[0]) }
-    }
-
     public let request: SparsifyRequest
     public let model: ModelFolder
-    public let targets: [Target]
-    public let items: [Conversion.Item]
+    public let targets: [SparseTarget]
+    public let items: [OutputItem]
     public let config: ModelConfig?
     /// Facts the user should know about the output (one sentence each).
     public let warnings: [String]
@@ -33,11 +21,10 @@ public struct SparsifyPlan: Sendable {
         self.model = model
         self.request = request
         let pattern = request.pattern
+        let layout = request.layout
         if request.score == .wanda, request.statsPath == nil { throw .statsNeeded }
         if request.score != .wanda, request.statsPath != nil { throw .statsUnused }
-        if request.format == .compressedTensors || request.format == .cutlass, !pattern.fitsTwoFour {
-            throw .formatNeedsPattern(format: request.format.rawValue, pattern: pattern.description, needed: "2:4")
-        }
+        do { try layout.check(pattern) } catch { throw .layout(error) }
         let targetsRegex = try Self.regex(request.targets, option: "--targets")
         let ignoreRegex = try Self.regex(request.ignore, option: "--ignore")
 
@@ -70,16 +57,16 @@ public struct SparsifyPlan: Sendable {
 
         let stats: SafeTensorsFile?
         do { stats = try request.statsPath.map { path throws(SafeTensorsError) in try SafeTensorsFile(path: path) } } catch { throw .stats(error) }
-        var targets: [Target] = []
+        var targets: [SparseTarget] = []
         for (tensor, input, role) in candidates {
-            var target = Target(source: tensor, input: input, norms: nil, role: role)
+            var target = SparseTarget(source: tensor, input: input, role: role)
             let name = target.name
             let dtype = tensor.info.dtype
             guard dtype.isCastable else {
-                throw .unsupportedDType(tensor: name, dtype: dtype.name, format: request.format.rawValue, fix: "only F32, F16 and BF16 weights can be sparsified")
+                throw .layout(.unsupportedDType(tensor: name, dtype: dtype.name, format: layout.name, fix: "only F32, F16 and BF16 weights can be sparsified"))
             }
             guard target.inputSize % pattern.m == 0 else { throw .notGroupable(tensor: name, inputSize: target.inputSize, m: pattern.m) }
-            try Self.checkLayout(target, format: request.format)
+            do { try layout.check(target) } catch { throw .layout(error) }
             if let stats, let path = request.statsPath {
                 target.norms = try Self.norms(for: target, in: stats, path: path)
             }
@@ -87,13 +74,18 @@ public struct SparsifyPlan: Sendable {
         }
         self.targets = targets
 
+        // Every tensor of the model in order, each target replaced by what the layout
+        // writes for it.
+        let byName = Dictionary(targets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        items = model.tensors.flatMap { tensor -> [OutputItem] in
+            guard let target = byName[tensor.info.name] else { return [OutputItem(copying: tensor)] }
+            let info = tensor.info
+            let prune = NMPruneTransform(pattern: pattern, dtype: info.dtype, shape: info.shape.map { Int($0) }, input: target.input, norms: target.norms)
+            return layout.items(for: target, pruning: prune)
+        }
         var config = model.config
-        var warnings: [String] = []
-        let layout = SparseLayout(request: request)
-        items = layout.items(model: model, targets: targets)
-        layout.rewrite(&config, model: model, graph: graph, targets: targets, warnings: &warnings)
+        warnings = layout.rewrite(&config, targets: targets, model: model, graph: graph)
         self.config = config
-        self.warnings = warnings
     }
 
     static func regex(_ pattern: String?, option: String) throws(SparsifyError) -> Regex<AnyRegexOutput>? {
@@ -101,34 +93,8 @@ public struct SparsifyPlan: Sendable {
         do { return try Regex(pattern) } catch { throw .badRegex(option: option, pattern: pattern, reason: "\(error)") }
     }
 
-    /// Refuses targets the chosen layout cannot hold.
-    private static func checkLayout(_ target: Target, format: SparsifyRequest.Format) throws(SparsifyError) {
-        let name = target.name
-        switch format {
-        case .dense, .pare:
-            return
-        case .compressedTensors, .cutlass:
-            guard target.input == .last else { throw .transposedUnsupported(tensor: name, format: format.rawValue) }
-            if format == .compressedTensors, !(target.role?.isLinearModule ?? false) {
-                throw .shapeUnsupported(tensor: name, shape: target.source.info.shape, format: format.rawValue,
-                                        reason: "compressed-tensors decompresses nn.Linear modules only, and the architecture descriptor does not name this tensor a linear weight")
-            }
-            if format == .cutlass {
-                let dtype = target.source.info.dtype
-                guard dtype == .f16 || dtype == .bf16 else {
-                    throw .unsupportedDType(tensor: name, dtype: dtype.name, format: format.rawValue,
-                                            fix: "CUTLASS 2:4 kernels take F16 or BF16; convert first with pare convert --dtype bf16")
-                }
-                let shape = target.source.info.shape
-                if let reason = CutlassLayout.unsupportedShape(rows: Int(shape[0]), columns: Int(shape[1])) {
-                    throw .shapeUnsupported(tensor: name, shape: shape, format: format.rawValue, reason: reason)
-                }
-            }
-        }
-    }
-
     /// The target's activation norms from the statistics file, checked.
-    static func norms(for target: Target, in stats: SafeTensorsFile, path: String) throws(SparsifyError) -> [Float] {
+    static func norms(for target: SparseTarget, in stats: SafeTensorsFile, path: String) throws(SparsifyError) -> [Float] {
         guard let info = stats.info(target.name + SparsifyRequest.statsSuffix) else {
             throw .statsMissing(path: path, tensor: target.name)
         }

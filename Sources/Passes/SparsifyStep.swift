@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -41,7 +42,7 @@ public struct SparsifyStep: Sendable, Equatable {
 
     /// The trimmed model's items with the targets pruned as they are written; `nm-zstd` is
     /// their `.pare` encoding.
-    public func apply(to trimmed: TrimmedModel) throws(SparsifyError) -> (items: [Conversion.Item], targets: [String]) {
+    public func apply(to trimmed: TrimmedModel) throws(SparsifyError) -> (items: [OutputItem], targets: [String]) {
         if score == .wanda, statsPath == nil { throw .statsNeeded }
         if score != .wanda, statsPath != nil { throw .statsUnused }
         let targetsRegex = try SparsifyPlan.regex(targets, option: "targets")
@@ -69,12 +70,12 @@ public struct SparsifyStep: Sendable, Equatable {
             var norms: [Float]?
             if let stats, let path = statsPath {
                 let source = item.source
-                let original = SparsifyPlan.Target(source: source, input: input, norms: nil)
+                let original = SparseTarget(source: source, input: input)
                 let all = try SparsifyPlan.norms(for: original, in: stats, path: path)
                 if let kept = item.selections?[dimension] { norms = kept.map { all[$0] } } else { norms = all }
             }
             item.transform = NMPruneTransform(pattern: pattern, dtype: entry.dtype, shape: entry.shape.map { Int($0) }, input: input, norms: norms)
-            item.encoding = input == .last ? .nm(pattern) : .bitmask
+            item.encoding = PareLayout.encoding(pattern: pattern, input: input)
             items[i] = item
             names.append(entry.name)
         }

@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import OrderedJSON
 import Tensors
@@ -16,7 +17,7 @@ public struct SparsifySummary: Sendable {
         var members: [(key: String, value: JSONValue)] = [
             ("pattern", .string(request.pattern.description)),
             ("score", .string(request.score.rawValue)),
-            ("format", .string(request.format.rawValue)),
+            ("format", .string(request.layout.name)),
         ]
         if let stats = request.statsPath { members.append(("stats", .string(stats))) }
         if let targets = request.targets { members.append(("targets_regex", .string(targets))) }
@@ -43,11 +44,11 @@ public struct SparsifySummary: Sendable {
         let request = plan.request
         let model = plan.model
         var lines: [String] = []
-        lines.append("sparsify \(model.path): \(request.pattern) by \(request.score.rawValue), \(request.format.rawValue) output")
+        lines.append("sparsify \(model.path): \(request.pattern) by \(request.score.rawValue), \(request.layout.name) output")
         let share = model.parameterCount > 0 ? Double(plan.prunedParameters) / Double(model.parameterCount) : 0
         lines.append("  targets      \(plan.targets.count) of \(model.tensors.count) tensors, \(Count.short(plan.targetParameters)) parameters")
         lines.append("  zeroed       \(Count.short(plan.prunedParameters)) parameters (\(ByteSize.format(share * 100, 1))% of the model)")
-        lines.append("  tensor bytes \(ByteSize.describe(model.tensorBytes)) → \(ByteSize.describe(outputTensorBytes))" + (request.format == .pare ? " before compression" : ""))
+        lines.append("  tensor bytes \(ByteSize.describe(model.tensorBytes)) → \(ByteSize.describe(outputTensorBytes))" + (request.layout.weightFormat == .pare ? " before compression" : ""))
         let shown = plan.targets.prefix(12)
         for target in shown {
             let shape = target.source.info.shape.map(String.init).joined(separator: "×")

@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -12,7 +13,7 @@ import Tensors
 public struct TrimmedModel: Sendable {
     public let graph: ModelGraph
     public let plan: TrimPlan
-    public let items: [Conversion.Item]
+    public let items: [OutputItem]
     /// The graph node each item comes from (`nil` for tensors kept as unknown).
     public let itemNodes: [ModelGraph.Node?]
     public let config: ModelConfig
@@ -60,7 +61,7 @@ public struct TrimmedModel: Sendable {
 
         // Output tensors, in input order.
         let templates = graph.descriptor.tensors.map { TensorTemplate($0.name) }
-        var items: [Conversion.Item] = []
+        var items: [OutputItem] = []
         var itemNodes: [ModelGraph.Node?] = []
         for node in graph.nodes {
             var layerOut: Int?
@@ -84,7 +85,7 @@ public struct TrimmedModel: Sendable {
             }
             let shape = zip(node.source.info.shape, selections).map { size, kept in kept.map { UInt64($0.count) } ?? size }
             let name = templates[node.template].name(layer: layerOut, expert: expertOut)
-            items.append(Conversion.Item(
+            items.append(OutputItem(
                 source: node.source,
                 entry: .init(name: name, dtype: node.source.info.dtype, shape: shape),
                 selections: selections.contains { $0 != nil } ? selections : nil,
@@ -94,7 +95,7 @@ public struct TrimmedModel: Sendable {
         if keepUnknown {
             itemNodes += graph.unknownTensors.map { _ in nil }
             items += graph.unknownTensors.map { tensor in
-                Conversion.Item(source: tensor, entry: .init(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape))
+                OutputItem(source: tensor, entry: .init(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape))
             }
         }
         self.items = items

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Emit
 import ModelFolder
 import PareFormat
 import Tensors
@@ -80,25 +81,26 @@ struct Convert: ParsableCommand {
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: input)
-            let options = Conversion.Options(
+            let options = CheckpointWriter.Options(
                 dtype: dtype.flatMap(DType.init(castName:)),
                 maxShardSize: ByteSize.parse(maxShardSize)!,
                 force: force,
                 format: WeightFormat(rawValue: format)!,
                 pare: PareWriter.Options(level: level)
             )
-            let conversion = try Conversion(input: model, output: output, options: options)
-            try runShowingProgress(conversion, label: "converting", quiet: quiet)
+            let writer = try CheckpointWriter(input: model, output: output, options: options)
+            try runShowingProgress(writer, label: "converting", quiet: quiet)
             if !quiet {
-                let files = conversion.shards.count
-                let onDisk = conversion.writesSingleFile
+                let plan = writer.plan
+                let files = plan.shards.count
+                let onDisk = plan.writesSingleFile
                     ? [output]
-                    : conversion.shards.map { PathName.join(output, $0.fileName) }
+                    : plan.shards.map { PathName.join(output, $0.fileName) }
                 let stored = onDisk.reduce(0) { $0 + ((try? FileSystem.fileSize($1)) ?? 0) }
-                let ratio = conversion.outputTensorBytes > 0 ? Double(stored) / Double(conversion.outputTensorBytes) : 1
+                let ratio = plan.tensorBytes > 0 ? Double(stored) / Double(plan.tensorBytes) : 1
                 let sizes = WeightFormat(rawValue: format)! == .pare
-                    ? "\(ByteSize.describe(conversion.outputTensorBytes)) of tensors stored in \(ByteSize.describe(stored)) (\(ByteSize.format(ratio, 3))×)"
-                    : ByteSize.describe(conversion.outputTensorBytes)
+                    ? "\(ByteSize.describe(plan.tensorBytes)) of tensors stored in \(ByteSize.describe(stored)) (\(ByteSize.format(ratio, 3))×)"
+                    : ByteSize.describe(plan.tensorBytes)
                 StandardStream.standardError.write(
                     "wrote \(output): \(model.tensors.count) tensors, \(sizes) in \(files) file\(files == 1 ? "" : "s")\n")
             }

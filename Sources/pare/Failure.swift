@@ -1,5 +1,5 @@
 import ArgumentParser
-import ModelFolder
+import Emit
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +16,7 @@ func reportingFailures(_ body: () throws -> Void) throws {
     } catch {
         let message = "\(error)".split(separator: "\n").joined(separator: " ")
         StandardStream.standardError.write("pare: error: \(message)\n")
-        if case ModelFolderError.interrupted? = error as? ModelFolderError { throw ExitCode(Interruption.exitStatus) }
+        if case EmitError.interrupted? = error as? EmitError { throw ExitCode(Interruption.exitStatus) }
         throw ExitCode(1)
     }
 }

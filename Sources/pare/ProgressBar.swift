@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Emit
 import ModelFolder
 
 /// A one-line progress bar on stderr for work that takes more than about a second.
@@ -50,16 +51,16 @@ final class ProgressBar {
     }
 }
 
-/// Runs a conversion with a progress bar, stopping cleanly on Ctrl-C/SIGTERM, and prints
+/// Runs a checkpoint writer with a progress bar, stopping cleanly on Ctrl-C/SIGTERM, and prints
 /// its warnings: what every command that writes a model does the same way.
 func runShowingProgress(
-    _ conversion: Conversion, label: String, quiet: Bool,
+    _ writer: CheckpointWriter, label: String, quiet: Bool,
     lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] = { [] }
 ) throws {
     let bar = ProgressBar(label: label, quiet: quiet)
     Interruption.install()
     defer { bar.finish() }
-    let warnings = try conversion.run(
+    let warnings = try writer.run(
         progress: { done, total in
             bar.update(done: done, total: total)
             return !Interruption.isRequested

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -66,7 +67,7 @@ struct Sparsify: ParsableCommand {
     @Option(help: ArgumentHelp("Leave tensors whose name matches dense.", valueName: "regex"))
     var ignore: String?
 
-    @Option(help: ArgumentHelp("Layout of the sparse weights.", valueName: "dense|compressed-tensors|cutlass|pare"))
+    @Option(help: ArgumentHelp("Layout of the sparse weights.", valueName: LayoutRegistry.names.joined(separator: "|")))
     var format = "dense"
 
     @Option(help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"))
@@ -94,8 +95,8 @@ struct Sparsify: ParsableCommand {
         if SparsifyRequest.Score(rawValue: score) == nil {
             throw ValidationError("--score must be magnitude or wanda (got '\(score)')")
         }
-        if SparsifyRequest.Format(rawValue: format) == nil {
-            throw ValidationError("--format must be one of dense, compressed-tensors, cutlass, pare (got '\(format)')")
+        if LayoutRegistry.layout(named: format) == nil {
+            throw ValidationError("--format must be one of \(LayoutRegistry.names.joined(separator: ", ")) (got '\(format)')")
         }
         if ByteSize.parse(maxShardSize) == nil {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB or 500MB (got '\(maxShardSize)')")
@@ -108,7 +109,7 @@ struct Sparsify: ParsableCommand {
             let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let request = SparsifyRequest(
                 pattern: NMPacking.Pattern(pattern)!, score: SparsifyRequest.Score(rawValue: score)!, statsPath: stats,
-                targets: targets, ignore: ignore, format: SparsifyRequest.Format(rawValue: format)!)
+                targets: targets, ignore: ignore, layout: LayoutRegistry.layout(named: format)!)
             let plan = try SparsifyPlan(model: model, request: request, registry: registry)
             let summary = SparsifySummary(plan)
             warn(plan.warnings)
@@ -123,11 +124,11 @@ struct Sparsify: ParsableCommand {
                 ("request", .string(arguments)),
                 ("plan", summary.json),
             ])
-            let conversion = try Conversion(
+            let writer = try CheckpointWriter(
                 input: model, output: output,
-                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, format: request.format == .pare ? .pare : .safetensors),
+                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, format: request.layout.weightFormat),
                 items: plan.items, config: plan.config)
-            try runShowingProgress(conversion, label: "sparsifying", quiet: quiet) {
+            try runShowingProgress(writer, label: "sparsifying", quiet: quiet) {
                 [("pare-sparsify.json", Array((provenance.serialized(.pretty) + "\n").utf8))]
             }
             if json {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -220,11 +221,11 @@ struct Trim: ParsableCommand {
                 return [("pare-trim.json", Array((JSONValue.object(members).serialized(.pretty) + "\n").utf8))]
             }
             let destination = output ?? model.root ?? model.path
-            let conversion = try Conversion(
+            let writer = try CheckpointWriter(
                 input: model, output: destination,
                 options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, replacesInput: inPlace, format: WeightFormat(rawValue: format)!),
                 items: sparse?.items ?? trimmed.items, config: trimmed.config, selectionSource: lazyPlan)
-            try runShowingProgress(conversion, label: "trimming", quiet: quiet, lateFiles: provenance)
+            try runShowingProgress(writer, label: "trimming", quiet: quiet, lateFiles: provenance)
             let final = try lazyPlan.map { lazy throws(TrimError) in
                 TrimSummary(try TrimmedModel(graph: graph, plan: try lazy.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
             } ?? summary

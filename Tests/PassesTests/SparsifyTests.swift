@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import PareFormat
@@ -47,7 +48,7 @@ import Tensors
     func sparsify(_ fixture: String, _ request: SparsifyRequest, to output: String) throws -> SparsifyPlan {
         let model = try ModelFolder(path: Fixtures.model(fixture))
         let plan = try SparsifyPlan(model: model, request: request)
-        try Conversion(input: model, output: output, options: .init(format: request.format == .pare ? .pare : .safetensors),
+        try CheckpointWriter(input: model, output: output, options: .init(format: request.layout.weightFormat),
                        items: plan.items, config: plan.config).run()
         return plan
     }
@@ -57,7 +58,7 @@ import Tensors
         let dir = TemporaryDirectory()
         let pattern = NMPacking.Pattern(n: 2, m: 4)!
         let plan = try sparsify(fixture, SparsifyRequest(pattern: pattern), to: dir.file("dense"))
-        _ = try sparsify(fixture, SparsifyRequest(pattern: pattern, format: .pare), to: dir.file("pare"))
+        _ = try sparsify(fixture, SparsifyRequest(pattern: pattern, layout: PareLayout()), to: dir.file("pare"))
         let input = try ModelFolder(path: Fixtures.model(fixture))
         let dense = try ModelFolder(path: dir.file("dense"))
         let packed = try ModelFolder(path: dir.file("pare"))
@@ -89,17 +90,17 @@ import Tensors
             do { _ = try SparsifyPlan(model: model, request: request); return nil } catch { return error.rule }
         }
         let p24 = NMPacking.Pattern(n: 2, m: 4)!
-        #expect(refusal(SparsifyRequest(pattern: NMPacking.Pattern(n: 4, m: 8)!, format: .compressedTensors)) == "format-pattern")
+        #expect(refusal(SparsifyRequest(pattern: NMPacking.Pattern(n: 4, m: 8)!, layout: CompressedTensorsLayout())) == "format-pattern")
         #expect(refusal(SparsifyRequest(pattern: NMPacking.Pattern(n: 1, m: 5)!)) == "nm-groups")
         #expect(refusal(SparsifyRequest(pattern: p24, score: .wanda)) == "stats-option")
         #expect(refusal(SparsifyRequest(pattern: p24, statsPath: "x.safetensors")) == "stats-option")
         #expect(refusal(SparsifyRequest(pattern: p24, targets: "(")) == "bad-regex")
         #expect(refusal(SparsifyRequest(pattern: p24, targets: "no-such-tensor")) == "no-targets")
         let f32 = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
-        #expect(throws: SparsifyError.self) { try SparsifyPlan(model: f32, request: SparsifyRequest(pattern: p24, format: .cutlass)) }
+        #expect(throws: SparsifyError.self) { try SparsifyPlan(model: f32, request: SparsifyRequest(pattern: p24, layout: CutlassLayout())) }
         let gpt2 = try ModelFolder(path: Fixtures.model("gpt2"))
         do {
-            _ = try SparsifyPlan(model: gpt2, request: SparsifyRequest(pattern: p24, format: .compressedTensors))
+            _ = try SparsifyPlan(model: gpt2, request: SparsifyRequest(pattern: p24, layout: CompressedTensorsLayout()))
             Issue.record("GPT-2 Conv1D weights were accepted for compressed-tensors")
         } catch {
             #expect(error.rule == "format-transposed")
@@ -146,15 +147,15 @@ import Tensors
         let graph = try ModelGraph(model: try ModelFolder(path: Fixtures.model(fixture)))
         var planner = TrimPlanner(graph: graph)
         let trimmed = try TrimmedModel(graph: graph, plan: try planner.plan(recipe.request, explicit: recipe.plan))
-        try Conversion(input: graph.model, output: dir.file("trimmed"), options: .init(), items: trimmed.items, config: trimmed.config).run()
+        try CheckpointWriter(input: graph.model, output: dir.file("trimmed"), options: .init(), items: trimmed.items, config: trimmed.config).run()
         let sparse = try step.apply(to: trimmed)
-        try Conversion(input: graph.model, output: dir.file("both"), options: .init(), items: sparse.items, config: trimmed.config).run()
+        try CheckpointWriter(input: graph.model, output: dir.file("both"), options: .init(), items: sparse.items, config: trimmed.config).run()
 
         let plain = try ModelFolder(path: dir.file("trimmed"))
         let request = SparsifyRequest(pattern: step.pattern, ignore: step.ignore)
         let plan = try SparsifyPlan(model: plain, request: request)
         #expect(plan.targets.map(\.name) == sparse.targets)
-        try Conversion(input: plain, output: dir.file("after"), options: .init(), items: plan.items, config: plan.config).run()
+        try CheckpointWriter(input: plain, output: dir.file("after"), options: .init(), items: plan.items, config: plan.config).run()
         #expect(try snapshot(dir.file("both")) == snapshot(dir.file("after")))
     }
 

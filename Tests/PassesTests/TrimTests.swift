@@ -1,3 +1,4 @@
+import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
@@ -25,7 +26,7 @@ import Tensors
     func trim(_ name: String, to output: String, _ edit: (inout TrimRequest) -> Void) throws -> TrimmedModel {
         let (g, p) = try plan(name, edit)
         let trimmed = try TrimmedModel(graph: g, plan: p)
-        try Conversion(input: g.model, output: output, options: .init(), items: trimmed.items, config: trimmed.config).run()
+        try CheckpointWriter(input: g.model, output: output, options: .init(), items: trimmed.items, config: trimmed.config).run()
         return trimmed
     }
 
@@ -246,7 +247,7 @@ import Tensors
         let dir = TemporaryDirectory()
         let (g, p) = try plan("llama-gqa-f32") { $0.sizes[.ffn] = .count(48) }
         let trimmed = try TrimmedModel(graph: g, plan: p)
-        try Conversion(input: g.model, output: dir.file("out"), options: .init(maxShardSize: 50_000), items: trimmed.items, config: trimmed.config).run()
+        try CheckpointWriter(input: g.model, output: dir.file("out"), options: .init(maxShardSize: 50_000), items: trimmed.items, config: trimmed.config).run()
         let index = try JSONParser.parse(try readBytes(dir.file("out/model.safetensors.index.json")))
         let output = try ModelFolder(path: dir.file("out"))
         #expect(index["metadata"]?["total_parameters"]?.uint64Value == output.parameterCount)
@@ -284,11 +285,11 @@ import Tensors
             #expect(LayerByLayerPlan.applies(to: request, explicit: TrimPlan()))
             var eagerPlanner = TrimPlanner(graph: g)
             let eager = try TrimmedModel(graph: g, plan: try eagerPlanner.plan(request))
-            try Conversion(input: g.model, output: dir.file("eager"), options: .init(), items: eager.items, config: eager.config).run()
+            try CheckpointWriter(input: g.model, output: dir.file("eager"), options: .init(), items: eager.items, config: eager.config).run()
             var dryPlanner = TrimPlanner(graph: g, scores: false)
             let layout = try TrimmedModel(graph: g, plan: try dryPlanner.plan(request))
             let lazy = LayerByLayerPlan(graph: g, request: request, explicit: TrimPlan(), layout: layout)
-            try Conversion(input: g.model, output: dir.file("lazy"), options: .init(), items: layout.items, config: layout.config, selectionSource: lazy).run()
+            try CheckpointWriter(input: g.model, output: dir.file("lazy"), options: .init(), items: layout.items, config: layout.config, selectionSource: lazy).run()
             #expect(try readBytes(dir.file("eager/model.safetensors")) == readBytes(dir.file("lazy/model.safetensors")), "\(name)")
             #expect(try lazy.finish() == eager.plan)
         }

@@ -1,24 +1,25 @@
+import ModelFolder
 import PareFormat
 import Testing
 import TestSupport
 import Tensors
 
-@testable import ModelFolder
+import Emit
 
-/// safetensors → .pare → safetensors through `Conversion`, as `pare convert --format` does.
+/// safetensors → .pare → safetensors through `CheckpointWriter`, as `pare convert --format` does.
 @Suite struct PareConversionTests {
     @Test(arguments: Fixtures.all)
     func roundTripsEveryFixtureBitExactly(_ name: String) throws {
         let dir = TemporaryDirectory()
         let input = try ModelFolder(path: Fixtures.model(name))
-        try Conversion(input: input, output: dir.file("packed"), options: .init(format: .pare)).run()
+        try CheckpointWriter(input: input, output: dir.file("packed"), options: .init(format: .pare)).run()
         let packed = try ModelFolder(path: dir.file("packed"))
         #expect(packed.format == .pare)
         #expect(packed.shards.count == input.shards.count || input.shards.count > 1)
         #expect(packed.tensors.map(\.info.name) == input.tensors.map(\.info.name))
         for case .pare(let file, _) in packed.shards { try file.verify() }
 
-        try Conversion(input: packed, output: dir.file("back"), options: .init(maxShardSize: input.index == nil ? 5_000_000_000 : 100_000)).run()
+        try CheckpointWriter(input: packed, output: dir.file("back"), options: .init(maxShardSize: input.index == nil ? 5_000_000_000 : 100_000)).run()
         let back = try ModelFolder(path: dir.file("back"))
         #expect(back.format == .safetensors)
         for (a, b) in zip(input.tensors, back.tensors) {
@@ -36,7 +37,7 @@ import Tensors
     @Test func shardsAndCastsIntoPare() throws {
         let dir = TemporaryDirectory()
         let input = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
-        try Conversion(input: input, output: dir.file("packed"), options: .init(dtype: .bf16, maxShardSize: 100_000, format: .pare)).run()
+        try CheckpointWriter(input: input, output: dir.file("packed"), options: .init(dtype: .bf16, maxShardSize: 100_000, format: .pare)).run()
         let packed = try ModelFolder(path: dir.file("packed"))
         #expect(packed.shards.count > 1)
         #expect(packed.shardNames.allSatisfy { $0.hasSuffix(".pare") && $0.hasPrefix("model-") })
@@ -51,7 +52,7 @@ import Tensors
     @Test func namesTheTensorOfADamagedChunk() throws {
         let dir = TemporaryDirectory()
         let input = try ModelFolder(path: Fixtures.model("llama-gqa-bf16"))
-        try Conversion(input: input, output: dir.file("packed"), options: .init(format: .pare)).run()
+        try CheckpointWriter(input: input, output: dir.file("packed"), options: .init(format: .pare)).run()
         let path = dir.file("packed/model.pare")
         let file = try PareFile.open(path: path)
         let victim = try #require(file.tensors.first { $0.encoding == .byteGroup })
@@ -61,7 +62,7 @@ import Tensors
         try writeBytes(bytes, to: path)
         let damaged = try ModelFolder(path: dir.file("packed"))
         #expect {
-            try Conversion(input: damaged, output: dir.file("back"), options: .init()).run()
+            try CheckpointWriter(input: damaged, output: dir.file("back"), options: .init()).run()
         } throws: { error in
             "\(error)".contains(victim.name) && "\(error)".contains("[rule: chunk-crc]")
         }

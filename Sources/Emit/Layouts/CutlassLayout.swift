@@ -1,4 +1,5 @@
 import ModelFolder
+import ModelGraph
 import Tensors
 
 /// The 2:4 layout torch's `SparseSemiStructuredTensorCUTLASS` takes for F16/BF16 weights:
@@ -10,7 +11,44 @@ import Tensors
 /// of a row make one 16-bit metadata element. Which positions a group gives is decided
 /// by its non-zero flags alone, by the same boolean formulas torch uses, so groups with
 /// fewer than two non-zeros encode exactly as torch encodes them.
-public enum CutlassLayout {
+public struct CutlassLayout: SparseLayout {
+    public init() {}
+
+    public var name: String { "cutlass" }
+
+    public func check(_ pattern: NMPacking.Pattern) throws(LayoutError) {
+        try checkTwoFour(pattern)
+    }
+
+    public func check(_ target: SparseTarget) throws(LayoutError) {
+        try checkNotTransposed(target)
+        let dtype = target.source.info.dtype
+        guard dtype == .f16 || dtype == .bf16 else {
+            throw .unsupportedDType(tensor: target.name, dtype: dtype.name, format: name,
+                                    fix: "CUTLASS 2:4 kernels take F16 or BF16; convert first with pare convert --dtype bf16")
+        }
+        let shape = target.source.info.shape
+        if let reason = Self.unsupportedShape(rows: Int(shape[0]), columns: Int(shape[1])) {
+            throw .shapeUnsupported(tensor: target.name, shape: shape, format: name, reason: reason)
+        }
+    }
+
+    /// `<W>.values` and `<W>.meta` in place of `W`.
+    public func items(for target: SparseTarget, pruning prune: NMPruneTransform) -> [OutputItem] {
+        let info = target.source.info
+        let rows = info.shape[0], columns = info.shape[1]
+        return [
+            OutputItem(source: target.source, entry: .init(name: info.name + ".values", dtype: info.dtype, shape: [rows, columns / 2]),
+                       transform: Transform(prune: prune, part: .values)),
+            OutputItem(source: target.source, entry: .init(name: info.name + ".meta", dtype: .i16, shape: [rows, columns / 16]),
+                       transform: Transform(prune: prune, part: .metadata)),
+        ]
+    }
+
+    public func rewrite(_ config: inout ModelConfig?, targets: [SparseTarget], model: ModelFolder, graph: ModelGraph?) -> [String] {
+        ["the cutlass layout is not a checkpoint transformers loads: tools/load_cutlass.py builds torch's SparseSemiStructuredTensorCUTLASS from it (on a GPU)"]
+    }
+
     /// Why a `[rows, columns]` weight cannot take this layout, or `nil`.
     public static func unsupportedShape(rows: Int, columns: Int) -> String? {
         // torch's SparseSemiStructuredTensorCUTLASS takes F16/BF16 weights of at least

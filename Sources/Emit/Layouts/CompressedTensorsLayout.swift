@@ -7,21 +7,59 @@ import Tensors
 /// each 2:4-sparse `<module>.weight [m, k]` becomes `<module>.compressed [m, k/2]` (the
 /// kept values, row by row, in position order), `<module>.bitmask [m, ⌈k/8⌉]` (U8, one
 /// bit per element, LSB first within each byte, each row padded to whole bytes) and
-/// `<module>.shape` (I32 `[2, 1]`: m and k). Decompressing scatters each row's values to
+/// `<module>.shape` (I64 `[2, 1]`: m and k). Decompressing scatters each row's values to
 /// its set bits, so the mask must have exactly k/2 bits per row: a group the pruning left
-/// with fewer than two non-zeros marks its lowest zero positions as kept.
-public enum CompressedTensorsLayout {
+/// with fewer than two non-zeros marks zero positions as kept, the ones the package's own
+/// compressor picks (`sparseGroupPositions`).
+public struct CompressedTensorsLayout: SparseLayout {
+    public init() {}
+
+    public var name: String { "compressed-tensors" }
+
+    public func check(_ pattern: NMPacking.Pattern) throws(LayoutError) {
+        try checkTwoFour(pattern)
+    }
+
+    public func check(_ target: SparseTarget) throws(LayoutError) {
+        try checkNotTransposed(target)
+        guard target.role?.isLinearModule ?? false else {
+            throw .shapeUnsupported(tensor: target.name, shape: target.source.info.shape, format: name,
+                                    reason: "compressed-tensors decompresses nn.Linear modules only, and the architecture descriptor does not name this tensor a linear weight")
+        }
+    }
+
+    public func items(for target: SparseTarget, pruning prune: NMPruneTransform) -> [OutputItem] {
+        let info = target.source.info
+        let prefix = Self.prefix(of: info.name)
+        let rows = info.shape[0], columns = info.shape[1]
+        let parts: [(String, DType, [UInt64], Transform.Part)] = [
+            ("shape", .i64, [2, 1], .shape),
+            ("compressed", info.dtype, [rows, columns / 2], .compressed),
+            ("bitmask", .u8, [rows, (columns + 7) / 8], .bitmask),
+        ]
+        return parts.map { suffix, dtype, shape, part in
+            OutputItem(source: target.source, entry: .init(name: "\(prefix).\(suffix)", dtype: dtype, shape: shape),
+                       transform: Transform(prune: prune, part: part))
+        }
+    }
+
+    /// Adds `quantization_config` with the `sparsity_config` compressed-tensors reads.
+    public func rewrite(_ config: inout ModelConfig?, targets: [SparseTarget], model: ModelFolder, graph: ModelGraph?) -> [String] {
+        let quantization = Self.quantizationConfig(targets: targets, model: model, graph: graph)
+        config?.edit { $0.set("quantization_config", to: quantization, appendIfMissing: true) }
+        return ["current vLLM releases no longer run compressed-tensors' sparse-24-bitmask format, and transformers 5 with compressed-tensors ≥ 0.20 loads it without error but with random weights; it is read correctly by compressed-tensors 0.14.0.1 with transformers 4.57. For today's runtimes use --format dense"]
+    }
+
     /// The module prefix of a weight name (`a.b.weight` → `a.b`).
     public static func prefix(of name: String) -> String {
         name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
     }
 
-    /// Descriptor roles of tensors that are `nn.Linear` weights in transformers.
     /// The `quantization_config` compressed-tensors 0.14.0.1 writes for a sparse-only
     /// model: `targets: ["Linear"]` and every other `nn.Linear` module in `ignore` —
     /// including ones without a tensor in the file (a tied `lm_head`), since transformers
     /// 4.57 replaces every matched module's weight and fails on one it cannot fill.
-    static func quantizationConfig(targets: [SparsifyPlan.Target], model: ModelFolder, graph: ModelGraph?) -> JSONValue {
+    static func quantizationConfig(targets: [SparseTarget], model: ModelFolder, graph: ModelGraph?) -> JSONValue {
         let compressed = Set(targets.map { prefix(of: $0.name) })
         var ignore: [String] = []
         if let graph {

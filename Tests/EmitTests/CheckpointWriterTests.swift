@@ -1,18 +1,19 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ModelFolder
 import OrderedJSON
 import SafeTensors
 import Testing
 import TestSupport
 import Tensors
 
-@testable import ModelFolder
+@testable import Emit
 
-@Suite struct ConversionTests {
-    func convert(_ name: String, to output: String, _ options: Conversion.Options = .init()) throws {
+@Suite struct CheckpointWriterTests {
+    func convert(_ name: String, to output: String, _ options: CheckpointWriter.Options = .init()) throws {
         let model = try ModelFolder(path: Fixtures.model(name))
-        try Conversion(input: model, output: output, options: options).run()
+        try CheckpointWriter(input: model, output: output, options: options).run()
     }
 
     @Test(arguments: Fixtures.all)
@@ -80,7 +81,7 @@ import Tensors
         }
         // And back to one file, with no index.
         let merged = dir.file("merged")
-        try Conversion(input: model, output: merged, options: .init()).run()
+        try CheckpointWriter(input: model, output: merged, options: .init()).run()
         #expect(try FileSystem.list(merged).filter { $0.hasSuffix(".json") && $0.contains("index") }.isEmpty)
         let original = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
         let roundTrip = try ModelFolder(path: merged)
@@ -105,7 +106,7 @@ import Tensors
         let dir = TemporaryDirectory()
         try FileSystem.makeDirectory(dir.file("out"))
         try writeBytes([1, 2, 3], to: dir.file("out/keep.txt"))
-        #expect(throws: ModelFolderError.outputExists(path: dir.file("out"))) {
+        #expect(throws: EmitError.outputExists(path: dir.file("out"))) {
             try convert("bert", to: dir.file("out"))
         }
         #expect(try readBytes(dir.file("out/keep.txt")) == [1, 2, 3])
@@ -122,19 +123,19 @@ import Tensors
         let model = try ModelFolder(path: dir.path)
         for output in [dir.path, dir.path + "/", dir.file("inner"), dir.file("sub/../inner"), PathName.parent(dir.path), "/"] {
             #expect {
-                try Conversion(input: model, output: output, options: .init(force: true))
+                try CheckpointWriter(input: model, output: output, options: .init(force: true))
             } throws: { error in
-                (error as? ModelFolderError)?.rule == "output-overlaps-input"
-                    || (error as? ModelFolderError)?.rule == "not-found"
+                (error as? EmitError)?.rule == "output-overlaps-input"
+                    || (error as? EmitError)?.rule == "not-found"
             }
         }
         // The real location counts, not the spelling: a symlink to the input folder.
         let links = TemporaryDirectory()
         #expect(symlink(dir.path, links.file("alias")) == 0)
         #expect {
-            try Conversion(input: model, output: links.file("alias"), options: .init(force: true))
+            try CheckpointWriter(input: model, output: links.file("alias"), options: .init(force: true))
         } throws: { error in
-            (error as? ModelFolderError)?.rule == "output-overlaps-input"
+            (error as? EmitError)?.rule == "output-overlaps-input"
         }
     }
 
@@ -142,7 +143,7 @@ import Tensors
         let dir = TemporaryDirectory()
         let model = try ModelFolder(path: Fixtures.model("gpt2") + "/model.safetensors")
         #expect(model.layout == .singleFile && model.config == nil)
-        try Conversion(input: model, output: dir.file("gpt2-f16.safetensors"), options: .init(dtype: .f16)).run()
+        try CheckpointWriter(input: model, output: dir.file("gpt2-f16.safetensors"), options: .init(dtype: .f16)).run()
         let file = try SafeTensorsFile(path: dir.file("gpt2-f16.safetensors"))
         #expect(file.tensors.allSatisfy { $0.dtype == .f16 })
         #expect(file.tensors.count == model.tensors.count)
@@ -156,19 +157,19 @@ import Tensors
         config.set("quantization_config", to: .object([("quant_method", .string("fp8"))]), appendIfMissing: true)
         try writeBytes(Array(config.serialized(.pretty).utf8), to: dir.file("in/config.json"))
         let model = try ModelFolder(path: dir.file("in"))
-        #expect(throws: ModelFolderError.quantizedCast(path: dir.file("in"))) {
-            try Conversion(input: model, output: dir.file("out"), options: .init(dtype: .bf16))
+        #expect(throws: EmitError.quantizedCast(path: dir.file("in"))) {
+            try CheckpointWriter(input: model, output: dir.file("out"), options: .init(dtype: .bf16))
         }
         // Re-sharding without a cast is fine.
-        try Conversion(input: model, output: dir.file("out"), options: .init()).run()
+        try CheckpointWriter(input: model, output: dir.file("out"), options: .init()).run()
     }
 
     @Test func stopsWhenAskedAndLeavesNothing() throws {
         let dir = TemporaryDirectory()
         let model = try ModelFolder(path: Fixtures.model("mixtral"))
         var calls = 0
-        #expect(throws: ModelFolderError.interrupted) {
-            try Conversion(input: model, output: dir.file("out"), options: .init(dtype: .f16)).run { _, _ in
+        #expect(throws: EmitError.interrupted) {
+            try CheckpointWriter(input: model, output: dir.file("out"), options: .init(dtype: .f16)).run { _, _ in
                 calls += 1
                 return calls < 5
             }
@@ -180,9 +181,9 @@ import Tensors
         // Sizes in bytes (F32 elements × 4): a tensor over the limit gets a shard of its own,
         // placed where it was met, while the open shard stays open.
         let model = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
-        let items = model.tensors.map { Conversion.Item(source: $0, entry: .init(name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape)) }
+        let items = model.tensors.map { OutputItem(source: $0, entry: .init(name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape)) }
         let limit = 60_000
-        let groups = Conversion.packShards(items, limit: limit)
+        let groups = OutputPlan.packShards(items, limit: limit)
         #expect(groups.flatMap { $0 }.count == items.count)
         for group in groups where group.count > 1 {
             #expect(group.reduce(0) { $0 + $1.entry.byteCount } <= limit)

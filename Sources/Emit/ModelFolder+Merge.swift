@@ -1,3 +1,4 @@
+import ModelFolder
 import SafeTensors
 import Tensors
 
