@@ -197,9 +197,6 @@ private struct DescriptorReader {
             }
             axes[axis_(name)] = spec
         }
-        for required in [Axis.layers] where axes[required] == nil {
-            throw fail("axes", "must define '\(required)'")
-        }
         for (axis, spec) in axes {
             for expression in [spec.default, spec.value].compactMap({ $0 }) {
                 if let missing = expression.axes.first(where: { axes[$0] == nil }) {

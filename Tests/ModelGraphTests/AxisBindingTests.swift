@@ -4,8 +4,8 @@ import Testing
 @testable import ModelGraph
 
 /// `AxisBinding` against the descriptor schema of `formats/README.md` and the contracts in
-/// its doc comments. Descriptors and configs are JSON text written here; only the
-/// string-keyed API is used (`size(_:)`, `sources`, `flags`, `layer(_:isOfKind:)`).
+/// its doc comments. Descriptors and configs are JSON text written here; axes are named
+/// by their vocabulary literals (`size("kv_heads")`).
 @Suite struct AxisBindingTests {
     static let path = "/models/under-test"
 
@@ -19,7 +19,7 @@ import Testing
     static func descriptor(axes: String, flags: String = "{}", layerKinds: String = "{}") -> String {
         """
         {"version": 1, "family": "test", "model_types": ["test"], "axes": \(axes),
-         "flags": \(flags), "layer_kinds": \(layerKinds), "tensors": []}
+         "flags": \(flags), "layer_kinds": \(layerKinds), "tensors": [{"name": "scalar", "shape": [], "role": "buffer"}]}
         """
     }
 
@@ -117,19 +117,19 @@ import Testing
     }
 
     @Test func computedAxesResolveInDependencyOrderWhateverTheirNames() throws {
-        // a = b * 2, b = c / 3, c = d * 3 (its key is absent), d from the config: each
-        // depends on one that sorts after it.
+        // experts = ffn * 2, ffn = hidden / 3, hidden = positions * 3 (its key is absent),
+        // positions from the config: each depends on one that sorts after it.
         let d = Self.descriptor(axes: """
-            {"a": {"value": "b * 2"}, "b": {"value": "c / 3"}, "c": {"keys": ["c_size"], "default": "d * 3"},
-             "d": {"keys": ["d_size"]}, "e": {"value": "a * b * 5 / d"}}
+            {"experts": {"value": "ffn * 2"}, "ffn": {"value": "hidden / 3"}, "hidden": {"keys": ["c_size"], "default": "positions * 3"},
+             "positions": {"keys": ["d_size"]}, "vocab": {"value": "experts * ffn * 5 / positions"}}
             """)
         let binding = try Self.bind(descriptor: d, config: #"{"d_size": 7}"#)
-        #expect(binding.size("d") == 7)
-        #expect(binding.size("c") == 21)
-        #expect(binding.size("b") == 7)
-        #expect(binding.size("a") == 14)
-        #expect(binding.size("e") == 14 * 7 * 5 / 7)
-        #expect(binding.size("missing") == nil)
+        #expect(binding.size("positions") == 7)
+        #expect(binding.size("hidden") == 21)
+        #expect(binding.size("ffn") == 7)
+        #expect(binding.size("experts") == 14)
+        #expect(binding.size("vocab") == 14 * 7 * 5 / 7)
+        #expect(binding.size(.tokenTypes) == nil)
     }
 
     @Test(arguments: [
@@ -142,9 +142,9 @@ import Testing
     ])
     func expressionsEvaluateLeftToRight(expression: String, heads: Int, expected: Int) throws {
         let d = Self.descriptor(axes: """
-            {"heads": {"keys": ["n"]}, "x": {"value": "\(expression)"}}
+            {"heads": {"keys": ["n"]}, "ffn": {"value": "\(expression)"}}
             """)
-        #expect(try Self.bind(descriptor: d, config: #"{"n": \#(heads)}"#).size("x") == expected)
+        #expect(try Self.bind(descriptor: d, config: #"{"n": \#(heads)}"#).size("ffn") == expected)
     }
 
     // MARK: Errors
@@ -205,11 +205,18 @@ import Testing
         #expect(error.rule == "config-missing-size")
     }
 
+    /// An expression naming an axis the descriptor does not define is caught when the
+    /// descriptor is read, before any config.
+    @Test(arguments: [#"{"ffn": {"value": "hidden * 2"}}"#, #"{"ffn": {"keys": ["f"], "default": "hidden"}}"#])
+    func anUndefinedAxisIsADescriptorError(axes: String) throws {
+        let error = try #require(Self.bindingError(Self.descriptor(axes: axes), #"{"f": 1}"#))
+        #expect(error.rule == "descriptor")
+        #expect("\(error)".contains("'axes.ffn' uses axis 'hidden', which the descriptor does not define"))
+    }
+
     @Test(arguments: [
-        // (axes, axes the error may name)
-        (#"{"x": {"value": "nowhere * 2"}}"#, ["x"]),
-        (#"{"x": {"keys": ["x_size"], "default": "nowhere"}}"#, ["x"]),
-        (#"{"a": {"value": "b"}, "b": {"value": "a * 2"}, "c": {"keys": ["c"]}}"#, ["a", "b"]),
+        // (axes, axes the error may name): a cycle resolves no size.
+        (#"{"ffn": {"value": "hidden"}, "hidden": {"value": "ffn * 2"}, "vocab": {"keys": ["c"]}}"#, ["ffn", "hidden"]),
     ])
     func anUnresolvableDependencyIsAnErrorNamingTheAxis(axes: String, candidates: [String]) throws {
         let error = try #require(Self.bindingError(Self.descriptor(axes: axes), #"{"c": 1}"#))
@@ -223,25 +230,25 @@ import Testing
     }
 
     @Test func anOverflowingProductIsAnErrorNamingTheAxis() throws {
-        let d = Self.descriptor(axes: #"{"a": {"keys": ["a"]}, "b": {"keys": ["b"]}, "ab": {"value": "a * b"}}"#)
+        let d = Self.descriptor(axes: #"{"heads": {"keys": ["a"]}, "kv_heads": {"keys": ["b"]}, "ffn": {"value": "heads * kv_heads"}}"#)
         let error = try #require(Self.bindingError(d, #"{"a": 1099511627776, "b": 1099511627776}"#))
         guard case .axisInvalid(_, let axis, let expression, _) = error else {
             Issue.record("expected axisInvalid, got \(error)")
             return
         }
-        #expect(axis == "ab")
-        #expect(expression == "a * b")
+        #expect(axis == "ffn")
+        #expect(expression == "heads * kv_heads")
     }
 
     @Test func aMalformedExpressionIsADescriptorError() throws {
-        let d = Self.descriptor(axes: #"{"h": {"keys": ["h"]}, "x": {"value": "h + 1"}}"#)
+        let d = Self.descriptor(axes: #"{"hidden": {"keys": ["h"]}, "ffn": {"value": "hidden + 1"}}"#)
         let error = try #require(Self.bindingError(d, #"{"h": 4}"#))
         #expect(error.rule == "descriptor")
         guard case .descriptorInvalid(let source, _) = error else {
             Issue.record("expected descriptorInvalid, got \(error)")
             return
         }
-        #expect(source == "test")
+        #expect(source == "test.json")
     }
 
     // MARK: Flags
@@ -304,8 +311,8 @@ import Testing
             let expected = Self.naiveSparse(layer: layer, excluded: excluded, step: step, experts: experts ?? 0)
             #expect(binding.layer(layer, isOfKind: "sparse") == expected, "layer \(layer)")
             // A tensor filtered "!sparse" lives exactly in the other layers.
-            #expect(binding.admits("!sparse", layer: layer) == !expected)
-            #expect(binding.admits("sparse", layer: layer) == expected)
+            #expect(binding.admits(.init(kind: "sparse", negated: true), layer: layer) == !expected)
+            #expect(binding.admits(.init(kind: "sparse", negated: false), layer: layer) == expected)
             #expect(binding.admits(nil, layer: layer))
         }
     }
