@@ -21,6 +21,10 @@ public enum TrimError: Error, Sendable {
     case layerListLength(key: String, count: Int, layers: Int)
     case unevenCounts(what: String, configKey: String, counts: [(layer: Int, count: Int)])
     case graph(GraphError)
+    /// Several problems with the checkpoint: the first, and how many more `validate` lists.
+    case graphProblems(first: GraphError, more: Int, input: String)
+    /// The trim would write a full copy.
+    case nothingRemoved(reason: String)
     /// The input could not be read while scoring (a damaged `.pare` chunk, say).
     case input(ModelFolderError)
 
@@ -42,6 +46,8 @@ public enum TrimError: Error, Sendable {
         case .layerListLength: return "layer-list-length"
         case .unevenCounts: return "uneven-counts"
         case .graph(let error): return error.rule
+        case .graphProblems(let first, _, _): return first.rule
+        case .nothingRemoved: return "nothing-removed"
         case .input(let error): return error.rule
         }
     }
@@ -50,6 +56,9 @@ public enum TrimError: Error, Sendable {
 extension TrimError: CustomStringConvertible {
     public var description: String {
         if case .graph(let error) = self { return error.description }
+        if case let .graphProblems(first, more, input) = self {
+            return "\(first) (and \(more) more problem\(more == 1 ? "" : "s"); run pare validate \(input) to list them)"
+        }
         if case .input(let error) = self { return error.description }
         return "\(sentence) [rule: \(rule)]"
     }
@@ -90,8 +99,10 @@ extension TrimError: CustomStringConvertible {
             return "layers would keep different numbers of \(what) (\(listed)\(counts.count > 8 ? ", ..." : "")), but the config holds one \(configKey) for every layer; give every layer a keep list of the same length, or a count for all"
         case .input(let error):
             return error.description
-        case .graph(let error):
+        case .graph(let error), .graphProblems(let error, _, _):
             return error.description
+        case let .nothingRemoved(reason):
+            return "this trim removes nothing, so it would write a full copy (\(reason)); ask for smaller sizes, or copy with pare convert"
         }
     }
 }

@@ -45,52 +45,23 @@ struct Convert: ParsableCommand {
     @Argument(help: "Output folder (or .safetensors file when IN is a single file).")
     var output: String
 
-    @Option(help: ArgumentHelp("Cast floating tensors to this dtype.", valueName: "f32|f16|bf16"))
-    var dtype: String?
+    @Option(help: ArgumentHelp("Cast floating tensors to this dtype.", valueName: "f32|f16|bf16"), transform: Parse.dtype)
+    var dtype: DType?
 
-    @Option(help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"))
-    var maxShardSize = "5GB"
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
 
-    @Option(help: ArgumentHelp("Weight file format of OUT.", valueName: "safetensors|pare"))
-    var format = "safetensors"
-
-    @Option(help: ArgumentHelp("With --format pare: zstd level (1-22) of the exponent byte streams, masks and positions. The default, 0, is entropy coding only, which is smaller than levels 1-18 on float weights and several times faster; mantissa streams are always entropy-coded only.", valueName: "n"))
-    var level: Int32 = 0
-
-    @Flag(help: "Replace OUT if it exists (it is swapped out only once the new one is complete).")
-    var force = false
-
-    @Flag(help: "No progress bar.")
-    var quiet = false
-
-    func validate() throws {
-        if let dtype, DType(castName: dtype) == nil {
-            throw ValidationError("--dtype must be one of f32, f16, bf16 (got '\(dtype)')")
-        }
-        if WeightFormat(rawValue: format) == nil {
-            throw ValidationError("--format must be safetensors or pare (got '\(format)')")
-        }
-        if !(0...22).contains(level) {
-            throw ValidationError("--level must be 0 (entropy coding only) or a zstd level from 1 to 22 (got \(level))")
-        }
-        if ByteSize.parse(maxShardSize) == nil {
-            throw ValidationError("--max-shard-size must be a positive size such as 5GB, 500MB or 2GiB (got '\(maxShardSize)')")
-        }
-    }
+    @OptionGroup(title: "Output")
+    var weights: WeightFormatOptions
 
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: input)
             let options = CheckpointWriter.Options(
-                dtype: dtype.flatMap(DType.init(castName:)),
-                maxShardSize: ByteSize.parse(maxShardSize)!,
-                force: force,
-                format: WeightFormat(rawValue: format)!,
-                pare: PareWriter.Options(level: level)
-            )
+                dtype: dtype, maxShardSize: out.maxShardSize.bytes, force: out.force, format: weights.format, pare: weights.pare)
             let writer = try CheckpointWriter(input: model, output: output, options: options)
-            try runShowingProgress(writer, label: "converting", quiet: quiet)
-            if !quiet {
+            try runShowingProgress(writer, label: "converting", quiet: out.quiet)
+            if !out.quiet {
                 let plan = writer.plan
                 let files = plan.shards.count
                 let onDisk = plan.writesSingleFile
@@ -98,11 +69,11 @@ struct Convert: ParsableCommand {
                     : plan.shards.map { PathName.join(output, $0.fileName) }
                 let stored = onDisk.reduce(0) { $0 + ((try? FileSystem.fileSize($1)) ?? 0) }
                 let ratio = plan.tensorBytes > 0 ? Double(stored) / Double(plan.tensorBytes) : 1
-                let sizes = WeightFormat(rawValue: format)! == .pare
+                let sizes = weights.format == .pare
                     ? "\(ByteSize.describe(plan.tensorBytes)) of tensors stored in \(ByteSize.describe(stored)) (\(ByteSize.format(ratio, 3))×)"
                     : ByteSize.describe(plan.tensorBytes)
                 StandardStream.standardError.write(
-                    "wrote \(output): \(model.tensors.count) tensors, \(sizes) in \(files) file\(files == 1 ? "" : "s")\n")
+                    "wrote \(output): \(counted(model.tensors.count, "tensor")), \(sizes) in \(counted(files, "file"))\n")
             }
         }
     }

@@ -39,24 +39,24 @@ struct Sparsify: ParsableCommand {
             OUT gets pare-sparsify.json recording the request and the targets.
 
             Examples:
-              pare sparsify ./model ./model-24 --pattern 2:4 --dry-run
-              pare sparsify ./model ./model-24 --pattern 2:4 --format compressed-tensors
-              pare sparsify ./model ./model-48 --pattern 4:8 --score wanda --stats norms.safetensors
-              pare sparsify ./model ./model-24 --pattern 2:4 --ignore 'self_attn' --format pare
+              pare sparsify ./model --pattern 2:4 --dry-run
+              pare sparsify ./model ./m24 --pattern 2:4 --format compressed-tensors
+              pare sparsify ./model ./m48 --pattern 4:8 --score wanda --stats s.safetensors
+              pare sparsify ./model ./m24 --pattern 2:4 --ignore self_attn --format pare
             """
     )
 
     @Argument(help: "Input model folder (or its index.json).")
     var input: String
 
-    @Argument(help: "Output folder.")
-    var output: String
+    @Argument(help: "Output folder (not needed with --dry-run).")
+    var output: String?
 
-    @Option(help: ArgumentHelp("Keep N of every M consecutive elements (1 ≤ N < M ≤ 16).", valueName: "N:M"))
-    var pattern: String
+    @Option(help: ArgumentHelp("Keep N of every M consecutive elements (1 ≤ N < M ≤ 16).", valueName: "N:M"), transform: Parse.pattern)
+    var pattern: NMPacking.Pattern
 
     @Option(help: ArgumentHelp("How elements are ranked in a group.", valueName: "magnitude|wanda"))
-    var score = "magnitude"
+    var score: SparsifyRequest.Score = .magnitude
 
     @Option(help: ArgumentHelp("Activation statistics for --score wanda (safetensors, '<weight>.input_norm' per target).", valueName: "file"))
     var stats: String?
@@ -67,14 +67,8 @@ struct Sparsify: ParsableCommand {
     @Option(help: ArgumentHelp("Leave tensors whose name matches dense.", valueName: "regex"))
     var ignore: String?
 
-    @Option(help: ArgumentHelp("Layout of the sparse weights.", valueName: LayoutRegistry.names.joined(separator: "|")))
-    var format = "dense"
-
-    @Option(help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"))
-    var maxShardSize = "5GB"
-
-    @Option(help: ArgumentHelp("Also read architecture descriptors from this folder (they win over built-in ones).", valueName: "dir"))
-    var formats: String?
+    @Option(help: ArgumentHelp("Layout of the sparse weights (default: dense).", valueName: LayoutRegistry.names.joined(separator: "|")), transform: Parse.layout)
+    var format: any SparseLayout = DenseLayout()
 
     @Flag(help: "Print the plan (targets, parameters zeroed, bytes) without reading weights or writing anything.")
     var dryRun = false
@@ -82,58 +76,43 @@ struct Sparsify: ParsableCommand {
     @Flag(help: "Print the plan as one JSON object on stdout.")
     var json = false
 
-    @Flag(help: "Replace OUT if it exists (it is swapped out only once the new one is complete).")
-    var force = false
+    @OptionGroup(title: "Output")
+    var out: OutputOptions
 
-    @Flag(help: "No progress bar or report.")
-    var quiet = false
+    @OptionGroup(title: "Architecture")
+    var descriptors: DescriptorOptions
 
     func validate() throws {
-        if NMPacking.Pattern(pattern) == nil {
-            throw ValidationError("--pattern must be N:M with 1 ≤ N < M ≤ 16, such as 2:4 or 4:8 (got '\(pattern)')")
-        }
-        if SparsifyRequest.Score(rawValue: score) == nil {
-            throw ValidationError("--score must be magnitude or wanda (got '\(score)')")
-        }
-        if LayoutRegistry.layout(named: format) == nil {
-            throw ValidationError("--format must be one of \(LayoutRegistry.names.joined(separator: ", ")) (got '\(format)')")
-        }
-        if ByteSize.parse(maxShardSize) == nil {
-            throw ValidationError("--max-shard-size must be a positive size such as 5GB or 500MB (got '\(maxShardSize)')")
+        if output == nil && !dryRun {
+            throw ValidationError("missing OUT: give an output folder, or --dry-run to print the plan")
         }
     }
 
     func run() throws {
         try reportingFailures {
             let model = try ModelFolder(path: input)
-            let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
             let request = SparsifyRequest(
-                pattern: NMPacking.Pattern(pattern)!, score: SparsifyRequest.Score(rawValue: score)!, statsPath: stats,
-                targets: targets, ignore: ignore, layout: LayoutRegistry.layout(named: format)!)
-            let plan = try SparsifyPlan(model: model, request: request, registry: registry)
+                pattern: pattern, score: score, statsPath: stats, targets: targets, ignore: ignore, layout: format)
+            let plan = try SparsifyPlan(model: model, request: request, registry: try descriptors.registry())
             let summary = SparsifySummary(plan)
             warn(plan.warnings)
             if dryRun {
                 StandardStream.standardOutput.write(json ? summary.json.serialized(.pretty) + "\n" : summary.text)
                 return
             }
-            let arguments = CommandLine.arguments.dropFirst().joined(separator: " ")
-            let provenance: JSONValue = .object([
-                ("tool", .string("pare \(Pare.configuration.version)")),
-                ("input", .string(input)),
-                ("request", .string(arguments)),
-                ("plan", summary.json),
-            ])
+            guard let output else { return }
+            let provenance = Provenance(
+                tool: "pare \(Pare.configuration.version)", input: input, request: CommandLine.arguments.dropFirst().joined(separator: " "))
             let writer = try CheckpointWriter(
                 input: model, output: output,
-                options: .init(maxShardSize: ByteSize.parse(maxShardSize)!, force: force, format: request.layout.weightFormat),
+                options: .init(maxShardSize: out.maxShardSize.bytes, force: out.force, format: request.layout.weightFormat),
                 items: plan.items, config: plan.config)
-            try runShowingProgress(writer, label: "sparsifying", quiet: quiet) {
-                [("pare-sparsify.json", Array((provenance.serialized(.pretty) + "\n").utf8))]
+            try runShowingProgress(writer, label: "sparsifying", quiet: out.quiet) {
+                [Provenance.file("pare-sparsify.json", provenance.record(plan: summary.json))]
             }
             if json {
                 StandardStream.standardOutput.write(summary.json.serialized(.pretty) + "\n")
-            } else if !quiet {
+            } else if !out.quiet {
                 StandardStream.standardError.write(summary.text)
                 StandardStream.standardError.write("wrote \(output)\n")
             }

@@ -34,8 +34,8 @@ struct Validate: ParsableCommand {
     @Flag(help: "Also read every weight: decode each .pare tensor and check every chunk, tensor and padding checksum (safetensors files have no checksums; use --golden for their hashes).")
     var verify = false
 
-    @Option(help: ArgumentHelp("Also read architecture descriptors from this folder (they win over built-in ones).", valueName: "dir"))
-    var formats: String?
+    @OptionGroup(title: "Architecture")
+    var descriptors: DescriptorOptions
 
     @Option(help: ArgumentHelp("Also compare with an expected config and tensor manifest (name, dtype, shape, sha256); config keys such as transformers_version are ignored.", valueName: "file"))
     var golden: String?
@@ -53,7 +53,7 @@ struct Validate: ParsableCommand {
                     }
                 }
             }
-            let registry = try formats.map { dir throws(GraphError) in try DescriptorRegistry.loading(directory: dir) } ?? .builtin
+            let registry = try descriptors.registry()
             let graph = try ModelGraph(model: model, registry: registry)
             var goldenDifferences: [String] = []
             if golden != nil || writeGolden != nil {
@@ -81,7 +81,7 @@ struct Validate: ParsableCommand {
                 StandardStream.standardOutput.write(Self.report(graph, golden: goldenDifferences).serialized(.pretty) + "\n")
             } else if graph.problems.isEmpty {
                 StandardStream.standardOutput.write(
-                    "ok: \(path) is a consistent \(graph.descriptor.family) checkpoint: \(graph.nodes.count) tensors, \(graph.binding.layerCount) layers\n")
+                    "ok: \(path) is a consistent \(graph.descriptor.family) checkpoint: \(counted(graph.nodes.count, "tensor")), \(counted(graph.binding.layerCount, "layer"))\n")
             } else {
                 for problem in graph.problems { StandardStream.standardError.write("pare: error: \(problem)\n") }
                 StandardStream.standardError.write("pare: error: \(path): \(graph.problems.count) problem\(graph.problems.count == 1 ? "" : "s") against the \(graph.descriptor.family) descriptor\n")

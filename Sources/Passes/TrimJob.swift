@@ -1,0 +1,129 @@
+import Emit
+import ModelFolder
+import ModelGraph
+import OrderedJSON
+import Tensors
+
+/// A whole `pare trim`: a request resolved against a model into a plan, its summary, and
+/// the writer that streams the trimmed checkpoint out.
+///
+/// Scores are computed layer by layer while writing when the layout does not depend on
+/// them (`LayerByLayerPlan`); the plan made here then fixes shapes only, and the final
+/// one is known once the output is written. A dry run reads no weights at all.
+public struct TrimJob {
+    public let graph: ModelGraph
+    public let request: TrimRequest
+    /// Keep lists given in a recipe.
+    public let explicit: TrimPlan
+    /// N:M sparsity applied to the trimmed weights as they are written.
+    public let sparsify: SparsifyStep?
+    public let keepUnknown: Bool
+    /// The trimmed model as planned now (shapes final; indices final unless `isLayerByLayer`).
+    public let trimmed: TrimmedModel
+    /// Items with the sparsify step applied, and the names it prunes.
+    public let sparse: (items: [OutputItem], targets: [String])?
+    /// Things the user should know, one sentence each.
+    public let warnings: [String]
+    private let lazyPlan: LayerByLayerPlan?
+
+    public var model: ModelFolder { graph.model }
+    public var isLayerByLayer: Bool { lazyPlan != nil }
+
+    /// Plans the trim. `dryRun` reads no weights: the first indices stand in for the ones
+    /// scoring will choose, with the same counts, shapes and sizes.
+    public init(
+        graph: ModelGraph, request: TrimRequest, explicit: TrimPlan = TrimPlan(), sparsify: SparsifyStep? = nil,
+        keepUnknown: Bool = false, dryRun: Bool = false
+    ) throws {
+        let problems = graph.problems.filter { !(keepUnknown && $0.isUnexpectedTensor) }
+        if let problem = problems.first {
+            throw problems.count > 1 ? TrimError.graphProblems(first: problem, more: problems.count - 1, input: graph.model.path) : .graph(problem)
+        }
+        self.graph = graph
+        self.request = request
+        self.explicit = explicit
+        self.sparsify = sparsify
+        self.keepUnknown = keepUnknown
+        // Wanda slices its norms with the kept channels, so it needs them all first.
+        let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: request, explicit: explicit) && !(sparsify?.needsFinalSelections ?? false)
+        var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer)
+        let plan = try planner.plan(request, explicit: explicit)
+        var warnings: [String] = []
+        let family = graph.descriptor.family
+        if keepUnknown, let unknown = graph.unknownTensors.first {
+            if !plan.removedLayers.isEmpty || !plan.experts.isEmpty {
+                throw TrimError.notSupported(family: family, request: "--keep-unknown with dropped, merged layers or pruned experts",
+                                             reason: "tensors the descriptor does not know cannot be renumbered with the layers and experts around them ('\(unknown.info.name)'); describe them in a descriptor under formats/")
+            }
+            let count = graph.unknownTensors.count
+            warnings.append("copying \(count) tensor\(count == 1 ? "" : "s") the \(family) descriptor does not know unchanged (first: '\(unknown.info.name)')")
+        }
+        let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
+        warnings += try Self.footguns(request, trimmed: trimmed, sparsifies: sparsify != nil)
+        self.trimmed = trimmed
+        self.warnings = warnings + trimmed.warnings
+        sparse = try sparsify.map { step throws(SparsifyError) in try step.apply(to: trimmed) }
+        lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: request, explicit: explicit, layout: trimmed) : nil
+    }
+
+    /// Refuses a trim that removes nothing, and warns about sizes that are probably not
+    /// what was meant: a fraction of 1.0 keeps everything, a count can keep under 1 %.
+    static func footguns(_ request: TrimRequest, trimmed: TrimmedModel, sparsifies: Bool) throws(TrimError) -> [String] {
+        let before = trimmed.graph.binding.sizes, after = trimmed.sizes
+        var warnings: [String] = []
+        for axis in TrimRequest.axes {
+            guard let size = request.sizes[axis], let b = before[axis], let a = after[axis] else { continue }
+            if a == b {
+                let hint = size.isRatio ? ": \(size) is a fraction of them; a count is a whole number, such as \(max(1, b / 2))" : ""
+                warnings.append("\(axis.option) \(size) keeps all \(b) \(axis.noun)\(hint)")
+            } else if a * 100 < b {
+                warnings.append("\(axis.option) \(size) keeps \(a) of \(b) \(axis.noun), under 1 %")
+            }
+        }
+        let removesLayers = !trimmed.plan.removedLayers.isEmpty
+        if !removesLayers && !sparsifies && before.allSatisfy({ after[$0.key] == $0.value }) {
+            throw .nothingRemoved(reason: warnings.first ?? "every size stays as it is")
+        }
+        return warnings
+    }
+
+    /// The plan as a report: text for people, JSON for scripts (with the sparsify step).
+    public func report(_ summary: TrimSummary) -> (text: String, json: JSONValue) {
+        guard let sparsify, let sparse, case .object(var members) = summary.json else { return (summary.text, summary.json) }
+        var described = sparsify.json
+        _ = described.set("targets", to: .array(sparse.targets.map { .string($0) }), appendIfMissing: true)
+        members.append(("sparsify", described))
+        let line = "then \(sparsify.pattern) sparsity by \(sparsify.score.rawValue) on \(sparse.targets.count) trimmed weight\(sparse.targets.count == 1 ? "" : "s")\n"
+        return (summary.text + line, .object(members))
+    }
+
+    /// The summary as planned now (indices are stand-ins in a dry run or layer by layer).
+    public func summary(dryRun: Bool) -> TrimSummary {
+        TrimSummary(trimmed, indicesAreFinal: !dryRun && lazyPlan == nil)
+    }
+
+    /// The summary with every index final: after writing, for a plan made layer by layer.
+    public func finalSummary() throws(TrimError) -> TrimSummary {
+        guard let lazyPlan else { return summary(dryRun: false) }
+        return TrimSummary(try TrimmedModel(graph: graph, plan: try lazyPlan.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
+    }
+
+    /// The writer of the trimmed checkpoint.
+    public func writer(to output: String, options: CheckpointWriter.Options) throws(EmitError) -> CheckpointWriter {
+        try CheckpointWriter(
+            input: model, output: output, options: options, items: sparse?.items ?? trimmed.items, config: trimmed.config,
+            selectionSource: lazyPlan)
+    }
+
+    /// `pare-trim.json`, built once the tensors are written (the final plan and the input
+    /// hashes computed meanwhile by `hasher` are known only then).
+    public func provenanceFiles(_ provenance: Provenance, hasher: TensorHasher?) -> () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] {
+        {
+            let plan = (try? lazyPlan?.finish()) ?? trimmed.plan
+            var extra: [(key: String, value: JSONValue)] = sparsify.map { [("sparsify", $0.json)] } ?? []
+            extra.append(("input_files", Provenance.inputFiles(of: model)))
+            if let hasher { extra.append(("input_tensors", Provenance.tensorHashes(try hasher.wait()))) }
+            return [Provenance.file("pare-trim.json", provenance.record(plan: plan.json, extra: extra))]
+        }
+    }
+}

@@ -1,0 +1,124 @@
+"""What a new user meets first: bad option values, footguns, refusals in the user's terms,
+help that can be copied. Each case is the exact command, its exit code and the words of
+its message (exit 64 is a usage error, named with its rule, whatever else is given)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import FIXTURES, expect_error, run_pare
+
+LLAMA = FIXTURES / "llama-gqa-f32"
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--ffn", "1.5"], ["'1.5' is invalid for '--ffn", "a fraction in (0, 1]"]),
+    (["--ffn", "0"], ["'0' is invalid for '--ffn", "a count of at least 1"]),
+    (["--ffn", "-1"], ["'-1' is invalid for '--ffn"]),
+    (["--drop-layers", "5-3"], ["'5-3' is invalid for '--drop-layers", "rising ranges"]),
+    (["--drop-layers", "one"], ["'one' is invalid for '--drop-layers"]),
+    (["--drop-layers", "-1"], ["'-1' is invalid for '--drop-layers"]),
+    (["--kv-heads", "0"], ["'0' is invalid for '--kv-heads", "at least 1"]),
+    (["--merge-layers", "3"], ["'3' is invalid for '--merge-layers", "two or more consecutive layers"]),
+    # The same bad value is named the same way next to a valid option.
+    (["--drop-layers", "1", "--ffn", "1.5"], ["'1.5' is invalid for '--ffn"]),
+    (["--ffn", "0.5", "--level", "3"], ["--level", "needs --format pare"]),
+])
+def test_bad_values_are_refused_at_the_parser_with_their_rule(tmp_path, flags, words):
+    proc = run_pare(["trim", LLAMA, tmp_path / "out", *flags])
+    assert proc.returncode == 64, proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert "nothing to trim" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_level_needs_pare_format(tmp_path):
+    proc = run_pare(["convert", LLAMA, tmp_path / "out", "--level", "3"])
+    assert proc.returncode == 64 and "needs --format pare" in proc.stderr
+
+
+def test_a_trim_that_removes_nothing_is_refused(tmp_path):
+    proc = run_pare(["trim", LLAMA, tmp_path / "out", "--ffn", "1.0"])
+    expect_error(proc, 1, "removes nothing", "keeps all 96 FFN channels", "is a fraction", "[rule: nothing-removed]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_step_that_keeps_everything_is_a_warning():
+    proc = run_pare(["trim", LLAMA, "--ffn", "1.0", "--drop-layers", "1", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "pare: warning: --ffn 1.0 keeps all 96 FFN channels" in proc.stderr
+    # A count of 1 is a count: it keeps one channel, without a warning (1 of 96 is over 1 %).
+    proc = run_pare(["trim", LLAMA, "--ffn", "1", "--dry-run"])
+    assert proc.returncode == 0 and "keep 1 of 96 FFN channels" in proc.stdout and "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize("fixture,flags,words", [
+    ("bert", ["--heads", "2"], ["derives head_dim = hidden / heads", "fewer heads would change the size of every head"]),
+    ("gpt2", ["--hidden", "32"], ["head_dim = hidden / heads"]),
+])
+def test_refusals_say_the_real_reason(tmp_path, fixture, flags, words):
+    expect_error(run_pare(["trim", FIXTURES / fixture, tmp_path / "out", *flags]), 1, *words)
+
+
+@pytest.mark.parametrize("model_type,words", [
+    ("roberta-xl", ["no architecture descriptor for model_type 'roberta-xl'", "--formats DIR", "formats/README.md"]),
+    (None, ["config.json has no model_type"]),
+])
+def test_an_unknown_architecture_points_at_the_way_to_describe_it(tmp_path, model_type, words):
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / "bert", model)
+    config = json.loads((model / "config.json").read_text())
+    if model_type is None:
+        del config["model_type"]
+    else:
+        config["model_type"] = model_type
+    (model / "config.json").write_text(json.dumps(config))
+    text = expect_error(run_pare(["validate", model]), 1, *words)
+    assert "(none)" not in text
+
+
+def test_validate_help_lists_every_family():
+    out = run_pare(["validate", "--help"]).stdout
+    for family in ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "qwen2_moe", "olmo2", "gemma2", "gpt2", "bert"]:
+        assert re.search(rf"\b{family}\b", out), family
+
+
+def test_sparsify_dry_run_needs_no_output():
+    proc = run_pare(["sparsify", LLAMA, "--pattern", "2:4", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_pare(["sparsify", LLAMA, "--pattern", "2:4"])
+    assert proc.returncode == 64 and "missing OUT" in proc.stderr
+
+
+def test_counts_read_as_english(tmp_path):
+    """'1 tensor', '1 layer': a model with one layer and a file with one tensor."""
+    import torch
+    from safetensors.torch import save_file
+
+    proc = run_pare(["trim", LLAMA, tmp_path / "one", "--drop-layers", "1", "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    out = run_pare(["validate", tmp_path / "one"]).stdout
+    assert "1 layer\n" in out and "1 layers" not in out
+    single = tmp_path / "single.safetensors"
+    save_file({"w": torch.zeros(2)}, str(single))
+    proc = run_pare(["convert", single, tmp_path / "copy.safetensors"])
+    assert proc.returncode == 0, proc.stderr
+    assert "1 tensor," in proc.stderr and "1 file" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["convert", "trim", "sparsify", "validate", "inspect"])
+def test_help_examples_fit_on_one_line(command):
+    """Each example in --help is one whole command: copy-paste must not break it."""
+    lines = run_pare([command, "--help"]).stdout.splitlines()
+    examples = [i for i, line in enumerate(lines) if line.strip().startswith("pare ")]
+    assert examples, "no examples"
+    for i in examples:
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        assert following.strip() == "" or following.strip().startswith("pare ") or not following.startswith(" " * 6), (
+            f"example wraps:\n{lines[i]}\n{following}")
+        assert len(lines[i]) <= 80, lines[i]
