@@ -82,7 +82,7 @@ public struct TrimJob {
         }
         let removesLayers = !trimmed.plan.removedLayers.isEmpty
         if !removesLayers && !sparsifies && before.allSatisfy({ after[$0.key] == $0.value }) {
-            throw .nothingRemoved(reason: warnings.first ?? "every size stays as it is")
+            throw .nothingRemoved(reason: warnings.isEmpty ? "every size stays as it is" : warnings.joined(separator: "; "))
         }
         return warnings
     }
