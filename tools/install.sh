@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds pare in release mode and installs the binary as PREFIX/bin/pare.
+# Usage: tools/install.sh [PREFIX]   (default: /usr/local; use ~/.local without root)
+# A first release build compiles the dependencies too: about 9 minutes on 2 cores (see
+# README.md); later builds take seconds to a minute. Installs libzstd-dev (apt) if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX="${1:-/usr/local}"
+if ! command -v swift >/dev/null; then
+    echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
+    exit 1
+fi
+if [ ! -f /usr/include/zstd.h ]; then
+    echo "installing libzstd-dev (the .pare format's compressor)" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libzstd-dev pkg-config
+fi
+echo "building pare (release)..."
+t0=$(date +%s)
+swift build -c release --product pare
+echo "built in $(( $(date +%s) - t0 ))s"
+mkdir -p "$PREFIX/bin"
+install -m 0755 .build/release/pare "$PREFIX/bin/pare"
+echo "installed $PREFIX/bin/pare ($("$PREFIX/bin/pare" --version))"
+case ":$PATH:" in
+    *":$PREFIX/bin:"*) ;;
+    *) echo "note: $PREFIX/bin is not on PATH; add it, e.g. export PATH=\"$PREFIX/bin:\$PATH\"" ;;
+esac
