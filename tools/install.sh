@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds pare in release mode and installs the binary as PREFIX/bin/pare.
 # Usage: tools/install.sh [PREFIX]   (default: /usr/local; use ~/.local without root)
-# A first release build compiles the dependencies too: about 9 minutes on 2 cores (see
-# README.md); later builds take seconds to a minute. Installs libzstd-dev (apt) if missing.
+# A first release build compiles the dependencies too: about 2 minutes on 2 cores (128 s
+# measured, BENCHMARKS.md); later ones take seconds to a minute. Installs libzstd-dev if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${1:-/usr/local}"

@@ -163,9 +163,17 @@ extension TrimPlan {
 // MARK: - JSON
 
 extension TrimPlan {
+    /// Axes in the order the JSON form lists them after `attention` (kv heads with the
+    /// query heads inside them, as pare-trim.json has always written them); every other
+    /// prunable axis follows, under its own name.
+    static var jsonAxes: [Axis] {
+        let legacy: [Axis] = [.ffn, .expertFFN, .sharedExpertFFN, .experts]
+        return legacy + Axis.prunable.filter { !legacy.contains($0) && $0 != .kvHeads && $0 != .group }
+    }
+
     public var json: JSONValue {
         func list(_ values: [Int]) -> JSONValue { .array(values.map { .integer($0) }) }
-        func byLayer<T>(_ map: [Int: T], _ render: (T) -> JSONValue) -> JSONValue {
+        func byIndex<T>(_ map: [Int: T], _ render: (T) -> JSONValue) -> JSONValue {
             .object(map.keys.sorted().map { (String($0), render(map[$0]!)) })
         }
         var members: [(key: String, value: JSONValue)] = [("version", .integer(1))]
@@ -177,17 +185,27 @@ extension TrimPlan {
         if !dropLayers.isEmpty { members.append(("drop_layers", list(dropLayers))) }
         let attention = self.attention
         if !attention.isEmpty {
-            members.append(("attention", byLayer(attention) { a in
+            members.append(("attention", byIndex(attention) { a in
                 .object([("kv_heads", list(a.kvHeads)), ("query_heads", .array(a.queryHeads.map(list)))])
             }))
         }
-        for (axis, lists) in [(Axis.ffn, ffn)] where !lists.isEmpty { members.append((axis.rawValue, byLayer(lists, list))) }
-        let expertFFN = self.expertFFN
-        if !expertFFN.isEmpty { members.append((Axis.expertFFN.rawValue, byLayer(expertFFN) { byLayer($0, list) })) }
-        for (axis, lists) in [(Axis.sharedExpertFFN, sharedExpertFFN), (.experts, experts)] where !lists.isEmpty {
-            members.append((axis.rawValue, byLayer(lists, list)))
+        for axis in Self.jsonAxes {
+            let keys = keep.keys.filter { $0.axis == axis }
+            guard !keys.isEmpty else { continue }
+            let value: JSONValue
+            if axis.scope == .model {
+                value = list(keep[Key(axis, layer: nil)] ?? [])
+            } else if axis.within != nil {
+                var nested: [Int: [Int: [Int]]] = [:]
+                for key in keys { if let layer = key.layer, let w = key.within { nested[layer, default: [:]][w] = keep[key] } }
+                value = byIndex(nested) { byIndex($0, list) }
+            } else {
+                var lists: [Int: [Int]] = [:]
+                for key in keys { if let layer = key.layer { lists[layer] = keep[key] } }
+                value = byIndex(lists, list)
+            }
+            members.append((axis.rawValue, value))
         }
-        if let hidden { members.append((Axis.hidden.rawValue, list(hidden))) }
         return .object(members)
     }
 
@@ -204,17 +222,18 @@ extension TrimPlan {
             }
             return result
         }
-        func byLayer(_ value: JSONValue, _ key: String) throws(RecipeError) -> [(Int, JSONValue)] {
+        func byIndex(_ value: JSONValue, _ key: String) throws(RecipeError) -> [(Int, JSONValue)] {
             guard let members = value.objectMembers else { throw fail(key, "must map layer indices to keep lists") }
             var result: [(Int, JSONValue)] = []
-            for (layer, item) in members {
-                guard let n = Int(layer), n >= 0 else { throw fail(key, "has key '\(layer)', not a layer index") }
+            for (index, item) in members {
+                guard let n = Int(index), n >= 0 else { throw fail(key, "has key '\(index)', not an index") }
                 result.append((n, item))
             }
             return result
         }
         guard let members = json.objectMembers else { throw fail("", "must be a mapping") }
-        let known = ["version", "merge", "drop_layers", "attention", "ffn", "expert_ffn", "shared_expert_ffn", "experts", "hidden"]
+        let axes = Dictionary(uniqueKeysWithValues: Self.jsonAxes.map { ($0.rawValue, $0) })
+        let known = ["version", "merge", "drop_layers", "attention"] + Self.jsonAxes.map(\.rawValue)
         for (key, value) in members {
             switch key {
             case "version":
@@ -229,7 +248,7 @@ extension TrimPlan {
                 }
             case "attention":
                 var lists: [Int: Attention] = [:]
-                for (layer, item) in try byLayer(value, key) {
+                for (layer, item) in try byIndex(value, key) {
                     let kv = try ints(item["kv_heads"], "attention.\(layer).kv_heads")
                     guard let groups = item["query_heads"]?.arrayValue else { throw fail("attention.\(layer).query_heads", "must be a list of lists") }
                     var query: [[Int]] = []
@@ -240,17 +259,21 @@ extension TrimPlan {
                     lists[layer] = .init(kvHeads: kv, queryHeads: query)
                 }
                 attention = lists
-            case "ffn", "shared_expert_ffn", "experts":
-                let axis = Axis(rawValue: key)!
-                for (layer, item) in try byLayer(value, key) { keep[Key(axis, layer: layer)] = try ints(item, "\(key).\(layer)") }
-            case "expert_ffn":
-                for (layer, item) in try byLayer(value, key) {
-                    for (expert, list) in try byLayer(item, "expert_ffn.\(layer)") {
-                        keep[Key(.expertFFN, layer: layer, within: expert)] = try ints(list, "expert_ffn.\(layer).\(expert)")
+            case _ where axes[key] != nil:
+                let axis = axes[key]!
+                if axis.scope == .model {
+                    keep[Key(axis, layer: nil)] = try ints(value, key)
+                } else {
+                    for (layer, item) in try byIndex(value, key) {
+                        if axis.within != nil {
+                            for (w, list) in try byIndex(item, "\(key).\(layer)") {
+                                keep[Key(axis, layer: layer, within: w)] = try ints(list, "\(key).\(layer).\(w)")
+                            }
+                        } else {
+                            keep[Key(axis, layer: layer)] = try ints(item, "\(key).\(layer)")
+                        }
                     }
                 }
-            case "hidden":
-                hidden = try ints(value, key)
             default:
                 throw fail(key, "unknown key (known: \(known.joined(separator: ", ")))")
             }

@@ -22,7 +22,9 @@ struct Trim: ParsableCommand {
             kv head h / group. --kv-heads N drops whole groups; --heads N keeps N query heads \
             spread evenly over the kv groups (N must be a multiple of the kv heads kept).
 
-            --hidden N prunes the residual stream's width (Minitron's embedding channels):             one selection for the whole model, sliced from the embeddings, the LM head,             every norm and every projection's hidden side.
+            --hidden N prunes the residual stream's width (Minitron's embedding channels): \
+            one selection for the whole model, sliced from the embeddings, the LM head, \
+            every norm and every projection's hidden side.
 
             Every layer keeps the same counts (standard transformers classes need one number \
             per config key). A request the output could not represent is refused before \
