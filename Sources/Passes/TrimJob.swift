@@ -71,8 +71,13 @@ public struct TrimJob {
     static func footguns(_ request: TrimRequest, trimmed: TrimmedModel, sparsifies: Bool) throws(TrimError) -> [String] {
         let before = trimmed.graph.binding.sizes, after = trimmed.sizes
         var warnings: [String] = []
+        let graph = trimmed.graph
+        let surviving = (0..<graph.binding.layerCount).filter { !trimmed.plan.removedLayers.contains($0) }
         for axis in TrimRequest.axes {
             guard let size = request.sizes[axis], let b = before[axis], let a = after[axis] else { continue }
+            // An axis no surviving layer carries (the FFN of dropped dense layers) is not kept.
+            let carried = axis.scope == .model || axis == .heads || surviving.contains { graph.layer($0, carries: axis) }
+            guard carried else { continue }
             if a == b {
                 let hint = size.isRatio ? ": \(size) is a fraction of them; a count is a whole number, such as \(max(1, b / 2))" : ""
                 warnings.append("\(axis.option) \(size) keeps all \(b) \(axis.noun)\(hint)")

@@ -122,3 +122,12 @@ def test_help_examples_fit_on_one_line(command):
         assert following.strip() == "" or following.strip().startswith("pare ") or not following.startswith(" " * 6), (
             f"example wraps:\n{lines[i]}\n{following}")
         assert len(lines[i]) <= 80, lines[i]
+
+
+def test_a_fraction_spread_over_other_ffns_does_not_warn():
+    """qwen2-moe's only dense layer is 1: with it dropped, --ffn 0.5 prunes the experts'
+    and the shared expert's FFNs, and keeps no dense FFN to warn about."""
+    proc = run_pare(["trim", FIXTURES / "qwen2-moe", "--drop-layers", "1", "--ffn", "0.5", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    assert "keep 12 of 24 FFN channels in every expert" in proc.stdout
