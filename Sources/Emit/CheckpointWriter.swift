@@ -97,7 +97,7 @@ public struct CheckpointWriter: Sendable {
     @discardableResult
     public func run(
         progress: Progress = { _, _ in true },
-        lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] = { [] }
+        lateFiles: () throws(EmitError) -> [(name: String, bytes: [UInt8])] = { [] }
     ) throws(EmitError) -> [String] {
         let total = plan.tensorBytes
         let pipeline = TensorPipeline(input: input, plan: plan, pare: options.pare, selectionSource: selectionSource)
@@ -116,7 +116,7 @@ public struct CheckpointWriter: Sendable {
                     try pipeline.write(shard, to: staged.path(of: shard.fileName), done: done, total: total, progress: progress)
                     done += shard.tensorBytes
                 }
-                let late = try EmitError.catchingInput(lateFiles)
+                let late = try lateFiles()
                 try writeOtherFiles(late: late, progress: progress)
             }
             try staged.flush(weightFiles: plan.shards.map(\.fileName))

@@ -129,6 +129,10 @@ private struct DescriptorReader {
 
     func members(_ value: JSONValue?, _ key: String, allowed: [String]) throws(GraphError) -> [(key: String, value: JSONValue)] {
         guard let members = value?.objectMembers else { throw fail(key, "must be an object") }
+        var seen = Set<String>()
+        for (name, _) in members where !seen.insert(name).inserted {
+            throw fail(key.isEmpty ? name : "\(key).\(name)", "appears twice (JSON readers disagree on which one counts)")
+        }
         for (name, _) in members where !allowed.contains(name) {
             throw fail(key.isEmpty ? name : "\(key).\(name)", "is not a key of the schema (allowed here: \(allowed.joined(separator: ", ")))")
         }
@@ -286,6 +290,13 @@ private struct DescriptorReader {
         ])
         func field(_ f: String) -> JSONValue? { fields.first { $0.key == f }?.value }
         let name = try string(field("name"), "\(key).name")
+        let template = TensorTemplate(name)
+        if template.placeholders.count != name.filter({ $0 == "{" }).count || name.filter({ $0 == "}" }).count != template.placeholders.count {
+            throw fail("\(key).name", "has a placeholder other than {layer} and {expert}")
+        }
+        if template.isPerExpert && !template.isPerLayer {
+            throw fail("\(key).name", "has {expert} without {layer}: experts belong to a layer")
+        }
         guard let dims = field("shape")?.arrayValue else { throw fail("\(key).shape", "must be a list of dimensions") }
         var shape: [ArchitectureDescriptor.Dimension] = []
         for dim in dims {
@@ -300,6 +311,9 @@ private struct DescriptorReader {
             }
         }
         for dim in shape {
+            if let never = dim.axes.first(where: { $0 == .layers || $0 == .expertsPerToken }) {
+                throw fail("\(key).shape", "uses '\(never)', which counts \(never == .layers ? "blocks ({layer} ranges over it)" : "the router's picks") and is never a tensor dimension")
+            }
             if let missing = dim.axes.first(where: { axes[$0] == nil }) {
                 throw fail("\(key).shape", "uses axis '\(missing)', which the descriptor does not define in 'axes'")
             }

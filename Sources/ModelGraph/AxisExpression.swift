@@ -43,7 +43,7 @@ public struct AxisExpression: Sendable, Hashable, CustomStringConvertible {
         var token = ""
         func flush() throws(ParseError) {
             guard !token.isEmpty else { throw ParseError(text: text) }
-            if let n = Int(token) {
+            if token.allSatisfy(\.isNumber), let n = Int(token) {
                 terms.append(.number(n))
             } else if token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }), token.first!.isLetter {
                 guard let axis = Axis(rawValue: token) else { throw ParseError(text: text, unknownAxis: token) }

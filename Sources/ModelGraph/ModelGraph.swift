@@ -88,7 +88,7 @@ public struct ModelGraph: Sendable {
                 if let expert, expert >= experts { continue }
                 if let layer, !binding.admits(spec.layers, layer: layer) { continue }
                 let expected = Self.shape(of: spec, binding)
-                if expected.count != tensor.info.shape.count || zip(expected, tensor.info.shape).contains(where: { UInt64($0) != $1 }) {
+                if expected.count != tensor.info.shape.count || zip(expected, tensor.info.shape).contains(where: { $0 < 0 || UInt64($0) != $1 }) {
                     problems.append(.shapeMismatch(tensor: name, expected: expected, actual: tensor.info.shape,
                                                    axes: spec.shape.map(\.description).joined(separator: ", ")))
                 }

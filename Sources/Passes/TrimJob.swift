@@ -51,6 +51,10 @@ public struct TrimJob {
         var warnings: [String] = []
         let family = graph.descriptor.family
         if keepUnknown, let unknown = graph.unknownTensors.first {
+            if plan.keep.keys.contains(where: { $0.axis.scope == .model }) {
+                throw TrimError.notSupported(family: family, request: "--keep-unknown with --hidden",
+                                             reason: "tensors the descriptor does not know may carry the hidden size, and would be copied at the old width ('\(unknown.info.name)'); describe them in a descriptor under formats/")
+            }
             if !plan.removedLayers.isEmpty || !plan.experts.isEmpty {
                 throw TrimError.notSupported(family: family, request: "--keep-unknown with dropped, merged layers or pruned experts",
                                              reason: "tensors the descriptor does not know cannot be renumbered with the layers and experts around them ('\(unknown.info.name)'); describe them in a descriptor under formats/")
@@ -122,12 +126,21 @@ public struct TrimJob {
 
     /// `pare-trim.json`, built once the tensors are written (the final plan and the input
     /// hashes computed meanwhile by `hasher` are known only then).
-    public func provenanceFiles(_ provenance: Provenance, hasher: TensorHasher?) -> () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] {
-        {
-            let plan = (try? lazyPlan?.finish()) ?? trimmed.plan
+    public func provenanceFiles(_ provenance: Provenance, hasher: TensorHasher?) -> () throws(EmitError) -> [(name: String, bytes: [UInt8])] {
+        { () throws(EmitError) in
+            // The final plan, never the stand-in indices: a record that replays another
+            // model than the one written would be worse than none.
+            let plan: TrimPlan
+            if let lazyPlan {
+                do throws(TrimError) { plan = try lazyPlan.finish() } catch { throw .planFailed(reason: error.description) }
+            } else {
+                plan = trimmed.plan
+            }
             var extra: [(key: String, value: JSONValue)] = sparsify.map { [("sparsify", $0.json)] } ?? []
             extra.append(("input_files", Provenance.inputFiles(of: model)))
-            if let hasher { extra.append(("input_tensors", Provenance.tensorHashes(try hasher.wait()))) }
+            if let hasher {
+                do throws(ModelFolderError) { extra.append(("input_tensors", Provenance.tensorHashes(try hasher.wait()))) } catch { throw .input(error) }
+            }
             return [Provenance.file("pare-trim.json", provenance.record(plan: plan.json, extra: extra))]
         }
     }

@@ -77,6 +77,13 @@ public struct TrimPlan: Sendable, Equatable {
         Set(keep.keys.filter { $0.axis == axis }.compactMap(\.layer))
     }
 
+    /// The plan without any keep list of `axes`.
+    public func dropping(_ axes: Set<Axis>) -> TrimPlan {
+        var plan = self
+        plan.keep = keep.filter { !axes.contains($0.key.axis) }
+        return plan
+    }
+
     /// Removes every keep list of `axis` in `layer`.
     public mutating func clear(_ axis: Axis, layer: Int?) {
         for key in keep.keys where key.axis == axis && key.layer == layer { keep[key] = nil }

@@ -147,6 +147,7 @@ public struct TrimmedModel: Sendable {
         }
         var result: [Int] = []
         var sliced = false
+        var unsliced: Axis?
         for segment in segments {
             guard let axes = segment.axes else {
                 // An opaque expression (e.g. hidden / heads) may only stay whole.
@@ -165,7 +166,7 @@ public struct TrimmedModel: Sendable {
                 let axis = axes[level]
                 let size = segment.sizes[level]
                 let indices = kept(axis, outer: outer)
-                if indices != nil { sliced = true }
+                if indices != nil { sliced = true } else if changed.contains(axis) { unsliced = axis }
                 for i in indices ?? Array(0..<size) {
                     var next = outer
                     next[axis] = i
@@ -175,7 +176,15 @@ public struct TrimmedModel: Sendable {
             walk(0, 0, [:])
             result += flat.map { $0 + segment.offset }
         }
+        if let unsliced {
+            throw .notSupported(family: family, request: "this trim",
+                                reason: "dimension '\(segment(of: unsliced, in: segments))' of \(node.name) carries \(unsliced), whose size changes, but nothing selects its indices there")
+        }
         return sliced ? result : nil
+    }
+
+    private static func segment(of axis: Axis, in segments: [AxisSegment]) -> String {
+        segments.first { $0.names.contains(axis) }?.expression ?? axis.rawValue
     }
 
     /// Sizes of computed axes after a trim. A computed axis that a tensor carries keeps
@@ -188,7 +197,7 @@ public struct TrimmedModel: Sendable {
         var sizes = sizes
         let carried = Set(descriptor.tensors.flatMap { $0.shape.flatMap(\.axes) })
         let computed = descriptor.axes.compactMap { axis, spec in spec.value.map { (axis, $0) } }.sorted { $0.0 < $1.0 }
-        for (axis, value) in computed {
+        for (axis, value) in computed where pruned.contains(axis) {
             guard let target = sizes[axis], (try? value.evaluate({ sizes[$0] })) != target else { continue }
             let free = value.axes.filter { !carried.contains($0) && !pruned.contains($0) && descriptor.axes[$0]?.value == nil }
             if let axisToSolve = free.first, let solved = value.solve(for: axisToSolve, toEqual: target, { sizes[$0] }) {
@@ -200,7 +209,9 @@ public struct TrimmedModel: Sendable {
             guard let target = sizes[axis], now != target else { continue }
             throw .derivedAxisChanges(family: descriptor.family, axis: axis.rawValue, expression: value.text, from: graph.binding.size(axis) ?? target, to: now)
         }
-        for quotient in descriptor.divisible {
+        // Only quotients whose axes the trim changes: an input that already breaks one is
+        // the input's matter, not the trim's.
+        for quotient in descriptor.divisible where quotient.axes.contains(where: { sizes[$0] != graph.binding.size($0) }) {
             do { _ = try quotient.evaluate { sizes[$0] } } catch {
                 guard case .inexactDivision(let dividend, let divisor) = error else { continue }
                 throw .indivisible(family: descriptor.family, expression: quotient.text, dividend: dividend, divisor: divisor)

@@ -86,7 +86,7 @@ extension SparsifyRequest.Score: ExpressibleByArgument {}
 
 /// What every command that writes a checkpoint takes.
 struct OutputOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"), transform: Parse.bytes)
+    @Option(parsing: .unconditional, help: ArgumentHelp("Largest shard, in tensor bytes: 5GB, 500MB, 2GiB or a byte count.", valueName: "size"), transform: Parse.bytes)
     var maxShardSize = ByteCount.fiveGB
 
     @Flag(help: "Replace OUT if it exists (it is swapped out only once the new one is complete).")
@@ -101,7 +101,7 @@ struct WeightFormatOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Weight file format of OUT (IN may be either).", valueName: "safetensors|pare"))
     var format: WeightFormat = .safetensors
 
-    @Option(help: ArgumentHelp("With --format pare: zstd level (1-22) of the exponent byte streams, masks and positions. The default, 0, is entropy coding only, which is smaller than levels 1-18 on float weights and several times faster; mantissa streams are always entropy-coded only.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("With --format pare: zstd level (1-22) of the exponent byte streams, masks and positions. The default, 0, is entropy coding only, which is smaller than levels 1-18 on float weights and several times faster; mantissa streams are always entropy-coded only.", valueName: "n"))
     var level: Int32?
 
     func validate() throws {

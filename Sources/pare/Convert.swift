@@ -45,7 +45,7 @@ struct Convert: ParsableCommand {
     @Argument(help: "Output folder (or .safetensors file when IN is a single file).")
     var output: String
 
-    @Option(help: ArgumentHelp("Cast floating tensors to this dtype.", valueName: "f32|f16|bf16"), transform: Parse.dtype)
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cast floating tensors to this dtype.", valueName: "f32|f16|bf16"), transform: Parse.dtype)
     var dtype: DType?
 
     @OptionGroup(title: "Output")

@@ -55,7 +55,7 @@ final class ProgressBar {
 /// its warnings: what every command that writes a model does the same way.
 func runShowingProgress(
     _ writer: CheckpointWriter, label: String, quiet: Bool,
-    lateFiles: () throws(ModelFolderError) -> [(name: String, bytes: [UInt8])] = { [] }
+    lateFiles: () throws(EmitError) -> [(name: String, bytes: [UInt8])] = { [] }
 ) throws {
     let bar = ProgressBar(label: label, quiet: quiet)
     Interruption.install()

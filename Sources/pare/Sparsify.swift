@@ -52,7 +52,7 @@ struct Sparsify: ParsableCommand {
     @Argument(help: "Output folder (not needed with --dry-run).")
     var output: String?
 
-    @Option(help: ArgumentHelp("Keep N of every M consecutive elements (1 ≤ N < M ≤ 16).", valueName: "N:M"), transform: Parse.pattern)
+    @Option(parsing: .unconditional, help: ArgumentHelp("Keep N of every M consecutive elements (1 ≤ N < M ≤ 16).", valueName: "N:M"), transform: Parse.pattern)
     var pattern: NMPacking.Pattern
 
     @Option(help: ArgumentHelp("How elements are ranked in a group.", valueName: "magnitude|wanda"))

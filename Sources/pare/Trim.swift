@@ -62,7 +62,7 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first, the default) or merge them too (merge).", valueName: "first|merge"))
     var mergeNorms: TrimRequest.NormPolicy?
 
-    @Option(help: ArgumentHelp("Then apply N:M sparsity to the trimmed linear weights by magnitude, as pare sparsify does (a recipe's sparsify step can score with wanda).", valueName: "N:M"), transform: Parse.pattern)
+    @Option(parsing: .unconditional, help: ArgumentHelp("Then apply N:M sparsity to the trimmed linear weights by magnitude, as pare sparsify does (a recipe's sparsify step can score with wanda).", valueName: "N:M"), transform: Parse.pattern)
     var sparsify: NMPacking.Pattern?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Keep N kv heads (whole GQA groups) per layer.", valueName: "N"), transform: Parse.count)
@@ -108,7 +108,7 @@ struct Trim: ParsableCommand {
     var keepUnknown = false
 
     func validate() throws {
-        if recipe == nil && request(over: TrimRequest()).isEmpty {
+        if recipe == nil && sparsify == nil && request(over: TrimRequest()).isEmpty {
             throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts, --hidden or --recipe")
         }
         if inPlace && output != nil {
@@ -143,8 +143,14 @@ struct Trim: ParsableCommand {
             if let sparsify {
                 step = step.map { var s = $0; s.pattern = sparsify; return s } ?? SparsifyStep(pattern: sparsify)
             }
+            // A flag overrides the recipe: its keep lists for that axis go (a count for heads
+            // replaces the lists of kv heads and of the query heads inside them).
+            var overridden = Set<Axis>()
+            for (axis, _) in request(over: TrimRequest()).sizes {
+                overridden.formUnion(axis == .heads || axis == .kvHeads ? [.kvHeads, .group] : [axis])
+            }
             let job = try TrimJob(
-                graph: graph, request: request(over: recipe.request), explicit: recipe.plan, sparsify: step,
+                graph: graph, request: request(over: recipe.request), explicit: recipe.plan.dropping(overridden), sparsify: step,
                 keepUnknown: keepUnknown, dryRun: dryRun)
             warn(job.warnings)
             if dryRun {

@@ -58,6 +58,11 @@ import TestSupport
         (#""divisible": ["hidden / heads"]"#, #""divisible": ["hidden * heads"]"#, "has no quotient to check"),
         (#""role": "norm", "optional_if": "!attention_bias"}"#, #""role": "norm", "optional": true, "optional_if": "attention_bias"}"#, "more than one of optional"),
         (#""hidden": {"keys": ["hidden_size"]}"#, #""hidden": {"keys": ["hidden_size"]}, "ffn": {"default": "4*hidden"}"#, "needs config keys to read, or a value to compute"),
+        (#""role": "attention.query"}"#, #""role": "attention.query", "role": "mlp.up"}"#, "role' appears twice"),
+        (#""model.layers.{layer}.q.weight""#, #""model.experts.{expert}.q.weight""#, "has {expert} without {layer}"),
+        (#""model.layers.{layer}.q.weight""#, #""model.layers.{block}.q.weight""#, "has a placeholder other than {layer} and {expert}"),
+        (#""shape": ["hidden"], "role": "norm""#, #""shape": ["layers"], "role": "norm""#, "is never a tensor dimension"),
+        (#""shape": ["hidden"], "role": "norm""#, #""shape": ["-2"], "role": "norm""#, "is not an axis expression"),
     ])
     func everyMistakeNamesTheFileAndTheKey(_ original: String, _ replacement: String, _ words: String) throws {
         #expect(Self.valid.contains(original), "the case must edit the valid descriptor")

@@ -3,6 +3,7 @@ import ModelGraph
 import OrderedJSON
 import Testing
 import TestSupport
+import SafeTensors
 import Tensors
 
 @testable import Passes
@@ -124,5 +125,34 @@ import Tensors
         let json = plan.json.serialized()
         #expect(json.hasSuffix(#""ffn":{"1":[2]},"hidden":[0,5]}"#))
         #expect(try TrimPlan(json: try JSONParser.parse(json), source: "p") == plan)
+    }
+}
+
+extension HiddenTrimTests {
+    /// A computed axis the trim does not select keeps its size: when its expression would
+    /// say otherwise, the trim is refused rather than another config count changed to fit.
+    @Test func aComputedAxisNoTensorCarriesIsNotSolvedAround() throws {
+        let descriptor = """
+            {"version": 2, "family": "tiny", "model_types": ["tiny"],
+             "axes": {"layers": {"keys": ["num_hidden_layers"]}, "hidden": {"keys": ["hidden_size"]},
+                      "heads": {"keys": ["num_attention_heads"]}, "head_dim": {"value": "hidden / heads"}},
+             "tensors": [{"name": "model.layers.{layer}.w", "shape": ["hidden", "hidden"], "role": "attention.query"}]}
+            """
+        let registry = DescriptorRegistry([try ArchitectureDescriptor.decode(Array(descriptor.utf8), source: "tiny.json")])
+        let dir = TemporaryDirectory()
+        try writeBytes(Array(#"{"model_type":"tiny","num_hidden_layers":1,"hidden_size":8,"num_attention_heads":2}"#.utf8), to: dir.file("config.json"))
+        let entry = SafeTensorsWriter.Entry(name: "model.layers.0.w", dtype: .f32, shape: [8, 8])
+        let writer = try SafeTensorsWriter(path: dir.file("model.safetensors"), entries: [entry], metadata: [])
+        try [UInt8](repeating: 0, count: entry.byteCount).withUnsafeBytes { try writer.write($0) }
+        try writer.finish()
+        let g = try ModelGraph(model: try ModelFolder(path: dir.path), registry: registry)
+        var request = TrimRequest()
+        request.sizes[.hidden] = .count(4)
+        #expect {
+            var planner = TrimPlanner(graph: g, scores: false)
+            _ = try planner.plan(request)
+        } throws: { error in
+            (error as? TrimError)?.rule == "derived-axis-changes" && "\(error)".contains("head_dim")
+        }
     }
 }

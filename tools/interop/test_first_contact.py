@@ -131,3 +131,30 @@ def test_a_fraction_spread_over_other_ffns_does_not_warn():
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr, proc.stderr
     assert "keep 12 of 24 FFN channels in every expert" in proc.stdout
+
+
+def test_sparsify_alone_is_a_trim_step(tmp_path):
+    proc = run_pare(["trim", LLAMA, "--sparsify", "2:4", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "then 2:4 sparsity by magnitude" in proc.stdout
+
+
+def test_a_flag_overrides_the_recipes_keep_lists(tmp_path):
+    first = tmp_path / "first"
+    assert run_pare(["trim", LLAMA, first, "--ffn", "48", "--quiet"]).returncode == 0
+    proc = run_pare(["trim", LLAMA, "--recipe", first / "pare-trim.json", "--ffn", "24", "--dry-run", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["axes"]["ffn"]["after"] == 24
+
+
+def test_keep_unknown_with_hidden_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors["model.extra_norm.weight"] = torch.ones(64)
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    expect_error(run_pare(["trim", model, tmp_path / "out", "--hidden", "48", "--keep-unknown"]), 1,
+                 "--keep-unknown with --hidden", "model.extra_norm.weight")
