@@ -117,11 +117,6 @@ public struct CompressedTensorsLayout: SparseLayout {
         public let prune: NMPruneTransform
         public let part: Part
 
-        public init(prune: NMPruneTransform, part: Part) {
-            self.prune = prune
-            self.part = part
-        }
-
         public var rowBlock: Int { part == .shape ? 0 : 1 }
 
         public func apply(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer) {

@@ -125,11 +125,6 @@ public struct CutlassLayout: SparseLayout {
         public let prune: NMPruneTransform
         public let part: Part
 
-        public init(prune: NMPruneTransform, part: Part) {
-            self.prune = prune
-            self.part = part
-        }
-
         public var rowBlock: Int { part == .values ? 1 : 0 }
 
         public func apply(source: UnsafeRawBufferPointer, rows: Range<Int>, into output: UnsafeMutableRawPointer) {
