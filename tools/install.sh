@@ -6,15 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${1:-/usr/local}"
-if ! command -v swift >/dev/null; then
-    echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
-    exit 1
-fi
-if [ ! -f /usr/include/zstd.h ]; then
-    echo "installing libzstd-dev (the .pare format's compressor)" >&2
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libzstd-dev pkg-config
-fi
+. tools/prerequisites.sh
+require_swift_and_zstd
 echo "building pare (release)..."
 t0=$(date +%s)
 swift build -c release --product pare

@@ -19,24 +19,9 @@ report_phases() {
 RESULTS="$(mktemp)"
 trap 'report_phases; rm -f "$RESULTS"' EXIT
 
-apt_install() {
-    if command -v apt-get >/dev/null; then
-        say "installing $*"
-        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
-    else
-        echo "missing system packages: $* (install them and re-run)" >&2
-        exit 1
-    fi
-}
+. tools/prerequisites.sh
 
-if ! command -v swift >/dev/null; then
-    echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
-    exit 1
-fi
-# libzstd for the .pare format's CZstd system-library target.
-[ -f /usr/include/zstd.h ] || apt_install libzstd-dev pkg-config
+require_swift_and_zstd
 command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
