@@ -17,7 +17,7 @@ echo "pare demo: outputs go to $OUT"
 if [ -x .build/debug/pare ]; then
     echo "building pare (incremental: seconds)..."
 else
-    echo "building pare (first build with dependencies: about 1.5 minutes on 2 cores, most of it swift-crypto and Yams)..."
+    echo "building pare (first build with dependencies: about 2 minutes on 2 cores, most of it swift-crypto)..."
 fi
 t0=$(date +%s)
 if ! log="$(swift build --product pare 2>&1)"; then
