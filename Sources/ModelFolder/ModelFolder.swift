@@ -40,6 +40,9 @@ public final class ModelFolder: Sendable {
     public let tensors: [Tensor]
     /// Files other than weights, the index and config.json, relative to `root`, sorted.
     public let otherFiles: [String]
+    /// Subfolders that hold weights of modules around the model (a sentence-transformers
+    /// `2_Dense` head): not read, copied with the other files.
+    public let extraModules: [String]
 
     /// Extensions of weight formats pare cannot read, with a name for the error message.
     static let foreignWeightFormats: [(suffix: String, format: String)] = [
@@ -78,10 +81,26 @@ public final class ModelFolder: Sendable {
         }
 
         var others: [String] = []
+        var modules: [String] = []
         if let root {
+            // A folder with neither config.json nor weights at its top level is something
+            // else (a repository, a virtualenv): say so before reading anything below it.
+            let top: [String]
+            do { top = try FileSystem.list(root) } catch { throw .io(error) }
+            if layout == .folder, !top.contains("config.json"), !top.contains(where: { name in
+                WeightFormat(fileName: name) != nil || WeightFormat.allCases.contains { name.hasSuffix($0.indexSuffix) }
+                    || Self.foreignWeightFormats.contains { name.hasSuffix($0.suffix) }
+            }) {
+                throw .notAModel(path: path)
+            }
             let files = try Self.walk(root)
-            if let foreign = files.first(where: { file in
+            func isWeights(_ file: String) -> Bool {
                 !Self.knownNonWeights.contains(PathName.lastComponent(file))
+                    && (WeightFormat(fileName: PathName.lastComponent(file)) != nil || Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) })
+            }
+            modules = Array(Set(files.filter { $0.contains("/") && isWeights($0) }.map { String($0.split(separator: "/")[0]) })).sorted()
+            if let foreign = files.first(where: { file in
+                !file.contains("/") && !Self.knownNonWeights.contains(PathName.lastComponent(file))
                     && Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) }
             }) {
                 let format = Self.foreignWeightFormats.first { foreign.hasSuffix($0.suffix) }!.format
@@ -128,6 +147,7 @@ public final class ModelFolder: Sendable {
         }
         self.format = format
         otherFiles = others
+        extraModules = modules
         let isBareFile = layout == .singleFile
         shardNames = weightPaths.map { isBareFile ? $0 : PathName.lastComponent($0) }
 

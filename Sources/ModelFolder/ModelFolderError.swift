@@ -53,7 +53,7 @@ extension ModelFolderError: CustomStringConvertible {
         case let .notFound(path):
             return "\(path): no such file or folder"
         case let .notAModel(path):
-            return "\(path): not a model folder, a .safetensors or .pare file, or a model.safetensors.index.json or model.pare.index.json"
+            return "\(path): not a model folder: a model folder has config.json and weights (.safetensors or .pare) at its top level; pare also reads a single .safetensors or .pare file, or a model.safetensors.index.json or model.pare.index.json"
         case let .noWeights(path):
             return "\(path): the folder holds no .safetensors or .pare weights"
         case let .unreadableWeights(path, format):

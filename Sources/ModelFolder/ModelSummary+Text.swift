@@ -41,6 +41,9 @@ extension ModelSummary {
                 row("  " + shard.file, "\(shard.tensors) tensors, \(ByteSize.describe(shard.bytes))")
             }
         }
+        if !s.extraModules.isEmpty {
+            row("extra modules", s.extraModules.joined(separator: ", ") + " (their weights are not read; copied unchanged)")
+        }
         if includeTensors {
             lines.append("")
             let nameWidth = min(80, s.tensors.map(\.info.name.count).max() ?? 0)

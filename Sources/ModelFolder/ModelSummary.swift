@@ -43,6 +43,8 @@ public struct ModelSummary: Sendable {
     public var bytes: UInt64
     public var dtypes: [(dtype: DType, totals: DTypeTotals)]
     public var shards: [ShardTotals]
+    /// Subfolders with weights of other modules, not read (see `ModelFolder.extraModules`).
+    public var extraModules: [String]
     public var tensors: [ModelFolder.Tensor]
     public var shardNames: [String]
     /// The weight files' format.
@@ -94,6 +96,7 @@ public struct ModelSummary: Sendable {
             ShardTotals(file: PathName.lastComponent(model.shardNames[i]), tensors: shard.tensors.count, bytes: shard.fileSize)
         }
         tensors = model.tensors
+        extraModules = model.extraModules
         shardNames = model.shardNames.map(PathName.lastComponent)
         format = model.format
         var storage: [String: (encoding: String, storedBytes: UInt64)] = [:]
@@ -152,6 +155,7 @@ public struct ModelSummary: Sendable {
         members.append(("shards", .array(shards.map { shard in
             .object([("file", .string(shard.file)), ("tensors", .integer(shard.tensors)), ("bytes", .integer(shard.bytes))])
         })))
+        if !extraModules.isEmpty { members.append(("extra_modules", .array(extraModules.map { .string($0) }))) }
         if includeTensors {
             members.append(("tensors", .array(tensors.map { tensor in
                 var fields: [(key: String, value: JSONValue)] = [

@@ -62,6 +62,15 @@ public struct TrimJob {
             let count = graph.unknownTensors.count
             warnings.append("copying \(count) tensor\(count == 1 ? "" : "s") the \(family) descriptor does not know unchanged (first: '\(unknown.info.name)')")
         }
+        // Modules around the model (a sentence-transformers Dense head) are copied as they
+        // are: fine unless they read a size the trim changes, which only --hidden does.
+        if let module = graph.model.extraModules.first {
+            if plan.keep.keys.contains(where: { $0.axis == .hidden }) {
+                throw TrimError.notSupported(family: family, request: "--hidden",
+                                             reason: "'\(module)' holds the weights of a module after the model (a sentence-transformers head), which reads the hidden size; pare copies such modules unchanged, so it would no longer fit")
+            }
+            warnings.append("copying \(graph.model.extraModules.map { "'\($0)'" }.joined(separator: ", ")) unchanged: the module\(graph.model.extraModules.count == 1 ? "" : "s") after the model keep reading the hidden size, which this trim does not change")
+        }
         let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
         warnings += try Self.footguns(request, trimmed: trimmed, sparsifies: sparsify != nil)
         self.trimmed = trimmed

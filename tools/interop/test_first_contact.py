@@ -158,3 +158,49 @@ def test_keep_unknown_with_hidden_is_refused(tmp_path):
     save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
     expect_error(run_pare(["trim", model, tmp_path / "out", "--hidden", "48", "--keep-unknown"]), 1,
                  "--keep-unknown with --hidden", "model.extra_norm.weight")
+
+
+def test_a_folder_that_is_not_a_model_says_so(tmp_path):
+    """A repository with a virtualenv: not read below its top level, and named for what it is."""
+    repo = tmp_path / "repo"
+    (repo / ".venv" / "lib").mkdir(parents=True)
+    (repo / ".venv" / "lib" / "weights.pth").write_bytes(b"\0" * 16)
+    (repo / "README.md").write_text("not a model\n")
+    text = expect_error(run_pare(["inspect", repo]), 1, "not a model folder", "config.json")
+    assert ".pth" not in text
+
+
+def sentence_transformers_folder(tmp_path, fixture):
+    """A sentence-transformers layout: the model, a pooling module, a Dense head in .bin."""
+    import torch
+
+    folder = tmp_path / "st"
+    shutil.copytree(FIXTURES / fixture, folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (folder / "2_Dense").mkdir()
+    (folder / "2_Dense" / "config.json").write_text('{"in_features": 32, "out_features": 16}')
+    torch.save({"linear.weight": torch.zeros(16, 32)}, folder / "2_Dense" / "pytorch_model.bin")
+    return folder
+
+
+def test_extra_modules_are_listed_and_copied_unless_the_trim_changes_their_input(tmp_path):
+    folder = sentence_transformers_folder(tmp_path, "bert")
+    proc = run_pare(["inspect", folder])
+    assert proc.returncode == 0, proc.stderr
+    assert "extra modules" in proc.stdout and "2_Dense" in proc.stdout
+    assert json.loads(run_pare(["inspect", folder, "--json"]).stdout)["extra_modules"] == ["2_Dense"]
+    assert run_pare(["validate", folder]).returncode == 0
+    out = tmp_path / "out"
+    proc = run_pare(["trim", folder, out, "--drop-layers", "1", "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    assert "copying '2_Dense' unchanged" in proc.stderr
+    assert (out / "2_Dense" / "pytorch_model.bin").read_bytes() == (folder / "2_Dense" / "pytorch_model.bin").read_bytes()
+    assert (out / "modules.json").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    llama = sentence_transformers_folder(tmp_path / "l", "llama-gqa-f32")
+    expect_error(run_pare(["trim", llama, tmp_path / "narrow", "--hidden", "48"]), 1, "'2_Dense'", "reads the hidden size")
