@@ -105,6 +105,9 @@ public struct ArchitectureDescriptor: Sendable {
     /// Quotients the family's config class requires to be exact (Llama's `hidden / heads`,
     /// checked when the config is built even though the head size is read from `head_dim`).
     public var divisible: [AxisExpression] = []
+    /// Whether attention is causal (a decoder, which keeps a KV cache while generating) or
+    /// bidirectional (an encoder such as BERT, which has none).
+    public var causal = true
 
     /// Schema versions this pare reads.
     public static let versions = 1...2
@@ -173,7 +176,7 @@ private struct DescriptorReader {
     func descriptor(_ json: JSONValue) throws(GraphError) -> ArchitectureDescriptor {
         let top = try members(json, "", allowed: [
             "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix",
-            "divisible",
+            "divisible", "causal",
         ])
         func member(_ name: String) -> JSONValue? { top.first { $0.key == name }?.value }
         guard let version = member("version")?.intValue else { throw fail("version", "must be an integer") }
@@ -273,9 +276,10 @@ private struct DescriptorReader {
                 divisible.append(e)
             }
         }
+        let causal = try member("causal").map { v throws(GraphError) in try bool(v, "causal") } ?? true
         return ArchitectureDescriptor(
             version: version, family: family, modelTypes: modelTypes, axes: axes, flags: flags, layerKinds: kinds,
-            tensors: tensors, layerConfig: layerConfig, optionalPrefix: prefix, divisible: divisible)
+            tensors: tensors, layerConfig: layerConfig, optionalPrefix: prefix, divisible: divisible, causal: causal)
     }
 
     /// An axis key already checked against the vocabulary by `members(allowed:)`.

@@ -20,8 +20,10 @@ public struct TrimSummary: Sendable {
     public var parametersAfter: UInt64 { trimmed.items.reduce(0) { $0 + (Shape.elementCount($1.entry.shape) ?? 0) } }
     public var bytesAfter: UInt64 { trimmed.items.reduce(0) { $0 + UInt64($1.entry.byteCount) } }
 
-    /// Bytes of K and V cached per token: 2 × layers × kv heads × head_dim × element size.
+    /// Bytes of K and V cached per token: 2 × layers × kv heads × head_dim × element size;
+    /// `nil` for an encoder, which caches nothing.
     public func kvCacheBytesPerToken(_ sizes: [Axis: Int]) -> Int? {
+        guard trimmed.graph.descriptor.causal else { return nil }
         guard let layers = sizes[.layers], let kv = sizes[.kvHeads] ?? sizes[.heads], let headDim = sizes[.headDim] else { return nil }
         let element = trimmed.graph.model.tensors.first.map { $0.info.dtype.bitWidth / 8 } ?? 2
         return 2 * layers * kv * headDim * element

@@ -63,6 +63,7 @@ import TestSupport
         (#""model.layers.{layer}.q.weight""#, #""model.layers.{block}.q.weight""#, "has a placeholder other than {layer} and {expert}"),
         (#""shape": ["hidden"], "role": "norm""#, #""shape": ["layers"], "role": "norm""#, "is never a tensor dimension"),
         (#""shape": ["hidden"], "role": "norm""#, #""shape": ["-2"], "role": "norm""#, "is not an axis expression"),
+        (#""divisible": ["hidden / heads"]"#, #""divisible": ["hidden / heads"], "causal": "no""#, "'causal' must be true or false"),
     ])
     func everyMistakeNamesTheFileAndTheKey(_ original: String, _ replacement: String, _ words: String) throws {
         #expect(Self.valid.contains(original), "the case must edit the valid descriptor")

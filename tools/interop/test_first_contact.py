@@ -204,3 +204,12 @@ def test_extra_modules_are_listed_and_copied_unless_the_trim_changes_their_input
     assert (out / "modules.json").is_file() and (out / "1_Pooling" / "config.json").is_file()
     llama = sentence_transformers_folder(tmp_path / "l", "llama-gqa-f32")
     expect_error(run_pare(["trim", llama, tmp_path / "narrow", "--hidden", "48"]), 1, "'2_Dense'", "reads the hidden size")
+
+
+def test_an_encoder_plan_shows_no_kv_cache():
+    proc = run_pare(["trim", FIXTURES / "bert", "--drop-layers", "1", "--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "KV cache" not in proc.stdout
+    plan = json.loads(run_pare(["trim", FIXTURES / "bert", "--drop-layers", "1", "--dry-run", "--json"]).stdout)
+    assert plan["kv_cache_bytes_per_token"] == {"before": None, "after": None}
+    assert "KV cache per token" in run_pare(["trim", LLAMA, "--drop-layers", "1", "--dry-run"]).stdout

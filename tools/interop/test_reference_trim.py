@@ -1354,7 +1354,7 @@ ROLES = {
 AXES = ["layers", "hidden", "vocab", "heads", "kv_heads", "group", "head_dim", "ffn", "experts", "expert_ffn",
         "shared_expert_ffn", "experts_per_token", "positions", "token_types"]
 TOP_KEYS = {
-    "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix", "divisible",
+    "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix", "divisible", "causal",
 }
 TENSOR_KEYS = {"name", "shape", "role", "optional", "optional_if", "required_if", "layers", "transposed", "statistic_over"}
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|(\d+)|([*/]))\s*")
