@@ -22,8 +22,6 @@ public final class LayerByLayerPlan: SelectionSource {
     private let explicit: TrimPlan
     private let layout: TrimmedModel
     private let state: Mutex<State>
-    /// Axes whose size the trim changes (the same for the final plan as for the layout).
-    private let changed: Set<Axis>
 
     /// Whether a request can be planned layer by layer: not when it prunes an axis that
     /// names tensors (experts: which tensors are written would change), nor one selected
@@ -39,7 +37,6 @@ public final class LayerByLayerPlan: SelectionSource {
         self.request = request
         self.explicit = explicit
         self.layout = layout
-        changed = Set(layout.sizes.keys.filter { layout.sizes[$0] != graph.binding.size($0) })
         var base = layout.plan
         // Width keep lists are filled in per layer; merges and drops are already final.
         base.keep = [:]
@@ -61,7 +58,7 @@ public final class LayerByLayerPlan: SelectionSource {
         var selections: [[Int]?] = []
         for dimension in spec.shape {
             do {
-                selections.append(try TrimmedModel.keptIndices(dimension, node: node, plan: plan, changed: changed, binding: graph.binding, family: graph.descriptor.family))
+                selections.append(try TrimmedModel.keptIndices(dimension, node: node, plan: plan, changed: layout.changedAxes, binding: graph.binding, family: graph.descriptor.family))
             } catch {
                 throw .planFailed(reason: error.description)
             }

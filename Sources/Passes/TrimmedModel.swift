@@ -19,6 +19,8 @@ public struct TrimmedModel: Sendable {
     public let config: ModelConfig
     /// Axis sizes after the trim.
     public let sizes: [Axis: Int]
+    /// Axes whose size the trim changes (what `keptIndices` must find selected).
+    public let changedAxes: Set<Axis>
     /// Config entries that change: key, before, after.
     public let configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
     /// Things that will load but may not run everywhere, each one sentence.
@@ -58,6 +60,7 @@ public struct TrimmedModel: Sendable {
         sizes = try Self.solveSizes(sizes, graph: graph, pruned: selected)
         self.sizes = sizes
         let changed = Set(sizes.keys.filter { sizes[$0] != binding.sizes[$0] })
+        changedAxes = changed
 
         // Output tensors, in input order.
         let templates = graph.descriptor.tensors.map { TensorTemplate($0.name) }
