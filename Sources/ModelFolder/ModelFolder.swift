@@ -94,15 +94,12 @@ public final class ModelFolder: Sendable {
                 throw .notAModel(path: path)
             }
             let files = try Self.walk(root)
-            func isWeights(_ file: String) -> Bool {
-                !Self.knownNonWeights.contains(PathName.lastComponent(file))
-                    && (WeightFormat(fileName: PathName.lastComponent(file)) != nil || Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) })
+            func isForeign(_ file: String) -> Bool {
+                !Self.knownNonWeights.contains(PathName.lastComponent(file)) && Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) }
             }
-            modules = Array(Set(files.filter { $0.contains("/") && isWeights($0) }.map { String($0.split(separator: "/")[0]) })).sorted()
-            if let foreign = files.first(where: { file in
-                !file.contains("/") && !Self.knownNonWeights.contains(PathName.lastComponent(file))
-                    && Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) }
-            }) {
+            let below = files.filter { $0.contains("/") && (WeightFormat(fileName: PathName.lastComponent($0)) != nil || isForeign($0)) }
+            modules = Array(Set(below.map { String($0.split(separator: "/")[0]) })).sorted()
+            if let foreign = files.first(where: { !$0.contains("/") && isForeign($0) }) {
                 let format = Self.foreignWeightFormats.first { foreign.hasSuffix($0.suffix) }!.format
                 throw .unreadableWeights(path: PathName.join(root, foreign), format: format)
             }
