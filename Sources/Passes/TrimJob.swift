@@ -18,7 +18,8 @@ public struct TrimJob {
     /// N:M sparsity applied to the trimmed weights as they are written.
     public let sparsify: SparsifyStep?
     public let keepUnknown: Bool
-    /// The trimmed model as planned now (shapes final; indices final unless `isLayerByLayer`).
+    /// The trimmed model as planned now (shapes final; indices final unless planned layer
+    /// by layer while writing).
     public let trimmed: TrimmedModel
     /// Items with the sparsify step applied, and the names it prunes.
     public let sparse: (items: [OutputItem], targets: [String])?
@@ -27,7 +28,6 @@ public struct TrimJob {
     private let lazyPlan: LayerByLayerPlan?
 
     public var model: ModelFolder { graph.model }
-    public var isLayerByLayer: Bool { lazyPlan != nil }
 
     /// Plans the trim. `dryRun` reads no weights: the first indices stand in for the ones
     /// scoring will choose, with the same counts, shapes and sizes.
@@ -89,7 +89,8 @@ public struct TrimJob {
         for axis in TrimRequest.axes {
             guard let size = request.sizes[axis], let b = before[axis], let a = after[axis] else { continue }
             // An axis no surviving layer carries (the FFN of dropped dense layers) is not kept.
-            let carried = axis.scope == .model || axis == .heads || surviving.contains { graph.layer($0, carries: axis) }
+            let carried = axis.scope == .model
+                || TrimRequest.planAxes(for: axis).contains { planned in surviving.contains { graph.layer($0, carries: planned) } }
             guard carried else { continue }
             if a == b {
                 let hint = size.isRatio ? ": \(size) is a fraction of them; a count is a whole number, such as \(max(1, b / 2))" : ""

@@ -68,6 +68,12 @@ public struct TrimRequest: Sendable, Equatable {
 
     public var isEmpty: Bool { dropLayers.isEmpty && merges.isEmpty && sizes.isEmpty }
 
+    /// The axes whose keep lists a size on `axis` decides: a count of heads or of kv heads
+    /// picks kv heads and the query heads inside them; any other axis, itself.
+    public static func planAxes(for axis: Axis) -> Set<Axis> {
+        axis == .heads || axis == .kvHeads ? [.kvHeads, .group] : [axis]
+    }
+
     /// The count asked for on `axis` (`nil` for none, or for a fraction).
     public func count(_ axis: Axis) -> Int? {
         guard case .count(let n) = sizes[axis] else { return nil }

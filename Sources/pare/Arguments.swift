@@ -128,3 +128,10 @@ struct DescriptorOptions: ParsableArguments {
 
 /// "1 tensor", "2 tensors".
 func counted(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
+extension Provenance {
+    /// This run of pare on `input`, with its command line.
+    static func thisRun(input: String) -> Provenance {
+        Provenance(tool: "pare \(Pare.configuration.version)", input: input, request: CommandLine.arguments.dropFirst().joined(separator: " "))
+    }
+}

@@ -101,8 +101,7 @@ struct Sparsify: ParsableCommand {
                 return
             }
             guard let output else { return }
-            let provenance = Provenance(
-                tool: "pare \(Pare.configuration.version)", input: input, request: CommandLine.arguments.dropFirst().joined(separator: " "))
+            let provenance = Provenance.thisRun(input: input)
             let writer = try CheckpointWriter(
                 input: model, output: output,
                 options: .init(maxShardSize: out.maxShardSize.bytes, force: out.force, format: request.layout.weightFormat),

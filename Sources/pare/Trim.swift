@@ -147,7 +147,7 @@ struct Trim: ParsableCommand {
             // replaces the lists of kv heads and of the query heads inside them).
             var overridden = Set<Axis>()
             for (axis, _) in request(over: TrimRequest()).sizes {
-                overridden.formUnion(axis == .heads || axis == .kvHeads ? [.kvHeads, .group] : [axis])
+                overridden.formUnion(TrimRequest.planAxes(for: axis))
             }
             let job = try TrimJob(
                 graph: graph, request: request(over: recipe.request), explicit: recipe.plan.dropping(overridden), sparsify: step,
@@ -159,8 +159,7 @@ struct Trim: ParsableCommand {
                 return
             }
             let hasher = noHashes ? nil : TensorHasher(model: model)
-            let provenance = Provenance(
-                tool: "pare \(Pare.configuration.version)", input: input, request: CommandLine.arguments.dropFirst().joined(separator: " "))
+            let provenance = Provenance.thisRun(input: input)
             let destination = output ?? model.root ?? model.path
             let writer = try job.writer(
                 to: destination,
