@@ -72,6 +72,14 @@ public struct TrimPlan: Sendable, Equatable {
         Set(keep.keys.filter { $0.layer == nil || $0.layer == layer }.map(\.axis))
     }
 
+    /// The kept indices of the axis `axis` is chosen within, in `layer` (every index when the
+    /// plan keeps them all), or `[nil]` for an axis chosen on its own: the `within` of each
+    /// of `axis`'s keep lists there.
+    public func outerIndices(of axis: Axis, layer: Int?, binding: AxisBinding) -> [Int?] {
+        guard let outer = axis.within else { return [nil] }
+        return (kept(outer, layer: layer) ?? Array(0..<(binding.size(outer) ?? 0))).map { $0 }
+    }
+
     /// Layers with a keep list for `axis`.
     public func layers(selecting axis: Axis) -> Set<Int> {
         Set(keep.keys.filter { $0.axis == axis }.compactMap(\.layer))

@@ -118,7 +118,7 @@ public struct TrimPlanner {
             }
             guard let outer = axis.within else { continue }
             for layer in explicit.layers(selecting: axis).sorted() {
-                let kept = explicit.kept(outer, layer: layer) ?? Array(0..<(binding.size(outer) ?? 0))
+                let kept = explicit.outerIndices(of: axis, layer: layer, binding: binding).compactMap { $0 }
                 let listed = explicit.keep.keys.filter { $0.axis == axis && $0.layer == layer }.compactMap(\.within)
                 guard Set(listed) == Set(kept), listed.count == kept.count else {
                     throw .badKeepList(what: "\(axis.noun) of layer \(layer)", reason: "there must be one list for each of the \(outer.noun) the layer keeps (\(kept.map(String.init).joined(separator: ", ")))")
@@ -147,7 +147,7 @@ public struct TrimPlanner {
         _ axis: Axis, layer: Int?, count: Int?, explicit: TrimPlan, surviving: [Int], into plan: inout TrimPlan
     ) throws(TrimError) {
         let size = binding.size(axis) ?? 0
-        let outer: [Int?] = axis.within.map { w in (plan.kept(w, layer: layer) ?? Array(0..<(binding.size(w) ?? 0))).map { $0 } } ?? [nil]
+        let outer = plan.outerIndices(of: axis, layer: layer, binding: binding)
         let given = explicit.keep.keys.contains { $0.axis == axis && $0.layer == layer }
         if given {
             var counts = Set<Int>()

@@ -47,8 +47,7 @@ public struct TrimmedModel: Sendable {
             var counts: [(layer: Int, count: Int)] = []
             let scopes: [Int?] = axis.scope == .model ? [nil] : surviving.filter { graph.layer($0, carries: axis) }
             for layer in scopes {
-                let outer: [Int?] = axis.within.map { w in (plan.kept(w, layer: layer) ?? Array(0..<(binding.size(w) ?? 0))).map { $0 } } ?? [nil]
-                for w in outer { counts.append((layer ?? 0, plan.kept(axis, layer: layer, within: w)?.count ?? binding.size(axis) ?? 0)) }
+                for w in plan.outerIndices(of: axis, layer: layer, binding: binding) { counts.append((layer ?? 0, plan.kept(axis, layer: layer, within: w)?.count ?? binding.size(axis) ?? 0)) }
             }
             guard let count = counts.first?.count else { continue }
             guard counts.allSatisfy({ $0.count == count }) else {
