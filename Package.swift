@@ -2,12 +2,13 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> Passes -> Emit -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
+// pare (CLI) -> Passes, Runtime (the executor, beside the passes) -> Emit -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
 let package = Package(
     name: "pare",
     products: [
         .executable(name: "pare", targets: ["pare"]),
         .library(name: "Emit", targets: ["Emit"]),
+        .library(name: "Runtime", targets: ["Runtime"]),
         .library(name: "ModelGraph", targets: ["ModelGraph"]),
         .library(name: "ModelFolder", targets: ["ModelFolder"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
@@ -24,6 +25,7 @@ let package = Package(
         .target(name: "CSystemShims"),
         .target(name: "CKernels"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .target(name: "Tensors", dependencies: ["CSystemShims", "CKernels"]),
         .target(name: "SafeTensors", dependencies: ["Tensors", "OrderedJSON"]),
         .target(name: "PareFormat", dependencies: ["Tensors", "OrderedJSON", "CKernels", "CZstd"]),
@@ -39,6 +41,7 @@ let package = Package(
             resources: [.embedInCode("formats")]
         ),
         .target(name: "Emit", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
+        .target(name: "Runtime", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON", "COpenBLAS"]),
         .target(
             name: "Passes",
             dependencies: [
@@ -50,6 +53,7 @@ let package = Package(
             name: "pare",
             dependencies: [
                 "Passes",
+                "Runtime",
                 "Emit",
                 "ModelGraph",
                 "ModelFolder",
@@ -67,6 +71,7 @@ let package = Package(
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
         .testTarget(name: "EmitTests", dependencies: ["Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

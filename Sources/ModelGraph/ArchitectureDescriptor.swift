@@ -108,9 +108,12 @@ public struct ArchitectureDescriptor: Sendable {
     /// Whether attention is causal (a decoder, which keeps a KV cache while generating) or
     /// bidirectional (an encoder such as BERT, which has none).
     public var causal = true
+    /// How the blocks compute (schema version 3); nil for a descriptor that only describes
+    /// tensors, which pare can trim and convert but not run.
+    public var compute: ComputeSpec?
 
     /// Schema versions this pare reads.
-    public static let versions = 1...2
+    public static let versions = 1...3
 
     /// Reads a descriptor; `source` names the file in errors.
     public static func decode(_ bytes: [UInt8], source: String) throws(GraphError) -> ArchitectureDescriptor {
@@ -123,7 +126,7 @@ public struct ArchitectureDescriptor: Sendable {
 }
 
 /// Reads the JSON form, checking every key against the schema.
-private struct DescriptorReader {
+struct DescriptorReader {
     let source: String
 
     func fail(_ key: String, _ problem: String) -> GraphError {
@@ -176,7 +179,7 @@ private struct DescriptorReader {
     func descriptor(_ json: JSONValue) throws(GraphError) -> ArchitectureDescriptor {
         let top = try members(json, "", allowed: [
             "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix",
-            "divisible", "causal",
+            "divisible", "causal", "compute",
         ])
         func member(_ name: String) -> JSONValue? { top.first { $0.key == name }?.value }
         guard let version = member("version")?.intValue else { throw fail("version", "must be an integer") }
@@ -277,9 +280,15 @@ private struct DescriptorReader {
             }
         }
         let causal = try member("causal").map { v throws(GraphError) in try bool(v, "causal") } ?? true
+        var compute: ComputeSpec?
+        if let value = member("compute") {
+            guard version >= 3 else { throw fail("compute", "needs schema version 3 (this file says \(version))") }
+            compute = try self.compute(value, tensors: tensors)
+        }
         return ArchitectureDescriptor(
             version: version, family: family, modelTypes: modelTypes, axes: axes, flags: flags, layerKinds: kinds,
-            tensors: tensors, layerConfig: layerConfig, optionalPrefix: prefix, divisible: divisible, causal: causal)
+            tensors: tensors, layerConfig: layerConfig, optionalPrefix: prefix, divisible: divisible, causal: causal,
+            compute: compute)
     }
 
     /// An axis key already checked against the vocabulary by `members(allowed:)`.

@@ -42,7 +42,7 @@ import TestSupport
 
     @Test(arguments: [
         // (what is replaced, by what, words the message must contain)
-        (#""version": 2"#, #""version": 3"#, "'version' is 3"),
+        (#""version": 2"#, #""version": 4"#, "'version' is 4"),
         (#""family": "tiny","#, #""family": "tiny", "familly": "x","#, "'familly' is not a key of the schema"),
         (#""heads": {"keys": ["num_attention_heads"]}"#, #""heads": {"keys": ["num_attention_heads"]}, "head": {"keys": ["n"]}"#, "'axes.head' is not a key of the schema"),
         (#""shape": ["kv_heads*group*head_dim", "hidden"]"#, #""shape": ["kv_heads*groups*head_dim", "hidden"]"#, "names 'groups', which is not an axis"),
