@@ -48,6 +48,9 @@ extension JSONValue {
     /// Makes a number from an integer.
     public static func integer<T: BinaryInteger>(_ value: T) -> JSONValue { .number(String(value)) }
 
+    /// A finite double in its shortest round-tripping form (JSON has no NaN or infinity: those become null).
+    public static func double(_ value: Double) -> JSONValue { value.isFinite ? .number(String(value)) : .null }
+
     /// The members of an object, or `nil` for any other value.
     public var objectMembers: [(key: String, value: JSONValue)]? {
         if case .object(let members) = self { return members }

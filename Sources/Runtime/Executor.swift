@@ -38,7 +38,7 @@ public final class Executor {
     private let cosTable: [Float], sinTable: [Float]
     private var points: ObservationPoints { observer?.points ?? [] }
 
-    public init(plan: ForwardPlan, batch: TokenBatch, threads: Int = FloatConversion.activeCores) throws(RuntimeError) {
+    public init(plan: ForwardPlan, batch: TokenBatch, threads: Int = FloatConversion.activeCores, source: String = "input") throws(RuntimeError) {
         self.plan = plan
         self.batch = batch
         self.threads = max(1, threads)
@@ -50,10 +50,10 @@ public final class Executor {
         }
         for s in 0..<batch.sequenceCount {
             for (t, id) in batch.ids[batch.range(of: s)].enumerated() where id < 0 || Int(id) >= plan.vocab {
-                throw .tokenOutOfVocabulary(path: "input", sequence: s, position: t, id: Int(id), vocab: plan.vocab)
+                throw .tokenOutOfVocabulary(path: source, sequence: s, position: t, id: Int(id), vocab: plan.vocab)
             }
             if let positions = plan.positions, batch.range(of: s).count > positions {
-                throw .sequenceTooLong(path: "input", sequence: s, length: batch.range(of: s).count, positions: positions)
+                throw .sequenceTooLong(path: source, sequence: s, length: batch.range(of: s).count, positions: positions)
             }
         }
         scores = (0..<self.threads).map { _ in FloatBuffer() }

@@ -44,6 +44,22 @@ final class ProgressBar {
             "\r\(label) \(bar) \(percent)% \(ByteSize.describe(done))/\(ByteSize.describe(total)) \(ByteSize.describe(Int(rate)))/s eta \(Int(eta))s\u{1B}[K")
     }
 
+    /// Progress as a fraction, with a rate of `units` per second (tokens, for eval).
+    func update(fraction: Double, units: Int, unit: String) {
+        guard enabled else { return }
+        let t = Self.now()
+        guard t - start > 1.0, t - lastDraw > 0.1 || fraction >= 1 else { return }
+        lastDraw = t
+        drawn = true
+        let width = 30
+        let filled = Int(min(1, fraction) * Double(width))
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        let elapsed = t - start
+        let rate = elapsed > 0 ? Double(units) * fraction / elapsed : 0
+        let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
+        StandardStream.standardError.write("\r\(label) \(bar) \(Int(fraction * 100))% \(Int(rate)) \(unit)/s eta \(Int(eta))s\u{1B}[K")
+    }
+
     func finish() {
         guard enabled, drawn else { return }
         drawn = false
