@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
         .testTarget(name: "EmitTests", dependencies: ["Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "OrderedJSON", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
