@@ -3,13 +3,13 @@
 # plan of a trim, trim it (drop a layer, keep one kv group, halve the FFN), validate the
 # result, convert it to bf16 in shards, sparsify it 2:4, pack that into .pare, and check
 # every checksum of the packed copy; then prune it narrower (hidden size and query heads).
-# Installs libzstd-dev (apt) if it is missing.
+# Installs libzstd-dev and libopenblas-dev (apt) if they are missing.
 # Usage: tools/demo.sh [OUTPUT_DIR]   (default: a new folder /tmp/pare-demo.XXXXXX, named
 # at the start and the end; remove it when done)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/prerequisites.sh
-require_swift_and_zstd
+require_build_prerequisites
 OUT="${1:-$(mktemp -d /tmp/pare-demo.XXXXXX)}"
 mkdir -p "$OUT"
 echo "pare demo: outputs go to $OUT"

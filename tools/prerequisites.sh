@@ -14,12 +14,17 @@ apt_install() {
     fi
 }
 
-# require_swift_and_zstd: Swift on PATH (it cannot be installed from here), and libzstd
-# for the .pare format's CZstd system-library target.
-require_swift_and_zstd() {
+# require_build_prerequisites: Swift on PATH (it cannot be installed from here), libzstd
+# for the .pare format's CZstd system-library target, and OpenBLAS for the executor's
+# COpenBLAS target (pare eval).
+require_build_prerequisites() {
     if ! command -v swift >/dev/null; then
         echo "swift not found: install Swift 6 (https://www.swift.org/install/linux/) and put it on PATH" >&2
         exit 1
     fi
-    [ -f /usr/include/zstd.h ] || apt_install libzstd-dev pkg-config
+    local missing=()
+    [ -f /usr/include/zstd.h ] || missing+=(libzstd-dev)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    pkg-config --exists openblas 2>/dev/null || missing+=(libopenblas-dev)
+    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}" pkg-config; fi
 }

@@ -21,7 +21,7 @@ trap 'report_phases; rm -f "$RESULTS"' EXIT
 
 . tools/prerequisites.sh
 
-require_swift_and_zstd
+require_build_prerequisites
 command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 

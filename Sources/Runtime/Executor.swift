@@ -432,6 +432,12 @@ public final class Executor {
     public func finish() throws(RuntimeError) {
         precondition(isFinished, "layers remain")
         let n = tokens, h = plan.hidden
+        // The layers' weights and workspace are done with: the head (often the largest
+        // matrix) is loaded in their place.
+        defer {
+            weights.releaseAll()
+            for b in [normed, branch, q, k, v, attention, fused, ffnA, ffnB, gathered, expertOut, routerLogits] + scores { b.release() }
+        }
         let y = final.reserve(n * h)
         if let m = plan.spec.finalNorm {
             let w = try weights.load(m, layer: nil, slot: "final_norm")

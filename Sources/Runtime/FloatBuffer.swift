@@ -33,6 +33,14 @@ public final class FloatBuffer: @unchecked Sendable {
         return base
     }
 
+    /// Gives the memory back (the buffer grows again when next reserved).
+    public func release() {
+        base.deallocate()
+        capacity = 16
+        base = Self.allocate(capacity)
+        count = 0
+    }
+
     /// Sets `count` values to zero.
     public func zero(_ n: Int) {
         reserve(n).initialize(repeating: 0, count: n)

@@ -20,14 +20,22 @@ final class WeightStore {
         let count = Int(info.elementCount)
         let buffer = slots[slot] ?? { let b = FloatBuffer(); slots[slot] = b; return b }()
         let destination = buffer.reserve(count)
-        do {
-            try plan.graph.model.shards[node.source.shard].withBytes(of: info) { raw in
-                guard let source = raw.baseAddress, count > 0 else { return }
-                FloatConversion.convertInParallel(count: count, from: info.dtype, source, to: .f32, destination)
+        // Piece by piece, so the mapped pages are released as soon as they are cast: the
+        // resident set holds the f32 copy, not the checkpoint.
+        let elementBytes = info.dtype.bitWidth / 8
+        var done = 0
+        try plan.graph.model.shards[node.source.shard].forEachPiece(
+            of: info, pieceBytes: 8 << 20, mapError: { RuntimeError.tensorUnreadable(name: info.name, problem: $0.description) }
+        ) { piece throws(RuntimeError) in
+            guard let source = piece.baseAddress, piece.count > 0 else { return }
+            let n = piece.count / elementBytes
+            guard n * elementBytes == piece.count, done + n <= count else {
+                throw .tensorUnreadable(name: info.name, problem: "it was read in pieces that split an element")
             }
-        } catch {
-            throw .tensorUnreadable(name: info.name, problem: error.description)
+            FloatConversion.convertInParallel(count: n, from: info.dtype, source, to: .f32, destination + done)
+            done += n
         }
+        guard done == count else { throw .tensorUnreadable(name: info.name, problem: "\(done) of \(count) values were read") }
         return destination
     }
 
@@ -58,8 +66,8 @@ final class WeightStore {
     /// Bytes of every slot: the weights' share of peak memory.
     var residentBytes: Int { slots.values.reduce(0) { $0 + $1.bytes } }
 
-    /// Releases a slot's buffer (the head, once logits are done).
-    func release(_ slot: String) { slots[slot] = nil }
+    /// Releases every slot's buffer (the layers', before the head is loaded).
+    func releaseAll() { slots.removeAll() }
 }
 
 /// A loaded weight and how it is stored.
