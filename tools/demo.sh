@@ -2,7 +2,10 @@
 # The main job on the bundled tiny model: inspect a Llama checkpoint (GQA, f32), print the
 # plan of a trim, trim it (drop a layer, keep one kv group, halve the FFN), validate the
 # result, convert it to bf16 in shards, sparsify it 2:4, pack that into .pare, and check
-# every checksum of the packed copy; then prune it narrower (hidden size and query heads).
+# every checksum of the packed copy; then prune it narrower (hidden size and query heads);
+# then run the models with pare's executor (pare eval): what the trim cost against the
+# original (KL, top-1 agreement, a cosine per layer), and the held-out perplexity of the
+# small trained Llama before and after a trim.
 # Installs libzstd-dev and libopenblas-dev (apt) if they are missing.
 # Usage: tools/demo.sh [OUTPUT_DIR]   (default: a new folder /tmp/pare-demo.XXXXXX, named
 # at the start and the end; remove it when done)
@@ -39,6 +42,16 @@ run sparsify "$OUT/llama-small-bf16" "$OUT/llama-small-24" --pattern 2:4
 run convert "$OUT/llama-small-24" "$OUT/llama-small-24-pare" --format pare
 run validate "$OUT/llama-small-24-pare" --verify
 run trim "$MODEL" "$OUT/llama-narrow" --hidden 48 --heads 2
+
+# Token ids for the random-weight fixture (any ids below its vocabulary of 320).
+printf '%s\n' "[1, 5, 9, 14, 2, 300, 7, 42, 8, 99, 3, 17]" "[250, 4, 4, 61, 19, 88, 120, 6]" > "$OUT/ids.jsonl"
+run eval "$OUT/llama-small" --tokens "$OUT/ids.jsonl" --reference "$MODEL"
+TRAINED=Tests/Fixtures/models/trained-llama
+if [ -f "$TRAINED/heldout.safetensors" ]; then
+    run eval "$TRAINED" --tokens "$TRAINED/heldout.safetensors"
+    run trim "$TRAINED" "$OUT/trained-small" --ffn 0.75 --quiet
+    run eval "$OUT/trained-small" --tokens "$TRAINED/heldout.safetensors" --reference "$TRAINED"
+fi
 
 echo
 echo "pare demo: done; the outputs are in $OUT (remove it with: rm -rf $OUT)"
