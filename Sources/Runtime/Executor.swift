@@ -333,7 +333,7 @@ public final class Executor {
                 (a + r * width).update(from: y + r * 2 * width, count: width)
                 (b + r * width).update(from: y + r * 2 * width + width, count: width)
             }
-            plan.activation.applyGated(a, times: b, count: rows * width)
+            activate(a, times: b, count: rows * width)
         } else {
             let up = try weights.require(roles.up, layer: l, expert: expert, slot: roles.slot + ".up")
             width = up.outputs
@@ -343,11 +343,11 @@ public final class Executor {
                 project(x, rows: rows, gate, bias: try roles.gateBias.flatMap { r throws(RuntimeError) in try weights.load(r, layer: l) }, into: a, tokens: tokens)
                 let b = ffnB.reserve(rows * width)
                 project(x, rows: rows, up, bias: try roles.upBias.flatMap { r throws(RuntimeError) in try weights.load(r, layer: l) }, into: b, tokens: tokens)
-                plan.activation.applyGated(a, times: b, count: rows * width)
+                activate(a, times: b, count: rows * width)
             } else {
                 a = ffnA.reserve(rows * width)
                 project(x, rows: rows, up, bias: try roles.upBias.flatMap { r throws(RuntimeError) in try weights.load(r, layer: l) }, into: a, tokens: tokens)
-                plan.activation.apply(a, count: rows * width)
+                activate(a, times: nil, count: rows * width)
             }
         }
         if points.contains(.ffnActivations) {
@@ -356,6 +356,21 @@ public final class Executor {
         }
         let down = try weights.require(roles.down, layer: l, expert: expert, slot: roles.slot + ".down")
         project(a, rows: rows, down, bias: try roles.downBias.flatMap { r throws(RuntimeError) in try weights.load(r, layer: l) }, into: out, tokens: tokens)
+    }
+
+    /// The activation (times the up projection when gated), spread over `threads` for large
+    /// batches: it is the one elementwise step with a transcendental per value.
+    private func activate(_ a: UnsafeMutablePointer<Float>, times b: UnsafeMutablePointer<Float>?, count: Int) {
+        let parts = count >= 1 << 16 ? threads : 1
+        let slice = (count + parts - 1) / parts
+        let activation = plan.activation
+        nonisolated(unsafe) let (a, b) = (a, b)
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let start = part * slice
+            let n = min(slice, count - start)
+            guard n > 0 else { return }
+            if let b { activation.applyGated(a + start, times: b + start, count: n) } else { activation.apply(a + start, count: n) }
+        }
     }
 
     /// Softmax router, top-k, optional renormalisation; each chosen expert runs on its
