@@ -138,7 +138,13 @@ def pare_eval(model, tokens, *opts, save=None, timeout=300) -> tuple[dict, dict]
         with safe_open(str(save), framework="pt") as f:
             for k in f.keys():
                 saved[k] = f.get_tensor(k)
-                assert saved[k].dtype == torch.float32, f"{k} saved as {saved[k].dtype}, expected F32"
+        # Beyond the contract's F32 tensors pare also writes each window's length.
+        lengths = saved.pop("lengths", None)
+        if lengths is not None:
+            assert lengths.dtype in (torch.int64, torch.int32) and lengths.dim() == 1, lengths
+            assert int(lengths.sum()) == summary["tokens"] and len(lengths) == summary["sequences"], lengths
+        for k, t in saved.items():
+            assert t.dtype == torch.float32, f"{k} saved as {t.dtype}, expected F32"
     return summary, saved
 
 
@@ -342,6 +348,20 @@ def test_pare_format_input_equals_safetensors(fixture, tmp_path):
         assert a[k] == b[k], k
 
 
+def test_a_pare_format_trim_equals_the_safetensors_trim(trimmed, tmp_path):
+    fixture, flags = "qwen3-moe", ["--drop-layers", "1", "--experts", "3", "--expert-ffn", "16", "--hidden", "24"]
+    proc = run_pare(["trim", FIXTURES / fixture, tmp_path / "p", *flags, "--format", "pare", "--quiet"])
+    assert proc.returncode == 0, describe(proc)
+    tokens = write_tokens(tmp_path / "tokens.safetensors", random_ids(FIXTURES / fixture, seed=12))
+    opts = ["--threads", "1", "--reference", FIXTURES / fixture]
+    a, sa = pare_eval(trimmed(fixture, flags), tokens, *opts, save=tmp_path / "a.safetensors")
+    b, sb = pare_eval(tmp_path / "p", tokens, *opts, save=tmp_path / "b.safetensors")
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    for k in ("nll_mean", "kl_mean", "kl_p95", "top1_agreement", "cosine_mean", "layers"):
+        assert a[k] == b[k], k
+
+
 # --------------------------------------------------------------------------- token files
 
 
@@ -393,6 +413,27 @@ def test_attention_mask_removes_the_padding(fixture, tmp_path):
         e = rel(padded["nll_mean"], want["nll_mean"])
         note(f"mask {fixture}", nll_rel=e)
         assert e <= TOL_NLL, f"nll_mean {padded['nll_mean']!r} vs reference {want['nll_mean']!r}"
+
+
+@pytest.mark.parametrize("fixture,flags", [TRIMS[1], TRIMS[4], TRIMS[9], TRIMS[11]],
+                         ids=[TRIM_IDS[1], TRIM_IDS[4], TRIM_IDS[9], TRIM_IDS[11]])
+def test_ragged_windows_against_the_original(fixture, flags, trimmed, tmp_path):
+    """Windows of different lengths (JSON lines, --seq-len): KL, top-1 and cosines over every
+    position of every window, the last of each included."""
+    model = trimmed(fixture, flags)
+    ids = random_ids(model, n=3, t=40, seed=13)
+    seqs = [ids[0, :40], ids[1, :23], ids[2, :9]]
+    summary, _ = pare_eval(model, write_jsonl(tmp_path / "t.jsonl", seqs), "--seq-len", "16",
+                           "--reference", FIXTURES / fixture)
+    wins = R.windows(seqs, 16)
+    assert [len(w) for w in wins] == [16, 16, 8, 16, 7, 9]
+    case = f"ragged {fixture} {' '.join(flags)}"
+    want, _ = R.evaluate(model, wins, model=ref_model(str(model)))
+    assert (summary["sequences"], summary["tokens"], summary["predicted_tokens"]) == (
+        want["sequences"], want["tokens"], want["predicted_tokens"])
+    if want["nll_mean"] is not None:
+        assert rel(summary["nll_mean"], want["nll_mean"]) <= TOL_NLL
+    check_reference(case, summary, model, FIXTURES / fixture, wins)
 
 
 @pytest.mark.parametrize("fixture", ["llama-gqa-f32", "qwen3-moe", "gpt2"])
