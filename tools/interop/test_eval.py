@@ -534,8 +534,20 @@ def test_a_sequence_longer_than_the_positions_is_refused(fixture, tmp_path):
     proc = run_pare(["eval", folder, "--tokens", write_tokens(tmp_path / "t.safetensors", ids), "--json"])
     expect_error(proc, 1, str(n))
     assert proc.stdout == ""
+    # A --seq-len longer than the positions does not help.
+    proc = run_pare(["eval", folder, "--tokens", tmp_path / "t.safetensors", "--seq-len", str(n + 1)])
+    expect_error(proc, 1, str(n))
     # Exactly the learned positions is fine.
     pare_eval(folder, write_tokens(tmp_path / "ok.safetensors", ids[:, :n]))
+
+
+def test_rope_models_run_past_max_position_embeddings(tmp_path):
+    """RoPE has no learned positions: transformers runs llama past max_position_embeddings,
+    and so must pare."""
+    folder = FIXTURES / "llama-gqa-f32"
+    ids = random_ids(folder, n=1, t=positions(folder) + 8, seed=14)
+    summary, saved = pare_eval(folder, write_tokens(tmp_path / "t.safetensors", ids), save=tmp_path / "o.safetensors")
+    check_outputs("llama past max_position_embeddings", folder, ids, summary, saved)
 
 
 def test_a_reference_of_another_vocabulary_is_refused(tmp_path):
