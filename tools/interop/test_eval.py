@@ -43,6 +43,7 @@ torch.set_num_threads(1)
 FAMILIES = ["llama-gqa-f32", "llama-gqa-bf16", "llama-sharded", "qwen3", "qwen3-moe", "mixtral", "qwen2-moe",
             "olmo2", "gemma2", "gpt2", "bert"]
 TRAINED = ["trained-llama", "trained-moe"]
+HELDOUT = FIXTURES.parent / "heldout"
 
 # Trims whose outputs are evaluated (flags valid for `pare trim` on that family).
 TRIMS = [
@@ -586,10 +587,12 @@ def test_a_tokens_file_of_another_format_is_refused(content, tmp_path):
 @pytest.mark.parametrize("fixture", TRAINED)
 def test_trained_fixture_perplexity(fixture, tmp_path):
     folder = FIXTURES / fixture
-    heldout = folder / "heldout.safetensors"
-    if not heldout.is_file():
-        pytest.fail(f"{heldout} is missing: the trained fixtures (made by tools/make_fixtures.py or their "
-                    "own script) must ship held-out tokens", pytrace=False)
+    # Next to the model folders, not inside: pare reads every top-level *.safetensors of a
+    # model folder as weights (tools/train_fixtures.py writes them there).
+    heldout = HELDOUT / f"{fixture}.safetensors"
+    if not (folder / "config.json").is_file() or not heldout.is_file():
+        pytest.fail(f"trained fixture {folder} or its held-out tokens {heldout} are missing: "
+                    "run tools/train_fixtures.py", pytrace=False)
     seqs = R.read_tokens(heldout)
     limit = positions(folder)
     seq_len = ["--seq-len", str(limit)] if max(len(s) for s in seqs) > limit else []
@@ -603,6 +606,10 @@ def test_trained_fixture_perplexity(fixture, tmp_path):
     assert e <= TOL_NLL, f"perplexity {got['perplexity']!r} vs transformers {want['perplexity']!r}"
     assert rel(got["nll_mean"], want["nll_mean"]) <= TOL_NLL
     assert got["perplexity"] < vocab(folder) / 8, f"trained model perplexity {got['perplexity']} is not below V/8"
+    jsonl = heldout.with_suffix(".jsonl")
+    if jsonl.is_file():
+        again, _ = pare_eval(folder, jsonl, *seq_len, timeout=900)
+        same_summary(again, got)
 
 
 # --------------------------------------------------------------------------- real weights
