@@ -35,6 +35,8 @@ DTYPE_KEYS = ("torch_dtype", "dtype")
 # checkpoint saved in `dtype` only in non-persistent buffers (e.g. rotary inv_freq, which
 # `.to()` casts but `from_pretrained(dtype=...)` keeps in f32), so the logits are close,
 # not equal. Bit-equality is asserted against `from_pretrained(orig, dtype=...)`.
+# The tolerance scales with the largest logit once that exceeds 1: a trained fixture's
+# logits reach ~10, where one bf16 step is already 0.0625.
 TO_DTYPE_TOL = {"f32": 0.0, "f16": 5e-3, "bf16": 3e-2}
 
 
@@ -148,7 +150,7 @@ def test_convert_dtype(fixture, dtype, tmp_path):
 
     # ... and close to the original model cast with .to(dtype) (see TO_DTYPE_TOL).
     to_logits, _ = reference_outputs(fixture, dtype, "to")
-    tol = TO_DTYPE_TOL[dtype]
+    tol = TO_DTYPE_TOL[dtype] * max(1.0, to_logits.float().abs().max().item())
     diff = (logits.float() - to_logits.float()).abs().max().item()
     assert diff <= tol, f"max |logits - original.to({dtype}) logits| = {diff} > {tol}"
 

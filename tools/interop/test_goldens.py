@@ -16,7 +16,8 @@ GOLDENS = sorted((ROOT / "goldens").glob("*.json"))
 
 def test_there_is_a_golden_per_fixture():
     fixtures = {json.loads(p.read_text())["fixture"] for p in GOLDENS}
-    assert fixtures == {p.name for p in FIXTURES.iterdir() if p.is_dir()}
+    # The trained fixtures (tools/train_fixtures.py) are for perplexity, not trim goldens.
+    assert fixtures == {p.name for p in FIXTURES.iterdir() if p.is_dir() and not p.name.startswith("trained-")}
 
 
 @pytest.mark.parametrize("golden", GOLDENS, ids=[p.stem for p in GOLDENS])
