@@ -126,6 +126,10 @@ public final class Executor {
         let h = plan.hidden, n = tokens
         let x = hidden.base
         if points.contains(.layerInput) { observer?.observe(.layerInput(layer: l, hidden: Matrix(x, rows: n, columns: h))) }
+        // The kernel reads the next layer from disk while this one computes.
+        for node in plan.graph.nodesByLayer[l + 1] ?? [] {
+            plan.graph.model.shards[node.source.shard].prefetch(node.source.info, limit: Int(node.source.info.byteCount))
+        }
 
         try residual(plan.spec.attentionBranch, layer: l, slot: "attention") { input, out throws(RuntimeError) in
             try attend(input, layer: l, into: out)

@@ -89,8 +89,11 @@ struct Eval: ParsableCommand {
                 referencePlan = try Self.plan(reference, registry: registry)
                 if let trim = try Self.trimPlan(model) {
                     let original = referencePlan!.layers
+                    // A merged layer stands for its whole run: it is compared with the output
+                    // of the run's last layer, the point the rest of the network reads from.
                     let removed = trim.removedLayers
-                    options.layerMap = (0..<original).filter { !removed.contains($0) }
+                    let mergedInto = Dictionary(trim.merges.map { ($0.layers[0], $0.layers.max() ?? $0.layers[0]) }, uniquingKeysWith: { a, _ in a })
+                    options.layerMap = (0..<original).filter { !removed.contains($0) }.map { mergedInto[$0] ?? $0 }
                     options.hiddenKeep = trim.kept(.hidden, layer: nil)
                 }
             }

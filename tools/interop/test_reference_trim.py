@@ -1308,7 +1308,7 @@ def test_example_plan(plan_file, tmp_path):
         check_against_emulation(src, out, plan)
     cfg = read_config(out)
     if any(cfg["model_type"] in d["model_types"] for d in map(json.loads, map(Path.read_text, FORMATS.glob("*.json")))
-           if d.get("version") == 2):
+           if d.get("version") in (2, 3)):
         desc = load_descriptor(cfg["model_type"])
         assert descriptor_problems(desc, cfg, {k: r.shape for k, r in read_tensors(out).items()}) == []
 
@@ -1355,6 +1355,7 @@ AXES = ["layers", "hidden", "vocab", "heads", "kv_heads", "group", "head_dim", "
         "shared_expert_ffn", "experts_per_token", "positions", "token_types"]
 TOP_KEYS = {
     "version", "family", "model_types", "axes", "flags", "layer_kinds", "tensors", "layer_config", "optional_prefix", "divisible", "causal",
+    "compute",
 }
 TENSOR_KEYS = {"name", "shape", "role", "optional", "optional_if", "required_if", "layers", "transposed", "statistic_over"}
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|(\d+)|([*/]))\s*")
@@ -1408,8 +1409,22 @@ def load_descriptor(model_type: str) -> dict:
 def schema_problems(desc: dict) -> list[str]:
     """Version-2 schema rules that do not need a config."""
     p = []
-    if desc.get("version") != 2:
-        p.append(f"version {desc.get('version')!r} is not 2")
+    if desc.get("version") not in (2, 3):
+        p.append(f"version {desc.get('version')!r} is not 2 or 3")
+    if "compute" in desc:
+        # Version 3: norms are named by module; each module's weight is a norm tensor.
+        if desc.get("version") != 3:
+            p.append("compute needs version 3")
+        c = desc["compute"]
+        roles = {t["name"]: t["role"] for t in desc.get("tensors", [])}
+        modules = [c.get("final_norm"), (c.get("embedding") or {}).get("norm")]
+        for branch in ("attention_branch", "mlp_branch"):
+            modules += list((c.get(branch) or {}).values())
+        qk = (c.get("attention") or {}).get("qk_norm") or {}
+        modules += [qk.get("query"), qk.get("key")]
+        for m in filter(None, modules):
+            if roles.get(m + ".weight") != "norm":
+                p.append(f"compute names module {m}, whose weight is not a norm tensor")
     p += [f"unknown top-level key {k}" for k in set(desc) - TOP_KEYS]
     axes = desc.get("axes", {})
     p += [f"axis {a} is not in the vocabulary" for a in axes if a not in AXES]
