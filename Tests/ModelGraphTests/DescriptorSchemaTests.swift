@@ -122,7 +122,7 @@ import TestSupport
         let registry = DescriptorRegistry.builtin
         #expect(Set(registry.modelTypes).isSuperset(of: ["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "qwen2_moe", "gpt2", "bert", "olmo2", "gemma2"]))
         for descriptor in registry.descriptors {
-            #expect(descriptor.version == 2, "\(descriptor.family)")
+            #expect(descriptor.version == 3, "\(descriptor.family)")
         }
     }
 }

@@ -92,7 +92,11 @@ func sequences(_ lengths: [Int], vocab: Int, seed: UInt64 = 7) -> [[Int32]] {
         let llama = try forwardPlan(Fixtures.model("llama-gqa-f32"))
         let batch = TokenBatch(sequences: sequences([9, 5], vocab: llama.vocab))
         let expected = try logits(llama, batch)
-        #expect(try logits(testPlan, batch) == expected)
+        // The same operations on the same values. Not compared bit for bit: other tests run
+        // alongside change OpenBLAS's thread count, which may change how a product is split.
+        let got = try logits(testPlan, batch)
+        let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst / (expected.map(abs).max() ?? 1) < 1e-6, "max difference \(worst)")
     }
 
     /// Sequences run together never see each other: each one's logits equal its own run.
