@@ -86,8 +86,9 @@ public final class Evaluation {
         }
     }
 
-    /// Runs everything; `progress` gets the fraction done and the tokens/s so far.
-    public func run(progress: (Double) -> Void = { _ in }) throws(RuntimeError) -> Result {
+    /// Runs everything; `progress` gets the fraction done, and returns false to stop the
+    /// run (between layers, or between slices of logits) with `.interrupted`.
+    public func run(progress: (Double) -> Bool = { _ in true }) throws(RuntimeError) -> Result {
         let start = Date()
         var result = Result()
         result.sequences = batch.sequenceCount
@@ -103,30 +104,35 @@ public final class Evaluation {
         while !a.isFinished {
             let i = a.nextLayer
             if let b, let map {
-                while b.nextLayer <= map[i] { try b.runLayer(); done += 1; progress(done / totalLayers) }
+                while b.nextLayer <= map[i] { try b.runLayer(); done += 1; try step(progress(done / totalLayers)) }
             }
             try a.runLayer()
             done += 1
-            progress(done / totalLayers)
+            try step(progress(done / totalLayers))
             if let b, let map, b.nextLayer == map[i] + 1 {
                 result.layers.append(.init(layer: i, referenceLayer: map[i], cosine: meanCosine(a.hidden.base, b.hidden.base, reference: b.plan)))
             }
         }
         if let b {
-            while !b.isFinished { try b.runLayer(); done += 1; progress(done / totalLayers) }
+            while !b.isFinished { try b.runLayer(); done += 1; try step(progress(done / totalLayers)) }
             try b.finish()
         }
         try a.finish()
 
         var writer: SaveFile?
         if let p = options.savePath { writer = try SaveFile(path: p, batch: batch, plan: model) }
-        if model.causal {
-            try scoreTokens(a, b, into: &result, writer: writer)
-        } else {
-            try pool(a, b, into: &result, writer: writer)
+        do {
+            if model.causal {
+                try scoreTokens(a, b, into: &result, writer: writer, progress: progress)
+            } else {
+                try pool(a, b, into: &result, writer: writer)
+            }
+            try writer?.finish()
+        } catch {
+            writer?.abandon()
+            throw error
         }
-        try writer?.finish()
-        progress(1)
+        _ = progress(1)
         result.seconds = Date().timeIntervalSince(start)
         result.residentBytes = a.residentBytes + (b?.residentBytes ?? 0)
         return result
@@ -158,7 +164,13 @@ public final class Evaluation {
 
     /// Next-token NLL of the model; with a reference, KL(reference ‖ model), top-1
     /// agreement and final-hidden cosine. Logits are made a slice of rows at a time.
-    private func scoreTokens(_ a: Executor, _ b: Executor?, into result: inout Result, writer: SaveFile?) throws(RuntimeError) {
+    private func step(_ goOn: Bool) throws(RuntimeError) {
+        if !goOn { throw .interrupted }
+    }
+
+    private func scoreTokens(
+        _ a: Executor, _ b: Executor?, into result: inout Result, writer: SaveFile?, progress: (Double) -> Bool
+    ) throws(RuntimeError) {
         let v = model.vocab
         let chunk = max(1, min(256, (64 << 20) / max(1, v * 4)))
         let la = FloatBuffer(capacity: chunk * v), lb = FloatBuffer(capacity: b == nil ? 16 : chunk * v)
@@ -171,6 +183,9 @@ public final class Evaluation {
             let r = batch.range(of: s)
             var row = r.lowerBound
             while row < r.upperBound {
+                let fractionDone = (Double(model.layers + (reference?.layers ?? 0)) + Double(row) / Double(batch.tokenCount))
+                    / Double(model.layers + (reference?.layers ?? 0) + 1)
+                try step(progress(fractionDone))
                 let rows = row..<min(r.upperBound, row + chunk)
                 let pa = la.reserve(rows.count * v)
                 try a.logits(rows: rows, into: pa)
@@ -377,6 +392,9 @@ final class SaveFile {
         copy.reserve(pooled.count).update(from: pooled, count: pooled.count)
         try write(copy.base, bytes: pooled.count * 4)
     }
+
+    /// Removes the unfinished file (a failed or interrupted run).
+    func abandon() { unlink(temporary) }
 
     func finish() throws(RuntimeError) {
         do {

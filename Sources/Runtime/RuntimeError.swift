@@ -14,6 +14,8 @@ public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
     case sequenceTooLong(path: String, sequence: Int, length: Int, positions: Int)
     case referenceMismatch(problem: String)
     case io(path: String, problem: String)
+    /// Ctrl-C or SIGTERM: the run stopped between layers, and removed what it had begun writing.
+    case interrupted
 
     public var description: String {
         switch self {
@@ -41,6 +43,8 @@ public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
             return "the reference cannot be compared: \(problem)"
         case let .io(path, problem):
             return "\(path): \(problem)"
+        case .interrupted:
+            return "interrupted; nothing was written"
         }
     }
 }

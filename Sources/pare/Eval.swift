@@ -99,7 +99,18 @@ struct Eval: ParsableCommand {
             }
             let evaluation = try Evaluation(model: plan, reference: referencePlan, batch: batch, options: options)
             let bar = ProgressBar(label: "eval", quiet: quiet || json)
-            let result = try evaluation.run { fraction in bar.update(fraction: fraction, units: batch.tokenCount, unit: "tokens") }
+            Interruption.install()
+            let result: Evaluation.Result
+            do {
+                result = try evaluation.run { fraction in
+                    bar.update(fraction: fraction, units: batch.tokenCount, unit: "tokens")
+                    return !Interruption.isRequested
+                }
+            } catch RuntimeError.interrupted {
+                bar.finish()
+                StandardStream.standardError.write("pare: interrupted; nothing was written\n")
+                throw ExitCode(Interruption.exitStatus)
+            }
             bar.finish()
             if json {
                 StandardStream.standardOutput.write(report(result, plan: plan).serialized(.pretty) + "\n")
