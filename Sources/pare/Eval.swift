@@ -148,6 +148,7 @@ struct Eval: ParsableCommand {
             ("seconds", .double(r.seconds)),
             ("tokens_per_second", .double(r.tokensPerSecond)),
             ("threads", .integer(threads ?? FloatConversion.activeCores)),
+            ("blas_core", .string(BLAS.coreName)),
             ("nll_mean", number(r.nllMean)),
             ("perplexity", number(r.perplexity)),
             ("resident_bytes", .integer(r.residentBytes)),

@@ -29,6 +29,10 @@ public enum BLAS {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
     }
 
+    /// The name of the kernels OpenBLAS runs ("Haswell", "SkylakeX", ...): its choice for the
+    /// CPU, or `OPENBLAS_CORETYPE`'s.
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+
     /// OpenBLAS's worker threads (every core by default).
     public static var threads: Int {
         get { Int(openblas_get_num_threads()) }
