@@ -141,44 +141,34 @@ public struct ComputeSpec: Sendable {
     public var unsupported: [Unsupported]
 }
 
-extension ComputeSpec.ConfigValue where Value == Double {
-    /// The value in `config`, or the default; nil when neither is there (or a key holds null).
-    public func value(in config: JSONValue) -> Double? {
+extension ComputeSpec.ConfigValue {
+    /// The first key present in `config`, read by `read`, or the default. A key holding
+    /// null is skipped, except where `nullTurnsOff` (a window size): there it means none.
+    func resolve(_ config: JSONValue, nullTurnsOff: Bool = false, _ read: (JSONValue) -> Value?) -> Value? {
         for key in keys {
-            guard let v = config[key], !v.isNull else { continue }
-            return v.doubleValue
+            guard let v = config[key] else { continue }
+            if v.isNull {
+                if nullTurnsOff { return nil }
+                continue
+            }
+            return read(v)
         }
         return self.default
     }
+}
+
+extension ComputeSpec.ConfigValue where Value == Double {
+    public func value(in config: JSONValue) -> Double? { resolve(config) { $0.doubleValue } }
 }
 
 extension ComputeSpec.ConfigValue where Value == Int {
-    public func value(in config: JSONValue) -> Int? {
-        for key in keys {
-            guard let v = config[key] else { continue }
-            if v.isNull { return nil }
-            return v.intValue
-        }
-        return self.default
-    }
+    public func value(in config: JSONValue) -> Int? { resolve(config, nullTurnsOff: true) { $0.intValue } }
 }
 
 extension ComputeSpec.ConfigValue where Value == Bool {
-    public func value(in config: JSONValue) -> Bool? {
-        for key in keys {
-            guard let v = config[key], !v.isNull else { continue }
-            return v.boolValue
-        }
-        return self.default
-    }
+    public func value(in config: JSONValue) -> Bool? { resolve(config) { $0.boolValue } }
 }
 
 extension ComputeSpec.ConfigValue where Value == String {
-    public func value(in config: JSONValue) -> String? {
-        for key in keys {
-            guard let v = config[key], !v.isNull else { continue }
-            return v.stringValue
-        }
-        return self.default
-    }
+    public func value(in config: JSONValue) -> String? { resolve(config) { $0.stringValue } }
 }
