@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Dependencies point down the pipeline only:
-// pare (CLI) -> Passes, Runtime (the executor, beside the passes) -> Emit -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
+// pare (CLI) -> Passes -> Emit -> ModelGraph -> ModelFolder -> SafeTensors, PareFormat -> Tensors, OrderedJSON
+// and, beside the passes, pare -> Runtime (the executor) -> ModelGraph
 let package = Package(
     name: "pare",
     products: [
