@@ -93,9 +93,12 @@ public struct ComputeSpec: Sendable {
         /// A switch that must hold for the window to apply (Qwen2's `use_sliding_window`).
         public var enabledBy: ConfigValue<Bool>?
         /// A per-layer list of layer types; when the config has it, the window applies to
-        /// the layers whose type is `slidingType`, otherwise to every layer.
+        /// the layers whose type is `slidingType`, otherwise to every layer from `firstLayer`.
         public var layerTypes: String?
         public var slidingType: String
+        /// Without a layer-type list, the first layer that uses the window (Qwen2's
+        /// `max_window_layers` in configs written before `layer_types` existed); 0 when unset.
+        public var firstLayer: ConfigValue<Int>?
     }
 
     public struct Attention: Sendable {

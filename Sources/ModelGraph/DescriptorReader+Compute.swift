@@ -114,7 +114,7 @@ extension DescriptorReader {
                     }
                     attention.qkNorm = .init(query: q, key: kk, over: over)
                 default:
-                    let sf = try members(v, k, allowed: ["size", "enabled_by", "layer_types", "sliding_type"])
+                    let sf = try members(v, k, allowed: ["size", "enabled_by", "layer_types", "sliding_type", "first_layer"])
                     func f(_ n: String) -> JSONValue? { sf.first { $0.key == n }?.value }
                     guard let size = f("size") else { throw fail("\(k).size", "is missing") }
                     attention.slidingWindow = .init(
@@ -122,7 +122,8 @@ extension DescriptorReader {
                         enabledBy: try f("enabled_by").map { v throws(GraphError) in try switchValue(v, "\(k).enabled_by") },
                         layerTypes: try f("layer_types").map { v throws(GraphError) in try string(v, "\(k).layer_types") },
                         slidingType: try f("sliding_type").map { v throws(GraphError) in try string(v, "\(k).sliding_type") }
-                            ?? "sliding_attention")
+                            ?? "sliding_attention",
+                        firstLayer: try f("first_layer").map { v throws(GraphError) in try integer(v, "\(k).first_layer") })
                 }
             }
         }

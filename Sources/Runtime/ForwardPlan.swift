@@ -117,7 +117,8 @@ public struct ForwardPlan: Sendable {
                 }
                 for (l, t) in types.enumerated() where t.stringValue == w.slidingType { windows[l] = size }
             } else {
-                windows = .init(repeating: size, count: layers)
+                let first = w.firstLayer?.value(in: config) ?? 0
+                for l in 0..<layers where l >= first { windows[l] = size }
             }
         }
         self.windows = windows

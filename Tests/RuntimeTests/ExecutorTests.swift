@@ -273,6 +273,24 @@ final class Recorder: ExecutionObserver {
         }
     }
 
+    /// Sliding windows as the config says: by layer type, or, in configs older than
+    /// `layer_types`, from `max_window_layers` on.
+    @Test func slidingWindowsFollowTheConfig() throws {
+        let dir = TemporaryDirectory()
+        let source = Fixtures.model("qwen3")
+        try writeBytes(try readBytes(source + "/model.safetensors"), to: dir.file("model.safetensors"))
+        var config = try JSONParser.parse(try readBytes(source + "/config.json"))
+        #expect(try forwardPlan(source).windows == [nil, nil, nil])
+        if case .object(let members) = config { config = .object(members.filter { $0.key != "layer_types" }) }
+        config.set("use_sliding_window", to: .bool(true))
+        config.set("sliding_window", to: .integer(2))
+        config.set("max_window_layers", to: .integer(1))
+        try writeBytes(Array(config.serialized().utf8), to: dir.file("config.json"))
+        #expect(try forwardPlan(dir.path).windows == [nil, 2, 2])
+        // Gemma2 alternates by its layer_types list.
+        #expect(try forwardPlan(Fixtures.model("gemma2")).windows == [4, nil, 4, nil])
+    }
+
     @Test func aReferenceOfAnotherFamilyOrVocabularyIsRefused() throws {
         let llama = try forwardPlan(Fixtures.model("llama-gqa-f32"))
         let qwen = try forwardPlan(Fixtures.model("qwen3"))
