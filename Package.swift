@@ -43,7 +43,7 @@ let package = Package(
         ),
         .target(name: "Emit", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
         .target(name: "Runtime", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON", "COpenBLAS"]),
-        .target(name: "Calibration", dependencies: ["Runtime", "ModelGraph"]),
+        .target(name: "Calibration", dependencies: ["Runtime", "ModelGraph", "SafeTensors", "Tensors"]),
         .target(
             name: "Passes",
             dependencies: [
@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
         .testTarget(name: "EmitTests", dependencies: ["Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
-        .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "Runtime", "ModelGraph", "ModelFolder", "TestSupport"]),
+        .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "OrderedJSON", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],

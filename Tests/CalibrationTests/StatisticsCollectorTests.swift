@@ -1,4 +1,6 @@
 import ModelFolder
+import SafeTensors
+import Tensors
 import ModelGraph
 import Testing
 import TestSupport
@@ -74,5 +76,26 @@ func close(_ a: [Float]?, _ b: [Float]?, _ tolerance: Float = 1e-5) -> Bool {
             // An expert's channels are aggregated over the tokens routed to it.
             for e in 0..<plan.experts where counts[e] > 0 { #expect(stats["layers.\(l).experts.\(e).channels"] != nil) }
         }
+    }
+}
+
+@Suite struct StatisticsFileTests {
+    @Test func statisticsAreWrittenAsNamedF32Tensors() throws {
+        let (_, stats) = try collect("qwen2-moe", [[1, 2, 3, 4], [5, 6]])
+        let dir = TemporaryDirectory()
+        let path = dir.file("stats.safetensors")
+        try StatisticsFile.write(stats.map { ($0.key, $0.value) }, metadata: [("tokens", "6")], to: path)
+        let file = try SafeTensorsFile(path: path)
+        #expect(file.tensors.count == stats.count)
+        #expect(file.header.metadata?.first { $0.key == "tokens" }?.value == "6")
+        for info in file.tensors {
+            #expect(info.dtype == .f32)
+            let values = file.withBytes(of: info) { raw in
+                (0..<Int(info.elementCount)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            }
+            #expect(values == stats[info.name])
+        }
+        // Nothing is left beside it.
+        #expect(try FileSystem.list(dir.path) == ["stats.safetensors"])
     }
 }
