@@ -434,6 +434,7 @@ def main(argv=None) -> int:
                "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                                         if l.startswith("model name")), "?")},
+               "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
                "pare": args.pare, "models": {}}
     tmp = tempfile.mkdtemp(prefix="bench-eval-")
     try:
@@ -460,7 +461,8 @@ def main(argv=None) -> int:
                     print(f"  rep {rep + 1}/{reps} {method:<16} {r['seconds']:7.2f} s (wall {r['wall']:6.1f} s)  "
                           f"ppl {r['perplexity']:.4f}  peak RSS {fmt_mib(r['peak_rss_bytes'])} MiB  "
                           f"RssAnon {fmt_mib(r['sampled_peak_rss_anon_bytes'])} MiB  "
-                          f"other cpu {r['other_cpu_seconds']:.1f} s", flush=True)
+                          f"other cpu {r['other_cpu_seconds']:.1f} s"
+                          + (f"  blas {r['blas_core']}" if "blas_core" in r else ""), flush=True)
         if args.sweep and "scale1" in folders:
             results["sweep"] = sweep(args, folders["scale1"], results["models"]["scale1"]["ids"])
         settle(SETTLE)
