@@ -24,10 +24,9 @@ public enum StatisticsFile {
             unlink(temporary)
             throw .io(path: path, problem: "cannot be written: \(error)")
         }
-        guard rename(temporary, path) == 0 else {
-            let problem = String(cString: strerror(errno))
+        do { try FileSystem.rename(temporary, to: path) } catch {
             unlink(temporary)
-            throw .io(path: path, problem: "cannot be renamed into place (\(problem))")
+            throw .io(path: path, problem: "cannot be renamed into place (\(error))")
         }
     }
 }
