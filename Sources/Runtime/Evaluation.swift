@@ -194,7 +194,7 @@ public final class Evaluation {
                 // Rows are independent: scored in parallel, summed in row order (the same
                 // result whatever the thread count).
                 let count = rows.count
-                var rowNLL = [Double](repeating: 0, count: count), rowKL = rowNLL, rowCos = rowNLL
+                var rowNLL = [Double](repeating: 0, count: count), rowKL = rowNLL
                 var rowAgree = [Bool](repeating: false, count: count)
                 let first = rows.lowerBound, end = r.upperBound
                 let hasReference = b != nil
@@ -242,8 +242,7 @@ public final class Evaluation {
                     if let b {
                         kls.append(rowKL[i])
                         if rowAgree[i] { agree += 1 }
-                        rowCos[i] = cosine(a.final.base + t * model.hidden, b.final.base + t * b.plan.hidden, width: model.hidden)
-                        cosines += rowCos[i]
+                        cosines += cosine(a.final.base + t * model.hidden, b.final.base + t * b.plan.hidden, width: model.hidden)
                     }
                 }
                 try writer?.writeLogits(pa, rows: rows.count)
