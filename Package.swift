@@ -43,7 +43,7 @@ let package = Package(
         ),
         .target(name: "Emit", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
         .target(name: "Runtime", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON", "COpenBLAS"]),
-        .target(name: "Calibration", dependencies: ["Runtime", "ModelGraph", "SafeTensors", "Tensors"]),
+        .target(name: "Calibration", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors"]),
         .target(
             name: "Passes",
             dependencies: [
@@ -56,6 +56,7 @@ let package = Package(
             dependencies: [
                 "Passes",
                 "Runtime",
+                "Calibration",
                 "Emit",
                 "ModelGraph",
                 "ModelFolder",

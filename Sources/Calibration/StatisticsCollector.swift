@@ -3,12 +3,13 @@ import Runtime
 
 /// Accumulates calibration statistics while the executor runs, from its observation points.
 ///
-/// Names follow the statistics file's contract (issue 11, `formats/stats.md` to come):
-/// `<W>.input_norm` per linear weight (Wanda), Minitron activation importance for heads,
-/// FFN channels (dense, per expert, shared expert) and hidden channels, ShortGPT's block
-/// influence per layer, and per MoE layer the routing counts, summed weights, NAEE's β and
-/// each expert's output norm. "Minitron aggregation" of an activation X[b, t, c] is
-/// imp[c] = sqrt(Σ_b (mean_t |X[b, t, c]|)²); sums are kept in f64.
+/// Names follow the statistics file's contract (`formats/stats.md`): `<W>.input_norm` per
+/// linear weight (Wanda), Minitron activation importance for heads, FFN channels (dense,
+/// per expert, shared expert) and hidden channels, ShortGPT's block influence per layer,
+/// and per MoE layer the routing counts, summed weights, NAEE's β and each expert's output
+/// norm. "Minitron aggregation" of an activation X[b, t, c] is
+/// imp[c] = sqrt(Σ_b (mean_t |X[b, t, c]|)²). Sums are kept in f64, in buffers made once
+/// per statistic, so the cost per token is a few passes over each activation.
 public final class StatisticsCollector: ExecutionObserver {
     public let plan: ForwardPlan
     public let batch: TokenBatch
@@ -18,24 +19,31 @@ public final class StatisticsCollector: ExecutionObserver {
     private var inputSquares: [String: [Double]] = [:]
     /// Σ_b (mean_t |x|)² per channel, by statistic name.
     private var minitron: [String: [Double]] = [:]
-    /// Σ_b (mean_t |x|)² of each branch input (a pre-attention or pre-MLP norm's output),
-    /// by layer and branch; `hidden` sums their square roots.
+    /// Σ_b (mean_t |x|)² of each branch input, by layer and branch; `hidden` adds up their
+    /// square roots.
     private var hiddenByBranch: [String: [Double]] = [:]
-    private var layerInputs: [Int: [Float]] = [:]
+    /// Σ_b (mean_t |x|)² of each output projection's input, by layer.
+    private var headInputs: [Int: [Double]] = [:]
+    private var layerInput: [Float] = []
     private var influence: [Int: Double] = [:]
     private var routerTokens: [Int: [Double]] = [:]
     private var routerWeight: [Int: [Double]] = [:]
     private var routerRatios: [Int: [Double]] = [:]
     private var expertSquares: [Int: [Double]] = [:]
-    private let sequenceOfToken: [Int]
+    private let sequenceOfToken: [Int32]
     /// Layer and role of each tensor, by name.
     private let tensorRoles: [String: (layer: Int?, role: Role)]
+    /// The last linear input seen and its Σ x²: q, k and v (and gate and up) read the same
+    /// rows, so the sums are made once. Any other observation forgets it, since the
+    /// executor reuses buffers between steps.
+    private var lastInput: (base: UnsafePointer<Float>, rows: Int, columns: Int, tokens: [Int32]?, squares: [Double])?
+    private var scratch: [Double] = []
 
     public init(plan: ForwardPlan, batch: TokenBatch) {
         self.plan = plan
         self.batch = batch
-        var owner = [Int](repeating: 0, count: batch.tokenCount)
-        for s in 0..<batch.sequenceCount { for t in batch.range(of: s) { owner[t] = s } }
+        var owner = [Int32](repeating: 0, count: batch.tokenCount)
+        for s in 0..<batch.sequenceCount { for t in batch.range(of: s) { owner[t] = Int32(s) } }
         sequenceOfToken = owner
         var roles: [String: (layer: Int?, role: Role)] = [:]
         for node in plan.graph.nodes { roles[node.name] = (node.layer, plan.graph.descriptor.tensors[node.template].role) }
@@ -43,52 +51,25 @@ public final class StatisticsCollector: ExecutionObserver {
     }
 
     public func observe(_ observation: Observation) {
+        if case .linearInput = observation {} else { lastInput = nil }
         switch observation {
-        case let .layerInput(layer, hidden):
-            layerInputs[layer] = (0..<hidden.rows).flatMap { Array(hidden.row($0)) }
+        case let .layerInput(_, hidden):
+            layerInput.removeAll(keepingCapacity: true)
+            for r in 0..<hidden.rows { layerInput.append(contentsOf: hidden.row(r)) }
         case let .layerOutput(layer, hidden):
-            guard let before = layerInputs.removeValue(forKey: layer) else { return }
-            var total = 0.0
-            for t in 0..<hidden.rows {
-                var dot = 0.0, aa = 0.0, bb = 0.0
-                let row = hidden.row(t)
-                for c in 0..<hidden.columns {
-                    let a = Double(before[t * hidden.columns + c]), b = Double(row[c])
-                    dot += a * b
-                    aa += a * a
-                    bb += b * b
-                }
-                total += aa > 0 && bb > 0 ? dot / (aa * bb).squareRoot() : 0
-            }
-            influence[layer] = 1 - total / Double(max(1, hidden.rows))
+            influence[layer] = 1 - meanCosine(hidden)
         case let .linearInput(tensor, tokens, values):
-            var sums = inputSquares[tensor] ?? [Double](repeating: 0, count: values.columns)
-            for r in 0..<values.rows {
-                let row = values.row(r)
-                for c in 0..<values.columns { sums[c] += Double(row[c]) * Double(row[c]) }
-            }
-            inputSquares[tensor] = sums
-            guard let (layer, role) = tensorRoles[tensor].flatMap({ entry in entry.layer.map { ($0, entry.role) } }) else { return }
-            switch role {
-            case .output:
-                accumulate("layers.\(layer).attention.o_proj_input", values, tokens: tokens)
-            case .query, .qkv:
-                accumulateHidden("\(layer).attention", values)
-            case .router, .up, .gateUp:
-                accumulateHidden("\(layer).mlp", values)
-            default:
-                break
-            }
+            observeLinearInput(tensor, tokens: tokens, values)
         case let .ffnActivations(layer, expert, shared, tokens, values):
             let name: String
             if shared {
-                name = "layers.\(layer).shared_expert.channels"
+                name = StatisticName.sharedExpertChannels(layer: layer)
             } else if let expert {
-                name = "layers.\(layer).experts.\(expert).channels"
+                name = StatisticName.expertChannels(layer: layer, expert: expert)
             } else {
-                name = "layers.\(layer).mlp.channels"
+                name = StatisticName.mlpChannels(layer: layer)
             }
-            accumulate(name, values, tokens: tokens)
+            accumulateMinitron(values, tokens: tokens, into: &minitron[name, default: []])
         case let .router(layer, _, choices, weights, topK):
             let e = plan.experts
             var count = routerTokens[layer] ?? [Double](repeating: 0, count: e)
@@ -105,82 +86,149 @@ public final class StatisticsCollector: ExecutionObserver {
             routerWeight[layer] = weight
             routerRatios[layer] = ratios
         case let .expertOutput(layer, expert, _, values):
-            var squares = expertSquares[layer] ?? [Double](repeating: 0, count: plan.experts)
+            var total = 0.0
             for r in 0..<values.rows {
-                for v in values.row(r) { squares[expert] += Double(v) * Double(v) }
+                for v in values.row(r) { total += Double(v) * Double(v) }
             }
-            expertSquares[layer] = squares
+            expertSquares[layer, default: [Double](repeating: 0, count: plan.experts)][expert] += total
         case .headOutputs:
             break
         }
     }
 
-    /// Adds Σ_b (mean_t |x|)² per channel; `tokens` maps rows to batch tokens (a subset).
-    private func accumulate(_ name: String, _ values: Matrix, tokens: [Int32]?) {
-        var sums = minitron[name] ?? [Double](repeating: 0, count: values.columns)
-        add(meanSquares(values, tokens: tokens), to: &sums)
-        minitron[name] = sums
-    }
-
-    private func accumulateHidden(_ branch: String, _ values: Matrix) {
-        var sums = hiddenByBranch[branch] ?? [Double](repeating: 0, count: values.columns)
-        add(meanSquares(values, tokens: nil), to: &sums)
-        hiddenByBranch[branch] = sums
-    }
-
-    private func add(_ x: [Double], to sums: inout [Double]) {
-        for c in sums.indices { sums[c] += x[c] }
-    }
-
-    /// Σ over sequences of (mean over the sequence's rows of |x|)², per channel.
-    private func meanSquares(_ values: Matrix, tokens: [Int32]?) -> [Double] {
-        var perSequence = [Int: (sum: [Double], count: Int)]()
-        for r in 0..<values.rows {
-            let s = sequenceOfToken[tokens.map { Int($0[r]) } ?? r]
-            var entry = perSequence[s] ?? ([Double](repeating: 0, count: values.columns), 0)
-            let row = values.row(r)
-            for c in 0..<values.columns { entry.sum[c] += Double(abs(row[c])) }
-            entry.count += 1
-            perSequence[s] = entry
+    private func observeLinearInput(_ tensor: String, tokens: [Int32]?, _ values: Matrix) {
+        let squares: [Double]
+        if let last = lastInput, last.base == values.base, last.rows == values.rows, last.columns == values.columns, last.tokens == tokens {
+            squares = last.squares
+        } else {
+            var sums = [Double](repeating: 0, count: values.columns)
+            sums.withUnsafeMutableBufferPointer { sums in
+                for r in 0..<values.rows {
+                    let row = values.row(r)
+                    for c in 0..<values.columns { sums[c] += Double(row[c]) * Double(row[c]) }
+                }
+            }
+            squares = sums
+            lastInput = (values.base, values.rows, values.columns, tokens, sums)
         }
-        var out = [Double](repeating: 0, count: values.columns)
-        for (_, entry) in perSequence {
-            for c in out.indices {
-                let mean = entry.sum[c] / Double(entry.count)
-                out[c] += mean * mean
+        inputSquares[tensor, default: [Double](repeating: 0, count: squares.count)].withUnsafeMutableBufferPointer { sums in
+            for c in 0..<squares.count { sums[c] += squares[c] }
+        }
+        guard let entry = tensorRoles[tensor], let layer = entry.layer else { return }
+        if entry.role == .output {
+            accumulateMinitron(values, tokens: tokens, into: &headInputs[layer, default: []])
+        }
+        // A branch's input is the input of its first projection, counted once per layer:
+        // q, k and v (and the router, the experts and the shared expert) read the same rows.
+        guard tokens == nil, let branch = Self.branch(of: entry.role) else { return }
+        let key = "\(layer).\(branch)"
+        if hiddenByBranch[key] == nil { accumulateMinitron(values, tokens: nil, into: &hiddenByBranch[key, default: []]) }
+    }
+
+    /// The branch whose input a projection reads: the attention, or the MLP (or MoE) block.
+    static func branch(of role: Role) -> String? {
+        switch role {
+        case .query, .key, .value, .qkv: return "attention"
+        case .gate, .up, .gateUp, .router, .sharedExpertGate, .sharedExpertUp, .sharedExpertRouter: return "mlp"
+        default: return nil
+        }
+    }
+
+    /// 1 − block influence: the mean over tokens of cos(layer input, layer output).
+    private func meanCosine(_ output: Matrix) -> Double {
+        guard layerInput.count == output.rows * output.columns, output.rows > 0 else { return 1 }
+        var total = 0.0
+        layerInput.withUnsafeBufferPointer { before in
+            for t in 0..<output.rows {
+                var dot = 0.0, aa = 0.0, bb = 0.0
+                let row = output.row(t), base = t * output.columns
+                for c in 0..<output.columns {
+                    let a = Double(before[base + c]), b = Double(row[c])
+                    dot += a * b
+                    aa += a * a
+                    bb += b * b
+                }
+                total += aa > 0 && bb > 0 ? dot / (aa * bb).squareRoot() : 0
             }
         }
-        return out
+        return total / Double(output.rows)
     }
 
-    /// The statistics, by name, as f32 vectors (scalars have one value).
+    /// Adds Σ over sequences of (mean over the sequence's rows of |x|)², per channel.
+    /// `tokens` maps rows to batch tokens (an expert's subset); rows come in token order,
+    /// so each sequence's rows are contiguous.
+    private func accumulateMinitron(_ values: Matrix, tokens: [Int32]?, into sums: inout [Double]) {
+        let columns = values.columns
+        if sums.isEmpty { sums = [Double](repeating: 0, count: columns) }
+        if scratch.count != columns { scratch = [Double](repeating: 0, count: columns) }
+        let owner = sequenceOfToken
+        scratch.withUnsafeMutableBufferPointer { run in
+            sums.withUnsafeMutableBufferPointer { sums in
+                var start = 0
+                while start < values.rows {
+                    let sequence = owner[tokens.map { Int($0[start]) } ?? start]
+                    var end = start
+                    for c in 0..<columns { run[c] = 0 }
+                    while end < values.rows, owner[tokens.map { Int($0[end]) } ?? end] == sequence {
+                        let row = values.row(end)
+                        for c in 0..<columns { run[c] += Double(abs(row[c])) }
+                        end += 1
+                    }
+                    let count = Double(end - start)
+                    for c in 0..<columns {
+                        let mean = run[c] / count
+                        sums[c] += mean * mean
+                    }
+                    start = end
+                }
+            }
+        }
+    }
+
+    /// The statistics, sorted by name, as f32 vectors (a scalar has one value).
+    ///
+    /// Weights and experts that no token reached are present with zeros, so every file of a
+    /// model has the same names.
     public func results() -> [(name: String, values: [Float])] {
         var out: [(String, [Float])] = []
-        for (name, sums) in inputSquares { out.append(("\(name).input_norm", sums.map { Float($0.squareRoot()) })) }
-        for (name, sums) in minitron {
-            let importance = sums.map { $0.squareRoot() }
-            if name.hasSuffix(".attention.o_proj_input") {
-                let layer = name.dropLast(".attention.o_proj_input".count)
-                let hd = plan.headDim
-                let heads = importance.count / hd
-                let perHead = (0..<heads).map { h in Float(importance[h * hd..<(h + 1) * hd].reduce(0) { $0 + $1 * $1 }.squareRoot()) }
-                out.append(("\(layer).attention.heads", perHead))
-            } else {
-                out.append((name, importance.map(Float.init)))
+        var squares = inputSquares
+        var channels = minitron
+        let observedTemplates = Set(plan.graph.nodes.filter { inputSquares[$0.name] != nil }.map(\.template))
+        for node in plan.graph.nodes where observedTemplates.contains(node.template) && squares[node.name] == nil {
+            let shape = node.source.info.shape
+            let inputs = Int(plan.isTransposed(node) ? shape.first! : shape.last!)
+            squares[node.name] = [Double](repeating: 0, count: inputs)
+        }
+        for layer in 0..<plan.layers where plan.isMoE(layer: layer) {
+            for expert in 0..<plan.experts where channels[StatisticName.expertChannels(layer: layer, expert: expert)] == nil {
+                guard let down = plan.node(.expertDown, layer: layer, expert: expert) else { continue }
+                let shape = down.source.info.shape
+                channels[StatisticName.expertChannels(layer: layer, expert: expert)] = [Double](repeating: 0, count: Int(plan.isTransposed(down) ? shape.first! : shape.last!))
             }
+        }
+        for (name, sums) in squares { out.append((StatisticName.inputNorm(name), sums.map { Float($0.squareRoot()) })) }
+        for (name, sums) in channels { out.append((name, sums.map { Float($0.squareRoot()) })) }
+        for (layer, sums) in headInputs {
+            // Each head's importance is the L2 over its head_dim slice of the channels'.
+            let hd = plan.headDim
+            let perHead = (0..<sums.count / hd).map { h in Float(sums[h * hd..<(h + 1) * hd].reduce(0, +).squareRoot()) }
+            out.append((StatisticName.heads(layer: layer), perHead))
         }
         if !hiddenByBranch.isEmpty {
             var hidden = [Double](repeating: 0, count: plan.hidden)
             for key in hiddenByBranch.keys.sorted() { for c in hidden.indices { hidden[c] += hiddenByBranch[key]![c].squareRoot() } }
-            out.append(("hidden", hidden.map(Float.init)))
+            out.append((StatisticName.hidden, hidden.map(Float.init)))
         }
-        for (layer, value) in influence { out.append(("layers.\(layer).block_influence", [Float(value)])) }
-        for (layer, counts) in routerTokens { out.append(("layers.\(layer).router.tokens", counts.map(Float.init))) }
-        for (layer, weights) in routerWeight { out.append(("layers.\(layer).router.weight", weights.map(Float.init))) }
+        for (layer, value) in influence { out.append((StatisticName.blockInfluence(layer: layer), [Float(value)])) }
+        for (layer, counts) in routerTokens { out.append((StatisticName.routerTokens(layer: layer), counts.map(Float.init))) }
+        for (layer, weights) in routerWeight { out.append((StatisticName.routerWeight(layer: layer), weights.map(Float.init))) }
         for (layer, ratios) in routerRatios where !ratios.isEmpty {
-            out.append(("layers.\(layer).router.beta", [Float(Self.median(ratios))]))
+            out.append((StatisticName.routerBeta(layer: layer), [Float(Self.median(ratios))]))
         }
-        for (layer, squares) in expertSquares { out.append(("layers.\(layer).experts.output_norm", squares.map { Float($0.squareRoot()) })) }
+        for layer in routerTokens.keys {
+            let squares = expertSquares[layer] ?? [Double](repeating: 0, count: plan.experts)
+            out.append((StatisticName.expertOutputNorm(layer: layer), squares.map { Float($0.squareRoot()) }))
+        }
         return out.sorted { $0.0 < $1.0 }
     }
 

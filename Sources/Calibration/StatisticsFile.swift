@@ -1,18 +1,40 @@
 import Foundation
+import ModelFolder
+import ModelGraph
 import Runtime
 import SafeTensors
 import Tensors
 
-/// The calibration statistics as one safetensors file: F32 tensors named after the model's
-/// tensors and layers (a scalar is a `[1]` tensor), and string metadata (token count,
-/// sequences, the tool). Written aside, then renamed, so a stopped run leaves nothing.
+/// The calibration statistics as one safetensors file (`formats/stats.md`): F32 tensors
+/// named after the model's tensors and layers (a scalar is a `[1]` tensor), and string
+/// metadata (token count, sequences, the model's digest, the tool). Written aside, then
+/// renamed, so a stopped run leaves nothing.
 public enum StatisticsFile {
+    /// The version of pare that writes the files.
+    public static let pareVersion = "0.1.0"
+
+    /// The metadata a file records about the run that made it.
+    public static func metadata(model: ModelFolder, batch: TokenBatch, source: String) throws(RuntimeError) -> [(key: String, value: String)] {
+        let digest: String
+        do { digest = try TensorHasher.modelDigest(model) } catch {
+            throw .io(path: model.indexPath ?? model.shards[0].path, problem: "cannot be hashed: \(error)")
+        }
+        return [
+            ("tokens", String(batch.tokenCount)),
+            ("sequences", String(batch.sequenceCount)),
+            ("model_sha256", digest),
+            ("tokens_file", PathName.lastComponent(source)),
+            ("tool", "pare \(pareVersion)"),
+            ("pare_version", pareVersion),
+        ]
+    }
+
     public static func write(
         _ statistics: [(name: String, values: [Float])], metadata: [(key: String, value: String)], to path: String
     ) throws(RuntimeError) {
         let sorted = statistics.sorted { $0.name < $1.name }
         let entries = sorted.map { SafeTensorsWriter.Entry(name: $0.name, dtype: .f32, shape: [UInt64($0.values.count)]) }
-        let temporary = path + ".pare-tmp-\(getpid())"
+        let temporary = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
         do {
             let writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: [("format", "pt")] + metadata)
             for entry in sorted {

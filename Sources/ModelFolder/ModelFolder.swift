@@ -36,6 +36,8 @@ public final class ModelFolder: Sendable {
     /// The format of the weight files.
     public let format: WeightFormat
     public let index: ShardIndex?
+    /// The index file's path, when the weights are sharded behind one.
+    public let indexPath: String?
     /// Every tensor, shard by shard in file order, each shard's in data order.
     public let tensors: [Tensor]
     /// Files other than weights, the index and config.json, relative to `root`, sorted.
@@ -181,6 +183,7 @@ public final class ModelFolder: Sendable {
             }
         }
         tensors = all
+        self.indexPath = index == nil ? nil : indexPath
     }
 
     /// Entries that belong to tools, not to the model, and are never copied: version

@@ -2,6 +2,7 @@ import Crypto
 import Dispatch
 import ModelFolder
 import Synchronization
+import Tensors
 
 /// SHA-256 of every tensor of a model, computed on another core while the main work runs,
 /// for provenance records that let a result be audited against its exact input.
@@ -54,5 +55,23 @@ extension TensorHasher {
             text.append(hex[Int(byte & 0xF)])
         }
         return text
+    }
+}
+
+extension TensorHasher {
+    /// The SHA-256 of what identifies a model's weights: its index file when it is
+    /// sharded, else its one weight file (as `sha256sum` prints it).
+    public static func modelDigest(_ model: ModelFolder) throws(ModelFolderError) -> String {
+        let path = model.indexPath ?? model.shards[0].path
+        let file: MappedFile
+        do { file = try MappedFile(path: path) } catch { throw .io(error) }
+        var hasher = SHA256()
+        var offset = 0
+        while offset < file.size {
+            let end = min(file.size, offset + (64 << 20))
+            file.withBytes(in: offset..<end) { hasher.update(bufferPointer: $0) }
+            offset = end
+        }
+        return hexDigest(hasher.finalize())
     }
 }

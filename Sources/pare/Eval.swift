@@ -41,15 +41,8 @@ struct Eval: ParsableCommand {
     @Argument(help: "Model folder to run (safetensors or .pare).")
     var model: String
 
-    @Option(help: ArgumentHelp("Token ids: a safetensors file with 'input_ids' [N, T], or JSON lines of id lists.", valueName: "file"))
-    var tokens: String
-
-    @Option(name: .customLong("seq-len"), help: ArgumentHelp("Cut each sequence into windows of this many tokens (the last may be shorter).", valueName: "T"),
-            transform: Parse.count)
-    var seqLen: Int?
-
-    @Option(help: ArgumentHelp("Evaluate only the first N windows.", valueName: "N"), transform: Parse.count)
-    var samples: Int?
+    @OptionGroup(title: "Tokens")
+    var text: TokenOptions
 
     @Option(help: ArgumentHelp("Compare with this model (usually the untrimmed original): KL, top-1 agreement, cosines.", valueName: "folder"))
     var reference: String?
@@ -73,17 +66,11 @@ struct Eval: ParsableCommand {
         try reportingFailures {
             let registry = try descriptors.registry()
             let plan = try Self.plan(model, registry: registry)
-            let file = try TokenFile(path: tokens)
-            let windows = file.windows(length: seqLen, samples: samples)
-            guard !windows.isEmpty else { throw RuntimeError.tokensInvalid(path: tokens, problem: "holds no tokens") }
-            if let positions = plan.positions, seqLen == nil, let long = windows.firstIndex(where: { $0.count > positions }) {
-                throw RuntimeError.sequenceTooLong(path: tokens, sequence: long, length: windows[long].count, positions: positions)
-            }
-            let batch = TokenBatch(sequences: windows)
+            let batch = try text.batch(for: plan)
             let cores = threads ?? FloatConversion.activeCores
             BLAS.threads = cores
 
-            var options = Evaluation.Options(threads: cores, savePath: save, source: tokens)
+            var options = Evaluation.Options(threads: cores, savePath: save, source: text.tokens)
             var referencePlan: ForwardPlan?
             if let reference {
                 referencePlan = try Self.plan(reference, registry: registry)
