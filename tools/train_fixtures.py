@@ -94,6 +94,7 @@ from transformers import (  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "Tests" / "Fixtures" / "models"
 DEFAULT_HELDOUT = REPO_ROOT / "Tests" / "Fixtures" / "heldout"
+DEFAULT_CALIBRATION = REPO_ROOT / "Tests" / "Fixtures" / "calibration"
 
 # The corpus as Python 3.11.7 ships it; another text would train other models.
 CORPUS_SHA256 = "37d06970fc926e60c16dff401e441b84752446a36b6b64516c229fdec77e992c"
@@ -103,6 +104,9 @@ EOS = "<|endoftext|>"
 SEQ_LEN = 128
 BATCH = 16
 HELDOUT_WINDOWS = 16
+# Calibration windows for the data-aware criteria (pare calibrate): from the training text,
+# at seeded random offsets, never from the held-out part they are judged on.
+CALIBRATION_WINDOWS = 32
 MAX_FOLDER_BYTES = 4 * 1024 * 1024
 SEED = 0
 COMMAND = ".venv/bin/python tools/train_fixtures.py"
@@ -311,6 +315,18 @@ def write_heldout(windows: torch.Tensor, heldout_dir: Path, name: str) -> None:
     (heldout_dir / f"{name}.jsonl").write_text(lines, encoding="utf-8")
 
 
+def calibration_windows(stream: torch.Tensor) -> torch.Tensor:
+    """CALIBRATION_WINDOWS windows of SEQ_LEN tokens of the training stream at seeded offsets."""
+    generator = torch.Generator().manual_seed(SEED + 1)
+    starts = torch.randint(0, len(stream) - SEQ_LEN, (CALIBRATION_WINDOWS,), generator=generator)
+    return torch.stack([stream[s : s + SEQ_LEN] for s in starts.tolist()]).contiguous()
+
+
+def write_calibration(windows: torch.Tensor, directory: Path, name: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({"input_ids": windows}, str(directory / f"{name}.safetensors"))
+
+
 def readme(name: str, blurb: str, steps: int, lr: float, n_params: int, split, train_tokens: int,
            heldout_tokens: int, train_loss: float, ppl: float, vocab: int) -> str:
     train_topics, heldout_topics = split
@@ -360,6 +376,8 @@ def main() -> int:
                         help=f"output root for the model folders (default: {DEFAULT_OUT}); "
                              "the held-out files go to OUT/heldout")
     parser.add_argument("--only", choices=list(MODELS), help="train only this model (default: both)")
+    parser.add_argument("--calibration-only", action="store_true",
+                        help="write only the calibration windows (Tests/Fixtures/calibration), training nothing")
     args = parser.parse_args()
     out: Path = args.out if args.out is not None else DEFAULT_OUT
     heldout_dir = DEFAULT_HELDOUT if args.out is None else args.out / "heldout"
@@ -394,6 +412,13 @@ def main() -> int:
     windows = heldout_stream[: HELDOUT_WINDOWS * SEQ_LEN].reshape(HELDOUT_WINDOWS, SEQ_LEN).clone()
     print(f"corpus: {len(train_topics)} training topics, {len(stream):,} tokens; "
           f"{len(heldout_topics)} held-out topics, {len(heldout_stream):,} tokens", file=sys.stderr)
+    calibration_dir = DEFAULT_CALIBRATION if args.out is None else args.out / "calibration"
+    calibration = calibration_windows(stream)
+    for name in wanted:
+        write_calibration(calibration, calibration_dir, name)
+    if args.calibration_only:
+        print(f"wrote {CALIBRATION_WINDOWS} calibration windows of {SEQ_LEN} tokens to {calibration_dir}", file=sys.stderr)
+        return 0
 
     ok = True
     for name in wanted:

@@ -32,7 +32,7 @@ public final class LayerByLayerPlan: SelectionSource {
     }
 
     /// `layout` is the trimmed model built from the shape-only (dry run) plan.
-    public init(graph: ModelGraph, request: TrimRequest, explicit: TrimPlan, layout: TrimmedModel) {
+    public init(graph: ModelGraph, request: TrimRequest, explicit: TrimPlan, layout: TrimmedModel, selectionScores: SelectionScores? = nil) {
         self.graph = graph
         self.request = request
         self.explicit = explicit
@@ -40,7 +40,7 @@ public final class LayerByLayerPlan: SelectionSource {
         var base = layout.plan
         // Width keep lists are filled in per layer; merges and drops are already final.
         base.keep = [:]
-        state = Mutex(State(planner: TrimPlanner(graph: graph), plan: base))
+        state = Mutex(State(planner: TrimPlanner(graph: graph, selectionScores: selectionScores), plan: base))
     }
 
     public func selections(forItem index: Int) throws(EmitError) -> [[Int]?]? {

@@ -27,6 +27,10 @@ public enum TrimError: Error, Sendable {
     case nothingRemoved(reason: String)
     /// The input could not be read while scoring (a damaged `.pare` chunk, say).
     case input(ModelFolderError)
+    /// A statistics file that cannot serve the selection asked for.
+    case stats(path: String, problem: String)
+    /// A selection criterion that needs something the run does not have.
+    case criterion(name: String, problem: String)
 
     public var rule: String {
         switch self {
@@ -49,6 +53,8 @@ public enum TrimError: Error, Sendable {
         case .graphProblems(let first, _, _): return first.rule
         case .nothingRemoved: return "nothing-removed"
         case .input(let error): return error.rule
+        case .stats: return "stats"
+        case .criterion: return "criterion"
         }
     }
 }
@@ -101,6 +107,10 @@ extension TrimError: CustomStringConvertible {
             return error.description
         case .graph(let error), .graphProblems(let error, _, _):
             return error.description
+        case let .stats(path, problem):
+            return "\(path): \(problem)"
+        case let .criterion(name, problem):
+            return "--score \(name) \(problem)"
         case let .nothingRemoved(reason):
             return "this trim removes nothing, so it would write a full copy (\(reason)); ask for smaller sizes, or copy with pare convert"
         }

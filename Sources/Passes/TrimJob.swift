@@ -18,6 +18,10 @@ public struct TrimJob {
     /// N:M sparsity applied to the trimmed weights as they are written.
     public let sparsify: SparsifyStep?
     public let keepUnknown: Bool
+    /// Scores from calibration statistics, when the trim selects by data.
+    public let selectionScores: ActivationScores?
+    /// What chose the layers of `--drop-layers auto:N`, for the record.
+    public let depthRecord: JSONValue?
     /// The trimmed model as planned now (shapes final; indices final unless planned layer
     /// by layer while writing).
     public let trimmed: TrimmedModel
@@ -33,7 +37,7 @@ public struct TrimJob {
     /// scoring will choose, with the same counts, shapes and sizes.
     public init(
         graph: ModelGraph, request: TrimRequest, explicit: TrimPlan = TrimPlan(), sparsify: SparsifyStep? = nil,
-        keepUnknown: Bool = false, dryRun: Bool = false
+        keepUnknown: Bool = false, dryRun: Bool = false, selectionScores: ActivationScores? = nil, depthRecord: JSONValue? = nil
     ) throws {
         let problems = graph.problems.filter { !(keepUnknown && $0.isUnexpectedTensor) }
         if let problem = problems.first {
@@ -44,9 +48,11 @@ public struct TrimJob {
         self.explicit = explicit
         self.sparsify = sparsify
         self.keepUnknown = keepUnknown
+        self.selectionScores = selectionScores
+        self.depthRecord = depthRecord
         // Wanda slices its norms with the kept channels, so it needs them all first.
         let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: request, explicit: explicit) && !(sparsify?.needsFinalSelections ?? false)
-        var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer)
+        var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer, selectionScores: selectionScores)
         let plan = try planner.plan(request, explicit: explicit)
         var warnings: [String] = []
         let family = graph.descriptor.family
@@ -76,7 +82,7 @@ public struct TrimJob {
         self.trimmed = trimmed
         self.warnings = warnings + trimmed.warnings
         sparse = try sparsify.map { step throws(SparsifyError) in try step.apply(to: trimmed) }
-        lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: request, explicit: explicit, layout: trimmed) : nil
+        lazyPlan = layerByLayer ? LayerByLayerPlan(graph: graph, request: request, explicit: explicit, layout: trimmed, selectionScores: selectionScores) : nil
     }
 
     /// Refuses a trim that removes nothing, and warns about sizes that are probably not
@@ -108,12 +114,37 @@ public struct TrimJob {
 
     /// The plan as a report: text for people, JSON for scripts (with the sparsify step).
     public func report(_ summary: TrimSummary) -> (text: String, json: JSONValue) {
-        guard let sparsify, let sparse, case .object(var members) = summary.json else { return (summary.text, summary.json) }
+        var (text, json) = (summary.text, summary.json)
+        if let selection = selectionRecord, case .object(var members) = json {
+            members.append(("selection", selection))
+            json = .object(members)
+            text += selectionLine
+        }
+        guard let sparsify, let sparse, case .object(var members) = json else { return (text, json) }
         var described = sparsify.json
         _ = described.set("targets", to: .array(sparse.targets.map { .string($0) }), appendIfMissing: true)
         members.append(("sparsify", described))
         let line = "then \(sparsify.pattern) sparsity by \(sparsify.score.rawValue) on \(sparse.targets.count) trimmed weight\(sparse.targets.count == 1 ? "" : "s")\n"
-        return (summary.text + line, .object(members))
+        return (text + line, .object(members))
+    }
+
+    /// One line saying what chose the removed structures.
+    private var selectionLine: String {
+        var parts: [String] = []
+        if let scores = selectionScores {
+            var what: [String] = []
+            if let w = scores.criteria.width { what.append("widths by \(w.rawValue)") }
+            if let e = scores.criteria.experts, request.sizes[.experts] != nil { what.append("experts by \(e.rawValue)") }
+            let tokens = scores.statistics.metadata("tokens").map { ", \($0) tokens" } ?? ""
+            parts.append(what.joined(separator: ", ") + " (statistics: \(scores.statistics.source)\(tokens))")
+        }
+        if case .object(let members)? = depthRecord,
+           let criterion = members.first(where: { $0.key == "criterion" })?.value.stringValue,
+           let dropped = members.first(where: { $0.key == "dropped" })?.value.arrayValue {
+            let name = criterion == "bi" ? "lowest block influence" : "last before the final layer"
+            parts.append("layers \(dropped.compactMap(\.intValue).map(String.init).joined(separator: ", ")) dropped (\(name))")
+        }
+        return parts.isEmpty ? "" : "chosen from data: " + parts.joined(separator: "; ") + "\n"
     }
 
     /// The summary as planned now (indices are stand-ins in a dry run or layer by layer).
@@ -125,6 +156,29 @@ public struct TrimJob {
     public func finalSummary() throws(TrimError) -> TrimSummary {
         guard let lazyPlan else { return summary(dryRun: false) }
         return TrimSummary(try TrimmedModel(graph: graph, plan: try lazyPlan.finish(), keepUnknown: keepUnknown), indicesAreFinal: true)
+    }
+
+    /// How the trim chose what it removed, when it chose from data: the statistics (file and
+    /// digests), the criteria, and every score it ranked by.
+    public var selectionRecord: JSONValue? {
+        guard selectionScores != nil || depthRecord != nil else { return nil }
+        var members: [(key: String, value: JSONValue)] = []
+        if let stats = selectionScores?.statistics {
+            members.append(("stats", .string(stats.source)))
+            if let sha = stats.fileSHA256 { members.append(("stats_sha256", .string(sha))) }
+            for key in ["model_sha256", "tokens", "sequences", "tool"] {
+                if let value = stats.metadata(key) { members.append((key, .string(value))) }
+            }
+        }
+        if let criteria = selectionScores?.criteria {
+            members.append(("criteria", .object([
+                ("widths", criteria.width.map { .string($0.rawValue) } ?? .null),
+                ("experts", criteria.experts.map { .string($0.rawValue) } ?? .null),
+            ])))
+        }
+        if let depthRecord { members.append(("layers", depthRecord)) }
+        if let scores = selectionScores?.record { members.append(("scores", scores)) }
+        return .object(members)
     }
 
     /// The writer of the trimmed checkpoint.
@@ -147,6 +201,7 @@ public struct TrimJob {
                 plan = trimmed.plan
             }
             var extra: [(key: String, value: JSONValue)] = sparsify.map { [("sparsify", $0.json)] } ?? []
+            if let selection = selectionRecord { extra.append(("selection", selection)) }
             extra.append(("input_files", Provenance.inputFiles(of: model)))
             if let hasher {
                 do throws(ModelFolderError) { extra.append(("input_tensors", Provenance.tensorHashes(try hasher.wait()))) } catch { throw .input(error) }

@@ -18,10 +18,14 @@ public struct TrimPlanner {
     private var cachedLayer: Int?
     /// Merges already planned: scores of a merged layer are taken on its merged weights.
     var mergePlan: [TrimPlan.Merge] = []
+    /// Scores from data (calibration statistics) for the axes they cover; magnitude for
+    /// the rest. A merged layer is scored by its first layer's statistics.
+    public let selectionScores: SelectionScores?
 
-    public init(graph: ModelGraph, scores: Bool = true) {
+    public init(graph: ModelGraph, scores: Bool = true, selectionScores: SelectionScores? = nil) {
         self.graph = graph
         self.scores = scores
+        self.selectionScores = selectionScores
     }
 
     var family: String { graph.descriptor.family }
@@ -171,8 +175,13 @@ public struct TrimPlanner {
         }
         let nodes = layer.map { graph.nodesByLayer[$0] ?? [] } ?? graph.nodes.filter { $0.layer.map(surviving.contains) ?? true }
         for w in outer {
-            var scores = [Double](repeating: 0, count: size)
-            try accumulate(axis, nodes: nodes, within: w.map { (axis.within!, $0) }, into: &scores)
+            var scores: [Double]
+            if let served = try selectionScores?.scores(axis, layer: layer, within: w) {
+                scores = served
+            } else {
+                scores = [Double](repeating: 0, count: size)
+                try accumulate(axis, nodes: nodes, within: w.map { (axis.within!, $0) }, into: &scores)
+            }
             plan.keep[.init(axis, layer: layer, within: w)] = GroupMagnitude.top(count, of: scores)
         }
     }

@@ -9,6 +9,12 @@ import Tensors
 /// Option values parsed into typed values at the parser: a bad value is refused there,
 /// named with its rule, whatever other options are given. Each `parse` is an option's
 /// `transform:` (ArgumentParser shows the thrown message after the value and option).
+/// `--drop-layers`: explicit layers, or how many to choose.
+enum LayerDrop {
+    case layers([Int])
+    case auto(Int)
+}
+
 enum Parse {
     static func size(_ text: String) throws -> TrimRequest.Size {
         guard let size = TrimRequest.Size(text) else {
@@ -22,11 +28,20 @@ enum Parse {
         return n
     }
 
-    static func layers(_ text: String) throws -> [Int] {
-        guard let layers = LayerList.parse(text) else {
-            throw ValidationError("takes layer indices from 0 and rising ranges, such as 3,20-23")
+    /// `3,20-23`, or `auto:N` for N layers chosen by the `--score` depth criterion.
+    static func layerDrop(_ text: String) throws -> LayerDrop {
+        if text.hasPrefix("auto:") {
+            guard let n = Int(text.dropFirst(5)), n >= 1 else { throw ValidationError("auto:N takes a whole count of at least 1, such as auto:4") }
+            return .auto(n)
         }
-        return layers
+        guard let layers = LayerList.parse(text) else {
+            throw ValidationError("takes layer indices from 0 and rising ranges, such as 3,20-23, or auto:N")
+        }
+        return .layers(layers)
+    }
+
+    static func criteria(_ text: String) throws -> TrimCriteria {
+        do { return try TrimCriteria(parsing: text) } catch { throw ValidationError(error.description) }
     }
 
     static func runs(_ text: String) throws -> [[Int]] {

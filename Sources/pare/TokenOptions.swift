@@ -15,6 +15,10 @@ struct TokenOptions: ParsableArguments {
 
     /// The windows as one ragged batch, checked against the model's position limit.
     func batch(for plan: ForwardPlan) throws -> TokenBatch {
+        try Self.batch(tokens: tokens, seqLen: seqLen, samples: samples, for: plan)
+    }
+
+    static func batch(tokens: String, seqLen: Int?, samples: Int?, for plan: ForwardPlan) throws -> TokenBatch {
         let file = try TokenFile(path: tokens)
         let windows = file.windows(length: seqLen, samples: samples)
         guard !windows.isEmpty else { throw RuntimeError.tokensInvalid(path: tokens, problem: "holds no tokens") }

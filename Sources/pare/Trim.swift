@@ -1,9 +1,11 @@
 import ArgumentParser
+import Calibration
 import Emit
 import ModelFolder
 import ModelGraph
 import OrderedJSON
 import Passes
+import Runtime
 import Tensors
 
 struct Trim: ParsableCommand {
@@ -22,6 +24,15 @@ struct Trim: ParsableCommand {
             kv head h / group. --kv-heads N drops whole groups; --heads N keeps N query heads \
             spread evenly over the kv groups (N must be a multiple of the kv heads kept).
 
+            With calibration statistics (--stats from pare calibrate, or --calibrate \
+            --tokens FILE to collect them now) the choice is made from data instead: \
+            Minitron's activation importance for heads (a kv group scores the sum of its \
+            query heads), FFN channels and hidden channels; the norm of each expert's \
+            outputs for experts; ShortGPT's block influence for --drop-layers auto:N. \
+            --score picks the criteria: magnitude|activation for widths and experts, \
+            frequency (routing counts) for experts, bi|last for auto layer drops. \
+            pare-trim.json then records the statistics' digests, the criteria and every score.
+
             --hidden N prunes the residual stream's width (Minitron's embedding channels): \
             one selection for the whole model, sliced from the embeddings, the LM head, \
             every norm and every projection's hidden side.
@@ -38,6 +49,9 @@ struct Trim: ParsableCommand {
               pare trim ./model --in-place --drop-layers 20-23
               pare trim ./model ./narrow --hidden 0.75 --heads 24
               pare trim ./model ./again --recipe ./small/pare-trim.json
+              pare trim ./model ./small --stats stats.safetensors --ffn 0.5 --drop-layers auto:4
+              pare trim ./model ./small --calibrate --tokens calib.safetensors --heads 16 --score activation
+              pare trim ./model ./small --drop-layers auto:4 --score last
             """
     )
 
@@ -53,8 +67,8 @@ struct Trim: ParsableCommand {
     @Option(help: ArgumentHelp("A recipe (YAML or JSON) with the same settings as the flags, plus explicit keep lists; flags override it. A pare-trim.json replays that trim.", valueName: "file"))
     var recipe: String?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Layers to remove, by index: 3,20-23.", valueName: "list"), transform: Parse.layers)
-    var dropLayers: [Int]?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Layers to remove, by index (3,20-23), or auto:N for the N chosen by --score bi (block influence, needs statistics) or last.", valueName: "list|auto:N"), transform: Parse.layerDrop)
+    var dropLayers: LayerDrop?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Merge runs of consecutive layers into their first the LaCo way, θ_l + Σ(θ_l+k − θ_l), computed in f32 from the original weights: 20-23 or 3-4,20-23.", valueName: "runs"), transform: Parse.runs)
     var mergeLayers: [[Int]]?
@@ -86,6 +100,9 @@ struct Trim: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Hidden size (Minitron's embedding channels): channels or a fraction. Refused where the class derives head_dim from hidden (GPT-2, BERT).", valueName: "N|fraction"), transform: Parse.size)
     var hidden: TrimRequest.Size?
 
+    @OptionGroup(title: "Selection from data")
+    var selection: SelectionOptions
+
     @Flag(help: "Print the plan (sizes, parameters, bytes, KV cache, config diff) and write nothing; reads no weights.")
     var dryRun = false
 
@@ -108,7 +125,7 @@ struct Trim: ParsableCommand {
     var keepUnknown = false
 
     func validate() throws {
-        if recipe == nil && sparsify == nil && request(over: TrimRequest()).isEmpty {
+        if recipe == nil && sparsify == nil && request(over: TrimRequest()).isEmpty && autoDrop == nil {
             throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts, --hidden or --recipe")
         }
         if inPlace && output != nil {
@@ -119,12 +136,17 @@ struct Trim: ParsableCommand {
         }
     }
 
+    var autoDrop: Int? {
+        if case .auto(let n)? = dropLayers { return n }
+        return nil
+    }
+
     /// The recipe's request with every flag given on the command line on top.
     func request(over base: TrimRequest) -> TrimRequest {
         var request = base
         if let mergeLayers { request.merges = mergeLayers }
         if let mergeNorms { request.mergeNorms = mergeNorms }
-        if let dropLayers { request.dropLayers = dropLayers }
+        if case .layers(let layers)? = dropLayers { request.dropLayers = layers }
         let given: [(Axis, TrimRequest.Size?)] = [
             (.kvHeads, kvHeads.map(TrimRequest.Size.count)), (.heads, heads.map(TrimRequest.Size.count)),
             (.experts, experts.map(TrimRequest.Size.count)), (.ffn, ffn), (.expertFFN, expertFfn),
@@ -149,9 +171,25 @@ struct Trim: ParsableCommand {
             for (axis, _) in request(over: TrimRequest()).sizes {
                 overridden.formUnion(TrimRequest.planAxes(for: axis))
             }
+            var request = request(over: recipe.request)
+            let explicit = recipe.plan.dropping(overridden)
+            let statistics = try selection.statistics(for: model, graph: graph, quiet: out.quiet || json)
+            let criteria = (selection.score ?? TrimCriteria()).resolved(hasStatistics: statistics != nil)
+            if criteria.needsStatistics && statistics == nil {
+                throw TrimError.criterion(name: criteria.description, problem: "ranks by calibration statistics: give --stats FILE (from pare calibrate) or --calibrate --tokens FILE")
+            }
+            var depthRecord: JSONValue?
+            if let count = autoDrop {
+                let excluded = Set(request.dropLayers).union(request.merges.joined())
+                let (layers, record) = try DepthSelection.choose(
+                    count, criterion: criteria.depth, statistics: statistics, layers: graph.binding.layerCount, excluded: excluded)
+                request.dropLayers += layers
+                depthRecord = record
+            }
+            let scores = statistics.map { ActivationScores(statistics: $0, criteria: criteria, binding: graph.binding) }
             let job = try TrimJob(
-                graph: graph, request: request(over: recipe.request), explicit: recipe.plan.dropping(overridden), sparsify: step,
-                keepUnknown: keepUnknown, dryRun: dryRun)
+                graph: graph, request: request, explicit: explicit, sparsify: step,
+                keepUnknown: keepUnknown, dryRun: dryRun, selectionScores: scores, depthRecord: depthRecord)
             warn(job.warnings)
             if dryRun {
                 let report = job.report(job.summary(dryRun: true))
