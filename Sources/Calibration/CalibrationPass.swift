@@ -21,13 +21,16 @@ public final class CalibrationPass {
     public let threads: Int
     /// The token file, for messages.
     public let source: String
+    /// Observers that run alongside the statistics (an expert-subset search).
+    public let observers: [ExecutionObserver]
 
-    public init(plan: ForwardPlan, batch: TokenBatch, threads: Int, source: String) throws(RuntimeError) {
+    public init(plan: ForwardPlan, batch: TokenBatch, threads: Int, source: String, observers: [ExecutionObserver] = []) throws(RuntimeError) {
         guard batch.tokenCount > 0 else { throw .tokensInvalid(path: source, problem: "holds no tokens") }
         self.plan = plan
         self.batch = batch
         self.threads = threads
         self.source = source
+        self.observers = observers
     }
 
     /// Runs every layer; `progress` gets the fraction done and returns false to stop (between
@@ -36,7 +39,10 @@ public final class CalibrationPass {
         let start = Date()
         let collector = StatisticsCollector(plan: plan, batch: batch)
         let executor = try Executor(plan: plan, batch: batch, threads: threads, source: source)
-        executor.observer = collector
+        // The executor holds its observer weakly: the group lives until the pass ends.
+        let group = ObserverGroup([collector] + observers)
+        executor.observer = group
+        defer { withExtendedLifetime(group) {} }
         try executor.embed()
         while !executor.isFinished {
             try executor.runLayer()

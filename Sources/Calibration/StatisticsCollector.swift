@@ -91,7 +91,7 @@ public final class StatisticsCollector: ExecutionObserver {
                 for v in values.row(r) { total += Double(v) * Double(v) }
             }
             expertSquares[layer, default: [Double](repeating: 0, count: plan.experts)][expert] += total
-        case .headOutputs:
+        case .headOutputs, .expertCandidate:
             break
         }
     }

@@ -16,13 +16,17 @@ public protocol SelectionScores: Sendable {
 public final class ActivationScores: SelectionScores {
     public let statistics: CalibrationStatistics
     public let criteria: TrimCriteria
+    /// NAEE's chosen experts per MoE layer, and how each choice is recorded.
+    public let expertSubsets: [Int: (kept: [Int], record: JSONValue)]
     private let binding: AxisBinding
     private let served = Mutex<[TrimPlan.Key: (statistic: String, scores: [Double])]>([:])
 
-    public init(statistics: CalibrationStatistics, criteria: TrimCriteria, binding: AxisBinding) {
+    public init(statistics: CalibrationStatistics, criteria: TrimCriteria, binding: AxisBinding,
+                expertSubsets: [Int: (kept: [Int], record: JSONValue)] = [:]) {
         self.statistics = statistics
         self.criteria = criteria
         self.binding = binding
+        self.expertSubsets = expertSubsets
     }
 
     public func scores(_ axis: Axis, layer: Int?, within: Int?) throws(TrimError) -> [Double]? {
@@ -35,6 +39,12 @@ public final class ActivationScores: SelectionScores {
             switch criteria.experts {
             case .activation?: name = StatisticName.expertOutputNorm(layer: layer)
             case .frequency?: name = StatisticName.routerTokens(layer: layer)
+            case .reconstruction?:
+                guard let subset = expertSubsets[layer] else {
+                    throw .criterion(name: "reconstruction", problem: "has no expert-subset search for layer \(layer); it runs with --calibrate --tokens FILE and --experts N")
+                }
+                // The search's set ranks first; the planner keeps exactly those.
+                return (0..<size).map { subset.kept.contains($0) ? 1 : 0 }
             default: return nil
             }
             values = try statistics.vector(name, count: size)
@@ -63,6 +73,11 @@ public final class ActivationScores: SelectionScores {
         }
         served.withLock { $0[TrimPlan.Key(axis, layer: layer, within: within)] = (name, values) }
         return values
+    }
+
+    /// The expert-subset searches, by layer.
+    public var subsetRecord: JSONValue? {
+        expertSubsets.isEmpty ? nil : .array(expertSubsets.keys.sorted().map { expertSubsets[$0]!.record })
     }
 
     /// Every score served, keyed as the plan's keep lists are.

@@ -16,6 +16,9 @@ public struct TrimCriteria: Sendable, Equatable {
         case last
         /// Experts by how many tokens the router sends them (NAEE's cheap baseline).
         case frequency
+        /// NAEE's expert-subset search: the kept experts that reproduce each MoE layer's
+        /// output best on the calibration tokens (needs a calibration run, not a file).
+        case reconstruction
     }
 
     public var width: Criterion?
@@ -49,7 +52,10 @@ public struct TrimCriteria: Sendable, Equatable {
                     throw .criterion(name: text, problem: "names two criteria for layers (\(d.rawValue) and \(criterion.rawValue))")
                 }
                 result.depth = criterion
-            case .frequency:
+            case .frequency, .reconstruction:
+                if let x = result.experts, x != criterion {
+                    throw .criterion(name: text, problem: "names two criteria for experts (\(x.rawValue) and \(criterion.rawValue))")
+                }
                 result.experts = criterion
             }
         }
@@ -67,7 +73,7 @@ public struct TrimCriteria: Sendable, Equatable {
 
     /// Whether any chosen criterion reads calibration statistics.
     public var needsStatistics: Bool {
-        let dataAware: Set<Criterion> = [.activation, .bi, .frequency]
+        let dataAware: Set<Criterion> = [.activation, .bi, .frequency, .reconstruction]
         return [width, depth, experts].contains { $0.map(dataAware.contains) ?? false }
     }
 

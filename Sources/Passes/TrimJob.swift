@@ -177,6 +177,7 @@ public struct TrimJob {
             ])))
         }
         if let depthRecord { members.append(("layers", depthRecord)) }
+        if let subsets = selectionScores?.subsetRecord { members.append(("expert_subsets", subsets)) }
         if let scores = selectionScores?.record { members.append(("scores", scores)) }
         return .object(members)
     }

@@ -36,7 +36,18 @@ public final class Executor {
     private let gathered = FloatBuffer(), expertOut = FloatBuffer(), routerLogits = FloatBuffer()
     private var scores: [FloatBuffer] = []
     private let cosTable: [Float], sinTable: [Float]
-    private var points: ObservationPoints { observer?.points ?? [] }
+    private var points: ObservationPoints { muted ? [] : observer?.points ?? [] }
+    /// Set while computing what the model does not (candidate experts), so observers see
+    /// only the real forward pass.
+    private var muted = false
+
+    /// NAEE's dynamic skipping, per layer: a token's expert of rank i ≥ 1 is skipped when
+    /// its routing weight is below β times the first one's (that weight becomes 0; the
+    /// others are not renormalised). nil runs every routed expert.
+    public var expertSkip: [Float?]?
+    /// Expert evaluations (token, expert) the routing asked for, and how many were skipped.
+    public private(set) var expertEvaluations = 0
+    public private(set) var expertEvaluationsSkipped = 0
 
     public init(plan: ForwardPlan, batch: TokenBatch, threads: Int = FloatConversion.activeCores, source: String = "input") throws(RuntimeError) {
         self.plan = plan
@@ -390,14 +401,7 @@ public final class Executor {
         var probabilities = [Float](repeating: 0, count: e)
         var order = [Int](repeating: 0, count: e)
         for t in 0..<n {
-            let row = logits + t * e
-            var m = -Float.infinity
-            for j in 0..<e { m = max(m, row[j]) }
-            var sum: Float = 0
-            for j in 0..<e { probabilities[j] = exp(row[j] - m); sum += probabilities[j] }
-            for j in 0..<e { probabilities[j] /= sum; order[j] = j }
-            // Largest first; ties keep the lower index first, as torch.topk does on CPU.
-            order.sort { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
+            Self.rank(logits + t * e, experts: e, probabilities: &probabilities, order: &order)
             var total: Float = 0
             for i in 0..<topK { total += probabilities[order[i]] }
             for i in 0..<topK {
@@ -410,8 +414,16 @@ public final class Executor {
         }
         out.initialize(repeating: 0, count: n * h)
         var routed = [[(token: Int32, weight: Float)]](repeating: [], count: e)
+        let beta = expertSkip.flatMap { l < $0.count ? $0[l] : nil }
         for t in 0..<n {
-            for i in 0..<topK { routed[Int(choices[t * topK + i])].append((Int32(t), chosenWeights[t * topK + i])) }
+            for i in 0..<topK {
+                expertEvaluations += 1
+                if let beta, i > 0, chosenWeights[t * topK + i] < beta * chosenWeights[t * topK] {
+                    expertEvaluationsSkipped += 1
+                    continue
+                }
+                routed[Int(choices[t * topK + i])].append((Int32(t), chosenWeights[t * topK + i]))
+            }
         }
         for expert in 0..<e where !routed[expert].isEmpty {
             let list = routed[expert]
@@ -429,6 +441,9 @@ public final class Executor {
                 for j in 0..<h { dst[j] += entry.weight * src[j] }
             }
         }
+        if points.contains(.expertCandidates), let observer, observer.candidateExperts > 0 {
+            try runCandidates(x, layer: l, logits: logits, count: min(e - topK, observer.candidateExperts))
+        }
         if plan.node(.sharedExpertUp, layer: l) != nil {
             let ys = expertOut.reserve(n * h)
             try mlp(x, layer: l, roles: .shared, expert: nil, rows: n, tokens: nil, into: ys)
@@ -442,6 +457,41 @@ public final class Executor {
             } else {
                 for i in 0..<n * h { out[i] += ys[i] }
             }
+        }
+    }
+
+    /// The router's softmax of one token's logits, and the experts by falling probability.
+    public static func rank(_ row: UnsafePointer<Float>, experts e: Int, probabilities: inout [Float], order: inout [Int]) {
+        var m = -Float.infinity
+        for j in 0..<e { m = max(m, row[j]) }
+        var sum: Float = 0
+        for j in 0..<e { probabilities[j] = exp(row[j] - m); sum += probabilities[j] }
+        for j in 0..<e { probabilities[j] /= sum; order[j] = j }
+        // Largest first; ties keep the lower index first, as torch.topk does on CPU.
+        order.sort { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
+    }
+
+    /// Runs each token's experts of ranks top-k ..< top-k + `count` (which the model does
+    /// not run) and shows their outputs, so a search can re-route tokens among fewer
+    /// experts. Observers see nothing of the work itself.
+    private func runCandidates(_ x: UnsafePointer<Float>, layer l: Int, logits: UnsafePointer<Float>, count: Int) throws(RuntimeError) {
+        let n = tokens, h = plan.hidden, e = plan.experts, topK = plan.expertsPerToken
+        var candidates = [[Int32]](repeating: [], count: e)
+        var order = [Int](repeating: 0, count: e)
+        var probabilities = [Float](repeating: 0, count: e)
+        for t in 0..<n {
+            Self.rank(logits + t * e, experts: e, probabilities: &probabilities, order: &order)
+            for i in topK..<topK + count { candidates[order[i]].append(Int32(t)) }
+        }
+        muted = true
+        defer { muted = false }
+        for expert in 0..<e where !candidates[expert].isEmpty {
+            let list = candidates[expert]
+            let xe = gathered.reserve(list.count * h)
+            for (i, t) in list.enumerated() { (xe + i * h).update(from: x + Int(t) * h, count: h) }
+            let ye = expertOut.reserve(list.count * h)
+            try mlp(xe, layer: l, roles: .expert, expert: expert, rows: list.count, tokens: list, into: ye)
+            observer?.observe(.expertCandidate(layer: l, expert: expert, tokens: list, values: Matrix(ye, rows: list.count, columns: h)))
         }
     }
 

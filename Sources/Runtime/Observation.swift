@@ -37,6 +37,9 @@ public struct ObservationPoints: OptionSet, Sendable {
     public static let router = ObservationPoints(rawValue: 1 << 5)
     /// Each expert's output on the tokens routed to it (before the routing weight).
     public static let expertOutputs = ObservationPoints(rawValue: 1 << 6)
+    /// Outputs of experts the router did not choose: each token's next `candidateExperts`
+    /// by routing weight after its top-k (the executor runs them only for this).
+    public static let expertCandidates = ObservationPoints(rawValue: 1 << 7)
     public static let all: ObservationPoints = [.layerInput, .layerOutput, .headOutputs, .ffnActivations, .linearInputs, .router, .expertOutputs]
 }
 
@@ -53,10 +56,18 @@ public enum Observation {
     /// any renormalisation).
     case router(layer: Int, logits: Matrix, choices: [Int32], weights: [Float], topK: Int)
     case expertOutput(layer: Int, expert: Int, tokens: [Int32], values: Matrix)
+    /// An expert's output on tokens that did not choose it (`.expertCandidates`).
+    case expertCandidate(layer: Int, expert: Int, tokens: [Int32], values: Matrix)
 }
 
 /// Receives observations while the executor runs (the calibration statistics are one).
 public protocol ExecutionObserver: AnyObject {
     var points: ObservationPoints { get }
+    /// With `.expertCandidates`: how many experts past each token's top-k to run.
+    var candidateExperts: Int { get }
     func observe(_ observation: Observation)
+}
+
+extension ExecutionObserver {
+    public var candidateExperts: Int { 0 }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Calibration
 import ModelFolder
 import ModelGraph
+import OrderedJSON
 import Passes
 import Runtime
 import Tensors
@@ -27,7 +28,7 @@ struct SelectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With --calibrate: threads for the forward pass (default: every core).", valueName: "N"), transform: Parse.count)
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Selection criteria, comma-separated: magnitude|activation (widths and experts), frequency (experts), bi|last (--drop-layers auto:N). Default: activation and bi with statistics, magnitude without.", valueName: "list"),
+    @Option(help: ArgumentHelp("Selection criteria, comma-separated: magnitude|activation (widths and experts), frequency|reconstruction (experts; reconstruction is NAEE's subset search and needs --calibrate), bi|last (--drop-layers auto:N). Default: activation and bi with statistics, magnitude without.", valueName: "list"),
             transform: Parse.criteria)
     var score: TrimCriteria?
 
@@ -39,18 +40,34 @@ struct SelectionOptions: ParsableArguments {
         }
     }
 
-    /// The statistics: read and matched to the model, or collected now; nil for neither.
-    func statistics(for model: ModelFolder, graph: ModelGraph, quiet: Bool) throws -> CalibrationStatistics? {
-        if let stats {
-            let statistics = try CalibrationStatistics.load(path: stats)
-            try statistics.check(model: model)
-            return statistics
-        }
-        guard calibrate, let tokens else { return nil }
-        return try collect(on: tokens, model: model, graph: graph, quiet: quiet)
+    /// What the data says: statistics, and NAEE's expert subsets when searched.
+    struct Evidence {
+        var statistics: CalibrationStatistics
+        var expertSubsets: [Int: (kept: [Int], record: JSONValue)] = [:]
     }
 
-    private func collect(on tokens: String, model: ModelFolder, graph: ModelGraph, quiet: Bool) throws -> CalibrationStatistics {
+    /// The statistics, read and matched to the model or collected now (nil for neither);
+    /// with `searchExperts`, also NAEE's search for that many experts per MoE layer, which
+    /// needs the calibration tokens themselves.
+    func evidence(for model: ModelFolder, graph: ModelGraph, searchExperts: Int?, quiet: Bool) throws -> Evidence? {
+        if let stats {
+            if searchExperts != nil {
+                throw TrimError.criterion(name: "reconstruction", problem: "re-runs each MoE layer on the calibration tokens, which a statistics file does not hold: give --calibrate --tokens FILE instead of --stats")
+            }
+            let statistics = try CalibrationStatistics.load(path: stats)
+            try statistics.check(model: model)
+            return Evidence(statistics: statistics)
+        }
+        guard calibrate, let tokens else {
+            if searchExperts != nil {
+                throw TrimError.criterion(name: "reconstruction", problem: "searches expert subsets on calibration tokens: give --calibrate --tokens FILE")
+            }
+            return nil
+        }
+        return try collect(on: tokens, model: model, graph: graph, searchExperts: searchExperts, quiet: quiet)
+    }
+
+    private func collect(on tokens: String, model: ModelFolder, graph: ModelGraph, searchExperts: Int?, quiet: Bool) throws -> Evidence {
         let plan = try ForwardPlan(graph: graph)
         let batch = try TokenOptions.batch(tokens: tokens, seqLen: seqLen, samples: samples, for: plan)
         let cores = threads ?? FloatConversion.activeCores
@@ -58,7 +75,15 @@ struct SelectionOptions: ParsableArguments {
         let metadata = try StatisticsFile.metadata(model: model, batch: batch, source: tokens)
         let bar = ProgressBar(label: "calibrating", quiet: quiet)
         Interruption.install()
-        let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: tokens)
+        var search: ExpertSubsetSearch?
+        if let keep = searchExperts {
+            guard plan.experts > 0 else { throw TrimError.notSupported(family: plan.family, request: "--score reconstruction", reason: "it has no routed experts") }
+            guard keep >= plan.expertsPerToken, keep <= plan.experts else {
+                throw TrimError.countOutOfRange(what: "experts", requested: keep, available: plan.experts)
+            }
+            search = ExpertSubsetSearch(plan: plan, keep: keep)
+        }
+        let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: tokens, observers: search.map { [$0] } ?? [])
         let result: CalibrationPass.Result
         do {
             result = try pass.run { fraction in
@@ -72,8 +97,22 @@ struct SelectionOptions: ParsableArguments {
             throw ExitCode(Interruption.exitStatus)
         }
         bar.finish()
-        return CalibrationStatistics(
+        let statistics = CalibrationStatistics(
             source: tokens, fileSHA256: nil, metadata: metadata,
             values: Dictionary(uniqueKeysWithValues: result.statistics.map { ($0.name, $0.values) }))
+        var evidence = Evidence(statistics: statistics)
+        for r in search?.results ?? [] {
+            let record: JSONValue = .object([
+                ("layer", .integer(r.layer)),
+                ("kept", .array(r.kept.map { .integer($0) })),
+                ("loss", .double(r.loss)),
+                ("relative_loss", .double(r.outputSquares > 0 ? r.loss / r.outputSquares : 0)),
+                ("search", .string(r.exhaustive ? "exhaustive" : "greedy")),
+                ("evaluated", .integer(r.evaluated)),
+                ("ranking", .array(r.ranking.map { .object([("kept", .array($0.kept.map { .integer($0) })), ("loss", .double($0.loss))]) })),
+            ])
+            evidence.expertSubsets[r.layer] = (r.kept, record)
+        }
+        return evidence
     }
 }

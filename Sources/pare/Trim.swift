@@ -173,7 +173,9 @@ struct Trim: ParsableCommand {
             }
             var request = request(over: recipe.request)
             let explicit = recipe.plan.dropping(overridden)
-            let statistics = try selection.statistics(for: model, graph: graph, quiet: out.quiet || json)
+            let searchExperts = selection.score?.experts == .reconstruction ? request.count(.experts) : nil
+            let evidence = try selection.evidence(for: model, graph: graph, searchExperts: searchExperts, quiet: out.quiet || json)
+            let statistics = evidence?.statistics
             let criteria = (selection.score ?? TrimCriteria()).resolved(hasStatistics: statistics != nil)
             if criteria.needsStatistics && statistics == nil {
                 throw TrimError.criterion(name: criteria.description, problem: "ranks by calibration statistics: give --stats FILE (from pare calibrate) or --calibrate --tokens FILE")
@@ -186,7 +188,9 @@ struct Trim: ParsableCommand {
                 request.dropLayers += layers
                 depthRecord = record
             }
-            let scores = statistics.map { ActivationScores(statistics: $0, criteria: criteria, binding: graph.binding) }
+            let scores = evidence.map {
+                ActivationScores(statistics: $0.statistics, criteria: criteria, binding: graph.binding, expertSubsets: $0.expertSubsets)
+            }
             let job = try TrimJob(
                 graph: graph, request: request, explicit: explicit, sparsify: step,
                 keepUnknown: keepUnknown, dryRun: dryRun, selectionScores: scores, depthRecord: depthRecord)
