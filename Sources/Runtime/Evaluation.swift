@@ -19,6 +19,8 @@ public final class Evaluation {
         public var hiddenKeep: [Int]?
         /// Write logits and hidden states here (aside, then renamed).
         public var savePath: String?
+        /// NAEE's dynamic skipping thresholds β per layer (see `Executor.expertSkip`).
+        public var expertSkip: [Float?]?
         public var source: String
 
         public init(threads: Int, layerMap: [Int]? = nil, hiddenKeep: [Int]? = nil, savePath: String? = nil, source: String) {
@@ -48,6 +50,9 @@ public final class Evaluation {
         public var top1Agreement: Double?
         public var cosineMean: Double?
         public var layers: [LayerCosine] = []
+        /// Expert evaluations the model's routing asked for, and how many were skipped.
+        public var expertEvaluations = 0
+        public var expertEvaluationsSkipped = 0
         /// Bytes the executors held at the end (weights, activations, workspace).
         public var residentBytes = 0
         public var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
@@ -94,6 +99,7 @@ public final class Evaluation {
         result.sequences = batch.sequenceCount
         result.tokens = batch.tokenCount
         let a = try Executor(plan: model, batch: batch, threads: options.threads, source: options.source)
+        a.expertSkip = options.expertSkip
         var b: Executor?
         if let reference { b = try Executor(plan: reference, batch: batch, threads: options.threads, source: options.source) }
         let totalLayers = Double(model.layers + (reference?.layers ?? 0) + 1)
@@ -135,6 +141,8 @@ public final class Evaluation {
         _ = progress(1)
         result.seconds = Date().timeIntervalSince(start)
         result.residentBytes = a.residentBytes + (b?.residentBytes ?? 0)
+        result.expertEvaluations = a.expertEvaluations
+        result.expertEvaluationsSkipped = a.expertEvaluationsSkipped
         return result
     }
 

@@ -54,6 +54,12 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Write F32 logits [N, T, V] and final hidden states [N, T, H] (encoders: hidden states and pooled [N, H]) to this safetensors file.", valueName: "file"))
     var save: String?
 
+    @Option(name: .customLong("expert-skip"), help: ArgumentHelp("MoE: NAEE's dynamic skipping. A token's second (and later) expert is skipped when its routing weight is below β times the first's; 'auto' reads each layer's β (the median w₂/w₁) from --stats. Reports the fraction of expert evaluations saved.", valueName: "β|auto"))
+    var expertSkip: String?
+
+    @Option(help: ArgumentHelp("Calibration statistics of this model (pare calibrate), for --expert-skip auto.", valueName: "file"))
+    var stats: String?
+
     @Flag(help: "Print one JSON object (stable field names) instead of text.")
     var json = false
 
@@ -71,6 +77,7 @@ struct Eval: ParsableCommand {
             BLAS.threads = cores
 
             var options = Evaluation.Options(threads: cores, savePath: save, source: text.tokens)
+            options.expertSkip = try skipThresholds(plan)
             var referencePlan: ForwardPlan?
             if let reference {
                 referencePlan = try Self.plan(reference, registry: registry)
@@ -105,6 +112,33 @@ struct Eval: ParsableCommand {
                 StandardStream.standardOutput.write(text(result, plan: plan))
             }
         }
+    }
+
+    /// β per layer for `--expert-skip`: one value for all, or each MoE layer's from --stats.
+    private func skipThresholds(_ plan: ForwardPlan) throws -> [Float?]? {
+        guard let expertSkip else {
+            if stats != nil { throw ValidationError("--stats is read by --expert-skip auto; add it or drop --stats") }
+            return nil
+        }
+        guard plan.experts > 0 else {
+            throw RuntimeError.unsupported(what: "--expert-skip on \(plan.family), which has no routed experts")
+        }
+        guard plan.expertsPerToken >= 2 else {
+            throw RuntimeError.unsupported(what: "--expert-skip with one expert per token (num_experts_per_tok = 1): there is no second expert to skip")
+        }
+        if expertSkip == "auto" {
+            guard let stats else { throw ValidationError("--expert-skip auto reads each layer's β from --stats FILE (pare calibrate)") }
+            let statistics = try CalibrationStatistics.load(path: stats)
+            try statistics.check(model: try ModelFolder(path: model))
+            return try (0..<plan.layers).map { l in
+                plan.isMoE(layer: l) ? Float(try statistics.vector(StatisticName.routerBeta(layer: l), count: 1)[0]) : nil
+            }
+        }
+        guard let beta = Float(expertSkip), beta >= 0, beta <= 1 else {
+            throw ValidationError("--expert-skip takes a threshold β in [0, 1] (such as 0.5) or auto")
+        }
+        if stats != nil { throw ValidationError("--stats is read by --expert-skip auto; a fixed β needs none") }
+        return (0..<plan.layers).map { plan.isMoE(layer: $0) ? beta : nil }
     }
 
     static func plan(_ path: String, registry: DescriptorRegistry) throws -> ForwardPlan {
@@ -153,6 +187,13 @@ struct Eval: ParsableCommand {
                 })),
             ]
         }
+        if expertSkip != nil {
+            members += [
+                ("expert_evaluations", .integer(r.expertEvaluations)),
+                ("expert_evaluations_skipped", .integer(r.expertEvaluationsSkipped)),
+                ("expert_skip_fraction", .double(r.expertEvaluations > 0 ? Double(r.expertEvaluationsSkipped) / Double(r.expertEvaluations) : 0)),
+            ]
+        }
         if let save { members.append(("saved", .string(save))) }
         return .object(members)
     }
@@ -173,6 +214,10 @@ struct Eval: ParsableCommand {
             for l in r.layers {
                 lines.append("  layer \(l.layer) (reference layer \(l.referenceLayer)): cosine \(String(format: "%.6f", l.cosine))")
             }
+        }
+        if expertSkip != nil, r.expertEvaluations > 0 {
+            let fraction = Double(r.expertEvaluationsSkipped) / Double(r.expertEvaluations)
+            lines.append("expert skipping (β \(expertSkip!)): \(r.expertEvaluationsSkipped) of \(r.expertEvaluations) expert evaluations skipped (\(String(format: "%.1f", fraction * 100)) %)")
         }
         if let save { lines.append("saved \(save)") }
         return lines.joined(separator: "\n") + "\n"
