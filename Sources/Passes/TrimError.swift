@@ -110,7 +110,7 @@ extension TrimError: CustomStringConvertible {
         case let .stats(path, problem):
             return "\(path): \(problem)"
         case let .criterion(name, problem):
-            return "--score \(name) \(problem)"
+            return name.hasPrefix("--") ? "\(name) \(problem)" : "--score \(name) \(problem)"
         case let .nothingRemoved(reason):
             return "this trim removes nothing, so it would write a full copy (\(reason)); ask for smaller sizes, or copy with pare convert"
         }

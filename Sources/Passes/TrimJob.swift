@@ -20,7 +20,8 @@ public struct TrimJob {
     public let keepUnknown: Bool
     /// Scores from calibration statistics, when the trim selects by data.
     public let selectionScores: ActivationScores?
-    /// What chose the layers of `--drop-layers auto:N`, for the record.
+    /// What chose the layers of `--drop-layers auto:N` ("drop") and `--merge-layers auto`
+    /// ("merge"), for the record.
     public let depthRecord: JSONValue?
     /// The trimmed model as planned now (shapes final; indices final unless planned layer
     /// by layer while writing).
@@ -133,16 +134,19 @@ public struct TrimJob {
         var parts: [String] = []
         if let scores = selectionScores {
             var what: [String] = []
-            if let w = scores.criteria.width { what.append("widths by \(w.rawValue)") }
+            if let w = scores.criteria.width, request.sizes.keys.contains(where: { $0 != .experts }) { what.append("widths by \(w.rawValue)") }
             if let e = scores.criteria.experts, request.sizes[.experts] != nil { what.append("experts by \(e.rawValue)") }
             let tokens = scores.statistics.metadata("tokens").map { ", \($0) tokens" } ?? ""
-            parts.append(what.joined(separator: ", ") + " (statistics: \(scores.statistics.source)\(tokens))")
+            if !what.isEmpty { parts.append(what.joined(separator: ", ") + " (statistics: \(scores.statistics.source)\(tokens))") }
         }
-        if case .object(let members)? = depthRecord,
-           let criterion = members.first(where: { $0.key == "criterion" })?.value.stringValue,
-           let dropped = members.first(where: { $0.key == "dropped" })?.value.arrayValue {
+        if let drop = depthRecord?["drop"], let criterion = drop["criterion"]?.stringValue, let dropped = drop["dropped"]?.arrayValue {
             let name = criterion == "bi" ? "lowest block influence" : "last before the final layer"
             parts.append("layers \(dropped.compactMap(\.intValue).map(String.init).joined(separator: ", ")) dropped (\(name))")
+        }
+        if let merge = depthRecord?["merge"], let runs = merge["merges"]?.arrayValue {
+            let text = runs.compactMap { $0.arrayValue?.compactMap(\.intValue) }.map { "\($0.first ?? 0)-\($0.last ?? 0)" }
+            let tried = merge["trials"]?.arrayValue?.count ?? 0
+            parts.append("layers \(text.isEmpty ? "none" : text.joined(separator: ", ")) merged (LaCo, \(tried) trial\(tried == 1 ? "" : "s"))")
         }
         return parts.isEmpty ? "" : "chosen from data: " + parts.joined(separator: "; ") + "\n"
     }

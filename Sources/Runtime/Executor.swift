@@ -79,6 +79,14 @@ public final class Executor {
             + scores.reduce(0) { $0 + $1.bytes }
     }
 
+    /// Starts from hidden states `[tokens, hidden]` at the input of layer `layer` (as
+    /// another executor of the same model computed them), instead of `embed()`.
+    public func start(at layer: Int, hidden states: UnsafePointer<Float>) {
+        precondition(layer <= plan.layers, "no such layer")
+        hidden.reserve(tokens * plan.hidden).update(from: states, count: tokens * plan.hidden)
+        nextLayer = layer
+    }
+
     // MARK: Embedding
 
     /// Token embeddings (scaled, plus learned positions and token type 0, normalised, as the
@@ -138,7 +146,8 @@ public final class Executor {
         let x = hidden.base
         if points.contains(.layerInput) { observer?.observe(.layerInput(layer: l, hidden: Matrix(x, rows: n, columns: h))) }
         // The kernel reads the next layer from disk while this one computes.
-        for node in plan.graph.nodesByLayer[l + 1] ?? [] {
+        let next = l + 1 < plan.layers ? plan.layerRuns[l + 1] : []
+        for node in next.flatMap({ plan.graph.nodesByLayer[$0] ?? [] }) {
             plan.graph.model.shards[node.source.shard].prefetch(node.source.info, limit: Int(node.source.info.byteCount))
         }
 

@@ -13,7 +13,13 @@ public struct ForwardPlan: Sendable {
     public var family: String { graph.descriptor.family }
     public let causal: Bool
 
-    public let layers: Int
+    /// Layers the executor runs (after any collapse).
+    public var layers: Int { layerRuns.count }
+    /// The checkpoint layers behind each layer the executor runs: one, or a LaCo run whose
+    /// first layer receives θ + Σ(θ_k − θ) of the others (see `collapsing`).
+    public private(set) var layerRuns: [[Int]]
+    /// Whether a collapsed layer's norms are merged too (else the first layer's are kept).
+    public private(set) var mergesNorms = false
     public let hidden: Int
     public let heads: Int
     public let kvHeads: Int
@@ -30,8 +36,10 @@ public struct ForwardPlan: Sendable {
     public let scale: Float
     public let attentionSoftcap: Float?
     public let finalSoftcap: Float?
-    /// The sliding window of each layer (nil: full attention).
-    public let windows: [Int?]
+    /// The sliding window of each checkpoint layer (nil: full attention).
+    private let layerWindows: [Int?]
+    /// The sliding window of each layer run (nil: full attention).
+    public var windows: [Int?] { layerRuns.map { layerWindows[$0[0]] } }
     public let expertsPerToken: Int
     public let renormalize: Bool
 
@@ -57,7 +65,8 @@ public struct ForwardPlan: Sendable {
             guard let n = b.size(axis) else { throw .configInvalid(key: axis.rawValue, problem: "is not bound by the config") }
             return n
         }
-        layers = b.layerCount
+        let layers = b.layerCount
+        layerRuns = (0..<layers).map { [$0] }
         hidden = try size(.hidden)
         heads = try size(.heads)
         kvHeads = b.size(.kvHeads) ?? heads
@@ -121,7 +130,7 @@ public struct ForwardPlan: Sendable {
                 for l in 0..<layers where l >= first { windows[l] = size }
             }
         }
-        self.windows = windows
+        layerWindows = windows
         expertsPerToken = b.size(.expertsPerToken) ?? 0
         renormalize = spec.moe?.renormalize.value(in: config) ?? false
         if b.size(.experts) != nil && spec.moe != nil && !(1...(b.size(.experts) ?? 1)).contains(expertsPerToken) {
@@ -132,14 +141,36 @@ public struct ForwardPlan: Sendable {
     // MARK: Finding tensors
 
     /// The node of the first tensor with `role` in `layer` (and `expert`), if the checkpoint has one.
-    public func node(_ role: Role, layer: Int? = nil, expert: Int? = nil) -> ModelGraph.Node? {
+    public func node(_ role: Role, layer run: Int? = nil, expert: Int? = nil) -> ModelGraph.Node? {
+        let layer = run.map { layerRuns[$0][0] }
         let candidates = layer.map { graph.nodesByLayer[$0] ?? [] } ?? graph.nodes
         return candidates.first { graph.descriptor.tensors[$0.template].role == role && $0.layer == layer && $0.expert == expert }
     }
 
     /// The node of a template (a norm module's weight or bias).
-    public func node(template: Int, layer: Int?) -> ModelGraph.Node? {
-        graph.node(template: template, layer: TensorTemplate(graph.descriptor.tensors[template].name).isPerLayer ? layer : nil, expert: nil)
+    public func node(template: Int, layer run: Int?) -> ModelGraph.Node? {
+        let layer = run.map { layerRuns[$0][0] }
+        return graph.node(template: template, layer: TensorTemplate(graph.descriptor.tensors[template].name).isPerLayer ? layer : nil, expert: nil)
+    }
+
+    /// This plan with runs of consecutive checkpoint layers collapsed into their first, the
+    /// LaCo way (`runs` lists each run of two or more layers; the others stay as they are),
+    /// so a merge can be measured without writing the model.
+    public func collapsing(_ runs: [[Int]], mergeNorms: Bool = false) -> ForwardPlan {
+        var copy = self
+        let starts = Dictionary(runs.map { ($0[0], $0) }, uniquingKeysWith: { a, _ in a })
+        let absorbed = Set(runs.flatMap { $0.dropFirst() })
+        copy.layerRuns = (0..<graph.binding.layerCount).filter { !absorbed.contains($0) }.map { starts[$0] ?? [$0] }
+        copy.mergesNorms = mergeNorms
+        return copy
+    }
+
+    /// The tensors merged into `node` when its layer heads a collapsed run: the same tensor
+    /// (and expert) of the run's other layers. Norms only when `mergesNorms`.
+    public func mergeSources(of node: ModelGraph.Node) -> [ModelGraph.Node] {
+        guard let layer = node.layer, let run = layerRuns.first(where: { $0[0] == layer }), run.count > 1 else { return [] }
+        if graph.descriptor.tensors[node.template].role == .norm && !mergesNorms { return [] }
+        return run.dropFirst().compactMap { graph.node(template: node.template, layer: $0, expert: node.expert) }
     }
 
     /// Whether a tensor is stored transposed (`[in, out]`, GPT-2's Conv1D).

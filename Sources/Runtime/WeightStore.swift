@@ -20,6 +20,17 @@ final class WeightStore {
         let count = Int(info.elementCount)
         let buffer = slots[slot] ?? { let b = FloatBuffer(); slots[slot] = b; return b }()
         let destination = buffer.reserve(count)
+        let sources = plan.mergeSources(of: node)
+        if !sources.isEmpty {
+            // A collapsed layer: the merge rounded to the checkpoint's dtype, as a trim
+            // writes it, so what is measured is what would be written.
+            let bytes: [UInt8]
+            do { bytes = try plan.graph.model.mergedBytes(base: node.source, others: sources.map(\.source)) } catch {
+                throw .tensorUnreadable(name: info.name, problem: error.description)
+            }
+            bytes.withUnsafeBytes { FloatConversion.convertInParallel(count: count, from: info.dtype, $0.baseAddress!, to: .f32, destination) }
+            return destination
+        }
         // Piece by piece, so the mapped pages are released as soon as they are cast: the
         // resident set holds the f32 copy, not the checkpoint.
         let elementBytes = info.dtype.bitWidth / 8

@@ -15,6 +15,12 @@ enum LayerDrop {
     case auto(Int)
 }
 
+/// `--merge-layers`: explicit runs, or LaCo's search.
+enum LayerMerge {
+    case runs([[Int]])
+    case auto
+}
+
 enum Parse {
     static func size(_ text: String) throws -> TrimRequest.Size {
         guard let size = TrimRequest.Size(text) else {
@@ -44,11 +50,18 @@ enum Parse {
         do { return try TrimCriteria(parsing: text) } catch { throw ValidationError(error.description) }
     }
 
-    static func runs(_ text: String) throws -> [[Int]] {
+    /// `20-23` or `3-4,20-23`, or `auto` for LaCo's search.
+    static func runs(_ text: String) throws -> LayerMerge {
+        if text == "auto" { return .auto }
         guard let runs = LayerList.parseRuns(text) else {
-            throw ValidationError("takes rising runs of two or more consecutive layers, such as 20-23 or 3-4,20-23")
+            throw ValidationError("takes rising runs of two or more consecutive layers, such as 20-23 or 3-4,20-23, or auto")
         }
-        return runs
+        return .runs(runs)
+    }
+
+    static func similarity(_ text: String) throws -> Double {
+        guard let t = Double(text), t >= -1, t <= 1 else { throw ValidationError("takes a cosine similarity in [-1, 1], such as 0.45") }
+        return t
     }
 
     static func pattern(_ text: String) throws -> NMPacking.Pattern {

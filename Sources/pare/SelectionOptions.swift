@@ -40,6 +40,53 @@ struct SelectionOptions: ParsableArguments {
         }
     }
 
+    /// LaCo's search on the calibration tokens: the runs to merge, and the record of every
+    /// trial.
+    func collapse(
+        graph: ModelGraph, targetLayers: Int, span: Int?, interval: Int?, threshold: Double?, mergeNorms: Bool, quiet: Bool
+    ) throws -> (runs: [[Int]], record: JSONValue) {
+        guard let tokens else { throw ValidationError("--merge-layers auto needs --calibrate --tokens FILE") }
+        let plan = try ForwardPlan(graph: graph)
+        let batch = try TokenOptions.batch(tokens: tokens, seqLen: seqLen, samples: samples, for: plan)
+        let cores = threads ?? FloatConversion.activeCores
+        BLAS.threads = cores
+        var options = LayerCollapseSearch.Options(targetLayers: targetLayers, mergeNorms: mergeNorms)
+        if let span { options.span = span }
+        if let interval { options.interval = interval }
+        if let threshold { options.threshold = threshold }
+        let search = try LayerCollapseSearch(plan: plan, batch: batch, threads: cores, options: options, source: tokens)
+        let bar = ProgressBar(label: "LaCo search", quiet: quiet)
+        Interruption.install()
+        let result: LayerCollapseSearch.Result
+        do {
+            result = try search.run { _, layer in
+                bar.update(fraction: 1 - Double(layer) / Double(max(1, plan.layers)), units: batch.tokenCount, unit: "tokens")
+                return !Interruption.isRequested
+            }
+        } catch {
+            bar.finish()
+            guard case .interrupted = error else { throw error }
+            StandardStream.standardError.write("pare: interrupted; nothing was written\n")
+            throw ExitCode(Interruption.exitStatus)
+        }
+        bar.finish()
+        if result.merges.isEmpty {
+            let best = result.trials.map(\.similarity).max()
+            throw TrimError.criterion(name: "--merge-layers auto", problem: "kept no merge: \(result.trials.count) trial\(result.trials.count == 1 ? "" : "s"), the best with a final-state cosine of \(best.map { String(format: "%.4f", $0) } ?? "none") against --threshold \(options.threshold); lower the threshold or the span")
+        }
+        let record: JSONValue = .object([
+            ("criterion", .string("laco")),
+            ("span", .integer(options.span)), ("interval", .integer(options.interval)), ("threshold", .double(options.threshold)),
+            ("target_layers", .integer(targetLayers)), ("layers", .integer(result.layers)),
+            ("tokens", .string(tokens)),
+            ("merges", .array(result.merges.map { .array($0.map { .integer($0) }) })),
+            ("trials", .array(result.trials.map {
+                .object([("run", .array($0.run.map { .integer($0) })), ("similarity", .double($0.similarity)), ("accepted", .bool($0.accepted))])
+            })),
+        ])
+        return (result.merges, record)
+    }
+
     /// What the data says: statistics, and NAEE's expert subsets when searched.
     struct Evidence {
         var statistics: CalibrationStatistics

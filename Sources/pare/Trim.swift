@@ -70,8 +70,20 @@ struct Trim: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Layers to remove, by index (3,20-23), or auto:N for the N chosen by --score bi (block influence, needs statistics) or last.", valueName: "list|auto:N"), transform: Parse.layerDrop)
     var dropLayers: LayerDrop?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Merge runs of consecutive layers into their first the LaCo way, θ_l + Σ(θ_l+k − θ_l), computed in f32 from the original weights: 20-23 or 3-4,20-23.", valueName: "runs"), transform: Parse.runs)
-    var mergeLayers: [[Int]]?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Merge runs of consecutive layers into their first the LaCo way, θ_l + Σ(θ_l+k − θ_l), computed in f32 from the original weights: 20-23 or 3-4,20-23; or auto for LaCo's search down to --target-layers (with --calibrate).", valueName: "runs|auto"), transform: Parse.runs)
+    var mergeLayers: LayerMerge?
+
+    @Option(name: .customLong("target-layers"), help: ArgumentHelp("--merge-layers auto: stop at this many layers.", valueName: "N"), transform: Parse.count)
+    var targetLayers: Int?
+
+    @Option(name: .customLong("merge-span"), help: ArgumentHelp("--merge-layers auto: layers merged at a time (default 7, the LaCo authors' Llama2 setting).", valueName: "M"), transform: Parse.count)
+    var mergeSpan: Int?
+
+    @Option(name: .customLong("merge-interval"), help: ArgumentHelp("--merge-layers auto: layers to step down after an accepted merge (default 1).", valueName: "I"), transform: Parse.count)
+    var mergeInterval: Int?
+
+    @Option(help: ArgumentHelp("--merge-layers auto: the least cosine of the final hidden states against the original's that keeps a merge (default 0.45).", valueName: "T"), transform: Parse.similarity)
+    var threshold: Double?
 
     @Option(help: ArgumentHelp("Norm weights in a merge: keep the first layer's (first, the default) or merge them too (merge).", valueName: "first|merge"))
     var mergeNorms: TrimRequest.NormPolicy?
@@ -125,7 +137,18 @@ struct Trim: ParsableCommand {
     var keepUnknown = false
 
     func validate() throws {
-        if recipe == nil && sparsify == nil && request(over: TrimRequest()).isEmpty && autoDrop == nil {
+        let autoMerge: Bool
+        if case .auto? = mergeLayers { autoMerge = true } else { autoMerge = false }
+        if autoMerge != (targetLayers != nil) {
+            throw ValidationError(autoMerge ? "--merge-layers auto needs --target-layers N: the depth to stop at" : "--target-layers is read by --merge-layers auto")
+        }
+        if !autoMerge && (mergeSpan != nil || mergeInterval != nil || threshold != nil) {
+            throw ValidationError("--merge-span, --merge-interval and --threshold are read by --merge-layers auto")
+        }
+        if autoMerge && !selection.calibrate {
+            throw ValidationError("--merge-layers auto runs the model on calibration tokens: add --calibrate --tokens FILE")
+        }
+        if recipe == nil && sparsify == nil && request(over: TrimRequest()).isEmpty && autoDrop == nil && !autoMerge {
             throw ValidationError("nothing to trim: give at least one of --drop-layers, --merge-layers, --kv-heads, --heads, --ffn, --expert-ffn, --shared-expert-ffn, --experts, --hidden or --recipe")
         }
         if inPlace && output != nil {
@@ -144,7 +167,7 @@ struct Trim: ParsableCommand {
     /// The recipe's request with every flag given on the command line on top.
     func request(over base: TrimRequest) -> TrimRequest {
         var request = base
-        if let mergeLayers { request.merges = mergeLayers }
+        if case .runs(let runs)? = mergeLayers { request.merges = runs }
         if let mergeNorms { request.mergeNorms = mergeNorms }
         if case .layers(let layers)? = dropLayers { request.dropLayers = layers }
         let given: [(Axis, TrimRequest.Size?)] = [
@@ -180,14 +203,25 @@ struct Trim: ParsableCommand {
             if criteria.needsStatistics && statistics == nil {
                 throw TrimError.criterion(name: criteria.description, problem: "ranks by calibration statistics: give --stats FILE (from pare calibrate) or --calibrate --tokens FILE")
             }
-            var depthRecord: JSONValue?
+            var depth: [(key: String, value: JSONValue)] = []
+            if let targetLayers {
+                guard request.merges.isEmpty, request.dropLayers.isEmpty, autoDrop == nil else {
+                    throw TrimError.criterion(name: "--merge-layers auto", problem: "chooses every merge itself; give it without other layer drops or merges")
+                }
+                let (runs, record) = try selection.collapse(
+                    graph: graph, targetLayers: targetLayers, span: mergeSpan, interval: mergeInterval, threshold: threshold,
+                    mergeNorms: request.mergeNorms == .merge, quiet: out.quiet || json)
+                request.merges = runs
+                depth.append(("merge", record))
+            }
             if let count = autoDrop {
                 let excluded = Set(request.dropLayers).union(request.merges.joined())
                 let (layers, record) = try DepthSelection.choose(
                     count, criterion: criteria.depth, statistics: statistics, layers: graph.binding.layerCount, excluded: excluded)
                 request.dropLayers += layers
-                depthRecord = record
+                depth.append(("drop", record))
             }
+            let depthRecord: JSONValue? = depth.isEmpty ? nil : .object(depth)
             let scores = evidence.map {
                 ActivationScores(statistics: $0.statistics, criteria: criteria, binding: graph.binding, expertSubsets: $0.expertSubsets)
             }
