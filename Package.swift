@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "ModelFolderTests", dependencies: ["ModelFolder", "TestSupport"]),
         .testTarget(name: "EmitTests", dependencies: ["Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
-        .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "TestSupport"]),
+        .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "Passes", "Emit", "Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "OrderedJSON", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],

@@ -158,6 +158,9 @@ final class Recorder: ExecutionObserver {
     var experts: [(layer: Int, expert: Int, tokens: [Int32])] = []
     var calls = 0
 
+    var candidates: [(layer: Int, expert: Int, tokens: [Int32])] = []
+    var candidateExperts = 0
+
     init(_ points: ObservationPoints) { self.points = points }
 
     func observe(_ o: Observation) {
@@ -171,11 +174,33 @@ final class Recorder: ExecutionObserver {
         case let .linearInput(name, tokens, m): linearInputs[name] = (m.rows, m.columns, tokens)
         case let .router(l, _, c, w, k): routers.append((l, c, w, k))
         case let .expertOutput(l, e, t, _): experts.append((l, e, t))
+        case let .expertCandidate(l, e, t, _): candidates.append((l, e, t))
         }
     }
 }
 
 @Suite struct ObservationTests {
+    /// Candidate experts (for NAEE's search) are each token's next experts after its top-k,
+    /// run on the side: the logits and every other observation are as without them.
+    @Test func candidateExpertsAreRunAsideFromTheForwardPass() throws {
+        let plan = try forwardPlan(Fixtures.model("mixtral"))
+        let batch = TokenBatch(sequences: sequences([6, 3], vocab: plan.vocab))
+        let plain = Recorder([.ffnActivations, .expertOutputs, .router])
+        let withCandidates = Recorder([.ffnActivations, .expertOutputs, .router, .expertCandidates])
+        withCandidates.candidateExperts = 1
+        #expect(try logits(plan, batch, observer: withCandidates) == (try logits(plan, batch, observer: plain)))
+        #expect(withCandidates.ffn.count == plain.ffn.count && withCandidates.experts.count == plain.experts.count)
+        // One more expert per token and layer, never one of its top-k.
+        #expect(withCandidates.candidates.reduce(0) { $0 + $1.tokens.count } == batch.tokenCount * plan.layers)
+        for c in withCandidates.candidates {
+            let router = try #require(withCandidates.routers.first { $0.layer == c.layer })
+            for t in c.tokens {
+                let chosen = router.choices[Int(t) * router.topK..<(Int(t) + 1) * router.topK]
+                #expect(!chosen.contains(Int32(c.expert)))
+            }
+        }
+    }
+
     @Test func layerOutputsFeedTheNextLayer() throws {
         let plan = try forwardPlan(Fixtures.model("llama-gqa-f32"))
         let batch = TokenBatch(sequences: sequences([5, 4], vocab: plan.vocab))
