@@ -18,8 +18,12 @@ public struct TokenFile: Sendable {
         }
         let head = (try? handle.read(upToCount: 16)) ?? Data()
         try? handle.close()
-        let firstText = head.first { !" \t\r\n".utf8.contains($0) }
-        if path.hasSuffix(".safetensors") || (head.count >= 9 && firstText != UInt8(ascii: "[")) {
+        // A safetensors file opens its JSON header after an 8-byte length; JSON lines open
+        // with `[` (a list of ids) or `{` (an object), after any blank space.
+        let bytes = Array(head)
+        let firstText = bytes.first { !" \t\r\n".utf8.contains($0) }
+        let looksLikeJSON = firstText == UInt8(ascii: "[") || (firstText == UInt8(ascii: "{") && !(bytes.count >= 9 && bytes[8] == UInt8(ascii: "{")))
+        if path.hasSuffix(".safetensors") || (bytes.count >= 9 && !looksLikeJSON) {
             sequences = try Self.readSafeTensors(path)
         } else {
             sequences = try Self.readJSONLines(path)
