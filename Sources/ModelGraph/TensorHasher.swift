@@ -1,4 +1,7 @@
 import Crypto
+#if canImport(Glibc)
+import Glibc
+#endif
 import Dispatch
 import ModelFolder
 import Synchronization
@@ -63,14 +66,23 @@ extension TensorHasher {
     /// sharded, else its one weight file (as `sha256sum` prints it).
     public static func modelDigest(_ model: ModelFolder) throws(ModelFolderError) -> String {
         let path = model.indexPath ?? model.shards[0].path
-        let file: MappedFile
-        do { file = try MappedFile(path: path) } catch { throw .io(error) }
+        // Read, not mapped: a mapping of a multi-GB weight file would count every page
+        // hashed in the process's resident set.
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(FileError(.open, path: path)) }
+        defer { close(fd) }
         var hasher = SHA256()
-        var offset = 0
-        while offset < file.size {
-            let end = min(file.size, offset + (64 << 20))
-            file.withBytes(in: offset..<end) { hasher.update(bufferPointer: $0) }
-            offset = end
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, chunk)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(FileError(.read, path: path))
+            }
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
         return hexDigest(hasher.finalize())
     }

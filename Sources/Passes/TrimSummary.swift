@@ -128,7 +128,7 @@ public struct TrimSummary: Sendable {
         }
         if !indicesAreFinal {
             lines.append("")
-            lines.append("  (dry run: which heads/channels/experts are kept is chosen by magnitude when the trim runs)")
+            lines.append("  (dry run: which heads/channels/experts are kept is chosen when the trim runs)")
         }
         return lines.joined(separator: "\n") + "\n"
     }

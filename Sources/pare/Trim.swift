@@ -201,7 +201,8 @@ struct Trim: ParsableCommand {
             let statistics = evidence?.statistics
             let criteria = (selection.score ?? TrimCriteria()).resolved(hasStatistics: statistics != nil)
             if criteria.needsStatistics && statistics == nil {
-                throw TrimError.criterion(name: criteria.description, problem: "ranks by calibration statistics: give --stats FILE (from pare calibrate) or --calibrate --tokens FILE")
+                let named = [criteria.width, criteria.depth, criteria.experts].compactMap { $0 }.first { $0 != .magnitude && $0 != .last }
+                throw TrimError.criterion(name: named?.rawValue ?? "", problem: "ranks by calibration statistics: give --stats FILE (from pare calibrate) or --calibrate --tokens FILE")
             }
             var depth: [(key: String, value: JSONValue)] = []
             if let targetLayers {
