@@ -22,6 +22,8 @@ imp[c] = sqrt(Σ_b (mean_t |X[b, t, c]|)²); a window with no token there adds n
                             weight W inside the blocks (attention, MLP, routers, every
                             expert, the shared expert and its gate), W named as in the
                             checkpoint; unreached experts get zeros
+  <W>.input_mean            the mean over those tokens of x_j (0 when none reached it),
+                            for bias compensation
   layers.L.attention.heads  m = Minitron of the attention output projection's input;
                             heads[h] = sqrt(Σ over head h's slice of m²)
   layers.L.mlp.channels     Minitron of the down projection's input (dense MLPs)
@@ -363,6 +365,8 @@ class Collector:
         self.base_prefix = model.base_model_prefix or ""
         self.sizes: dict[str, int] = {}  # every statistic vector and its length
         self.sq: dict[str, torch.Tensor] = {}  # Σ x² per channel (input norms, output norms)
+        self.lin: dict[str, torch.Tensor] = {}  # Σ x per input channel (input means)
+        self.rows: dict[str, int] = {}  # tokens summed into each input statistic
         self.mini: dict[str, torch.Tensor] = {}  # Σ_b (mean_t |x|)² per channel
         self.counts: dict[str, torch.Tensor] = {}  # router tokens / weights
         self.ratios: dict[int, list[torch.Tensor]] = {}
@@ -389,6 +393,9 @@ class Collector:
         x = x.detach().reshape(-1, x.shape[-1]).double()
         if x.shape[0]:
             self._add(self.sq, key, (x * x).sum(0))
+            if key.endswith(".input_norm"):
+                self._add(self.lin, key, x.sum(0))
+                self.rows[key] = self.rows.get(key, 0) + x.shape[0]
 
     def _minitron(self, key: str, x: torch.Tensor) -> None:
         """x: every token of one window that reached the module ([..., C]); nothing if none."""
@@ -639,6 +646,9 @@ class Collector:
         out: dict[str, torch.Tensor] = {}
         for key in self.input_norm_names:
             out[key] = vec(self.sq, key).sqrt()
+            rows = self.rows.get(key, 0)
+            mean = vec(self.lin, key) / rows if rows else torch.zeros(self.sizes[key], dtype=torch.float64)
+            out[key[: -len(".input_norm")] + ".input_mean"] = mean
         hidden = torch.zeros(self.sizes["hidden"], dtype=torch.float64)
         for key in self.hidden_keys:
             hidden += vec(self.mini, key).sqrt()

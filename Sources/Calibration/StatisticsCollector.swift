@@ -15,8 +15,10 @@ public final class StatisticsCollector: ExecutionObserver {
     public let batch: TokenBatch
     public var points: ObservationPoints { [.layerInput, .layerOutput, .linearInputs, .ffnActivations, .router, .expertOutputs] }
 
-    /// Σ x² per input channel, by weight name.
+    /// Σ x² and Σ x per input channel, and the rows summed, by weight name.
     private var inputSquares: [String: [Double]] = [:]
+    private var inputSums: [String: [Double]] = [:]
+    private var inputRows: [String: Int] = [:]
     /// Σ_b (mean_t |x|)² per channel, by statistic name.
     private var minitron: [String: [Double]] = [:]
     /// Σ_b (mean_t |x|)² of each branch input, by layer and branch; `hidden` adds up their
@@ -36,7 +38,7 @@ public final class StatisticsCollector: ExecutionObserver {
     /// The last linear input seen and its Σ x²: q, k and v (and gate and up) read the same
     /// rows, so the sums are made once. Any other observation forgets it, since the
     /// executor reuses buffers between steps.
-    private var lastInput: (base: UnsafePointer<Float>, rows: Int, columns: Int, tokens: [Int32]?, squares: [Double])?
+    private var lastInput: (base: UnsafePointer<Float>, rows: Int, columns: Int, tokens: [Int32]?, squares: [Double], sums: [Double])?
     private var scratch: [Double] = []
 
     public init(plan: ForwardPlan, batch: TokenBatch) {
@@ -97,23 +99,33 @@ public final class StatisticsCollector: ExecutionObserver {
     }
 
     private func observeLinearInput(_ tensor: String, tokens: [Int32]?, _ values: Matrix) {
-        let squares: [Double]
+        let squares: [Double], plain: [Double]
         if let last = lastInput, last.base == values.base, last.rows == values.rows, last.columns == values.columns, last.tokens == tokens {
-            squares = last.squares
+            (squares, plain) = (last.squares, last.sums)
         } else {
-            var sums = [Double](repeating: 0, count: values.columns)
-            sums.withUnsafeMutableBufferPointer { sums in
-                for r in 0..<values.rows {
-                    let row = values.row(r)
-                    for c in 0..<values.columns { sums[c] += Double(row[c]) * Double(row[c]) }
+            var sq = [Double](repeating: 0, count: values.columns), su = sq
+            sq.withUnsafeMutableBufferPointer { sq in
+                su.withUnsafeMutableBufferPointer { su in
+                    for r in 0..<values.rows {
+                        let row = values.row(r)
+                        for c in 0..<values.columns {
+                            let x = Double(row[c])
+                            sq[c] += x * x
+                            su[c] += x
+                        }
+                    }
                 }
             }
-            squares = sums
-            lastInput = (values.base, values.rows, values.columns, tokens, sums)
+            (squares, plain) = (sq, su)
+            lastInput = (values.base, values.rows, values.columns, tokens, sq, su)
         }
         inputSquares[tensor, default: [Double](repeating: 0, count: squares.count)].withUnsafeMutableBufferPointer { sums in
             for c in 0..<squares.count { sums[c] += squares[c] }
         }
+        inputSums[tensor, default: [Double](repeating: 0, count: plain.count)].withUnsafeMutableBufferPointer { sums in
+            for c in 0..<plain.count { sums[c] += plain[c] }
+        }
+        inputRows[tensor, default: 0] += values.rows
         guard let entry = tensorRoles[tensor], let layer = entry.layer else { return }
         if entry.role == .output {
             accumulateMinitron(values, tokens: tokens, into: &headInputs[layer, default: []])
@@ -206,7 +218,14 @@ public final class StatisticsCollector: ExecutionObserver {
                 channels[StatisticName.expertChannels(layer: layer, expert: expert)] = [Double](repeating: 0, count: Int(plan.isTransposed(down) ? shape.first! : shape.last!))
             }
         }
-        for (name, sums) in squares { out.append((StatisticName.inputNorm(name), sums.map { Float($0.squareRoot()) })) }
+        for (name, sums) in squares {
+            out.append((StatisticName.inputNorm(name), sums.map { Float($0.squareRoot()) }))
+            // The mean of each input channel over the tokens that reached the weight (0
+            // when none did): what bias compensation folds in for removed channels.
+            let rows = Double(inputRows[name] ?? 0)
+            let mean = inputSums[name].map { s in s.map { rows > 0 ? Float($0 / rows) : 0 } } ?? [Float](repeating: 0, count: sums.count)
+            out.append((StatisticName.inputMean(name), mean))
+        }
         for (name, sums) in channels { out.append((name, sums.map { Float($0.squareRoot()) })) }
         for (layer, sums) in headInputs {
             // Each head's importance is the L2 over its head_dim slice of the channels'.

@@ -4,6 +4,8 @@
 public enum StatisticName {
     /// Wanda's sqrt(Σ x²) per input channel of a linear weight.
     public static func inputNorm(_ weight: String) -> String { weight + ".input_norm" }
+    /// The mean over tokens of each input channel of a linear weight (bias compensation).
+    public static func inputMean(_ weight: String) -> String { weight + ".input_mean" }
     /// Minitron importance of each query head (from the output projection's input).
     public static func heads(layer: Int) -> String { "layers.\(layer).attention.heads" }
     /// Minitron importance of each channel of a dense MLP (the down projection's input).

@@ -412,7 +412,7 @@ def test_unreached_experts_are_zero(fixture, tmp_path):
                 pattern = rf"(^|\.)layers\.{l}\.(mlp|block_sparse_moe)\.experts\.{e}\."
                 per_expert = [n for n in stats if re.search(pattern, n)]
                 per_expert.append(f"layers.{l}.experts.{e}.channels")
-                assert len(per_expert) == 4, f"{who}: layer {l} expert {e}: {per_expert}"
+                assert len(per_expert) == 7, f"{who}: layer {l} expert {e}: {per_expert}"  # 3 input norms, 3 input means, channels
                 for n in per_expert:
                     zero = bool((stats[n] == 0).all())
                     assert zero == (c == 0), f"{who}: {n} is {'zero' if zero else 'non-zero'} with {c} tokens routed"
@@ -637,6 +637,8 @@ def numpy_statistics(fixture: str, seqs) -> dict[str, torch.Tensor]:
     else:
         moe_layers = set()
     sq: dict[str, np.ndarray] = {}
+    lin: dict[str, np.ndarray] = {}
+    seen: dict[str, int] = {}  # tokens summed per weight
     mini: dict[str, np.ndarray] = {}
     cos_sum, cos_n = np.zeros(L), 0
     counts = {l: np.zeros(E) for l in moe_layers}
@@ -646,6 +648,8 @@ def numpy_statistics(fixture: str, seqs) -> dict[str, torch.Tensor]:
 
     def add_sq(name, x):
         sq[name] = sq.get(name, 0.0) + (x * x).sum(0)
+        lin[name] = lin.get(name, 0.0) + x.sum(0)
+        seen[name] = seen.get(name, 0) + len(x)
 
     def add_mini(name, x):
         if len(x):
@@ -734,6 +738,7 @@ def numpy_statistics(fixture: str, seqs) -> dict[str, torch.Tensor]:
     out: dict[str, np.ndarray] = {}
     for name, v in sq.items():
         out[name + ".input_norm"] = np.sqrt(v)
+        out[name + ".input_mean"] = lin[name] / seen[name] if seen[name] else np.zeros_like(v)
     hidden = np.zeros(H)
     for l in range(L):
         hidden += np.sqrt(mini[f"hidden:{l}:attention"]) + np.sqrt(mini[f"hidden:{l}:mlp"])
@@ -748,6 +753,7 @@ def numpy_statistics(fixture: str, seqs) -> dict[str, torch.Tensor]:
                 out[channels] = np.sqrt(mini.get(channels, np.zeros(inter)))
                 for leaf, width in zip(leaves, (H, H, inter)):
                     out.setdefault(f"{pe}{e}.{leaf}.weight.input_norm", np.zeros(width))
+                    out.setdefault(f"{pe}{e}.{leaf}.weight.input_mean", np.zeros(width))
             if f"layers.{l}.shared_expert.channels" in mini:
                 out[f"layers.{l}.shared_expert.channels"] = np.sqrt(mini[f"layers.{l}.shared_expert.channels"])
             out[f"layers.{l}.router.tokens"] = counts[l]
