@@ -21,6 +21,10 @@ public struct OutputItem: Sendable {
     /// Computes the output from the source (no selections, merges or casts with it).
     public var transform: (any TensorTransform)?
 
+    /// The output bytes themselves, computed while planning (a compensated bias, a zero
+    /// bias a config switch creates): the source is then only named, never read.
+    public var contents: [UInt8]?
+
     public init(
         source: ModelFolder.Tensor, entry: SafeTensorsWriter.Entry, selections: [[Int]?]? = nil,
         mergeSources: [ModelFolder.Tensor] = [], encoding: PareEncoding? = nil, transform: (any TensorTransform)? = nil
@@ -33,6 +37,13 @@ public struct OutputItem: Sendable {
         self.transform = transform
     }
 
+    /// An item whose bytes are given: `entry`'s tensor, named after `source` for messages.
+    public init(contents: [UInt8], entry: SafeTensorsWriter.Entry, nominalSource source: ModelFolder.Tensor) {
+        precondition(contents.count == entry.byteCount, "contents must fill the entry")
+        self.init(source: source, entry: entry)
+        self.contents = contents
+    }
+
     /// The item copying `tensor` as it is.
     public init(copying tensor: ModelFolder.Tensor) {
         self.init(source: tensor, entry: .init(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape))
@@ -42,7 +53,7 @@ public struct OutputItem: Sendable {
     public internal(set) var order = 0
 
     public var needsCast: Bool { source.info.dtype != entry.dtype }
-    public var isWholeCopy: Bool { transform == nil && isWholeCopyExceptTransform }
+    public var isWholeCopy: Bool { contents == nil && transform == nil && isWholeCopyExceptTransform }
 
     /// Whether the source reaches the writer (or its transform) whole and unmerged.
     var isWholeCopyExceptTransform: Bool { mergeSources.isEmpty && (selections?.allSatisfy({ $0 == nil }) ?? true) }

@@ -12,7 +12,7 @@ struct PareEncodingPolicy {
         if let encoding = item.encoding { return encoding }
         let dtype = item.entry.dtype
         let fallback: PareEncoding = item.entry.byteCount >= PareEncoding.smallTensorBytes && dtype.isCastable ? .byteGroup : .raw
-        guard item.isWholeCopy else { return fallback }
+        guard item.isWholeCopy else { return item.contents != nil && item.entry.byteCount < PareEncoding.smallTensorBytes ? .raw : fallback }
         let chosen: PareEncoding
         switch input.shards[item.source.shard] {
         case .pare(let file, _):

@@ -23,7 +23,7 @@ struct Prefetcher {
 
     /// Asks for the items after `index`, the one about to be written, up to `bytes` ahead.
     mutating func advance(to index: Int) {
-        func sources(_ item: OutputItem) -> [ModelFolder.Tensor] { [item.source] + item.mergeSources }
+        func sources(_ item: OutputItem) -> [ModelFolder.Tensor] { item.contents != nil ? [] : [item.source] + item.mergeSources }
         var ahead = 0
         through = max(through, index + 1)
         for item in items[(index + 1)..<through] {

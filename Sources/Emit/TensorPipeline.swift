@@ -55,7 +55,10 @@ struct TensorPipeline {
     private func write(
         _ item: OutputItem, to sink: TensorSink, scratch: ScratchBuffer, progress: (Int) throws(EmitError) -> Void
     ) throws(EmitError) {
-        if let transform = item.transform {
+        if let contents = item.contents {
+            try withBytes(of: contents) { bytes throws(EmitError) in try sink.write(bytes) }
+            try progress(contents.count)
+        } else if let transform = item.transform {
             if item.isWholeCopyExceptTransform {
                 try withSourceBytes(item) { bytes throws(EmitError) in
                     try writeTransformed(item, transform, source: bytes, sink: sink, scratch: scratch, progress: progress)

@@ -38,7 +38,8 @@ public struct TrimJob {
     /// scoring will choose, with the same counts, shapes and sizes.
     public init(
         graph: ModelGraph, request: TrimRequest, explicit: TrimPlan = TrimPlan(), sparsify: SparsifyStep? = nil,
-        keepUnknown: Bool = false, dryRun: Bool = false, selectionScores: ActivationScores? = nil, depthRecord: JSONValue? = nil
+        keepUnknown: Bool = false, dryRun: Bool = false, selectionScores: ActivationScores? = nil, depthRecord: JSONValue? = nil,
+        compensation: CalibrationStatistics? = nil
     ) throws {
         let problems = graph.problems.filter { !(keepUnknown && $0.isUnexpectedTensor) }
         if let problem = problems.first {
@@ -52,7 +53,9 @@ public struct TrimJob {
         self.selectionScores = selectionScores
         self.depthRecord = depthRecord
         // Wanda slices its norms with the kept channels, so it needs them all first.
+        // So does bias compensation, which computes the biases from them while planning.
         let layerByLayer = !dryRun && LayerByLayerPlan.applies(to: request, explicit: explicit) && !(sparsify?.needsFinalSelections ?? false)
+            && compensation == nil
         var planner = TrimPlanner(graph: graph, scores: !dryRun && !layerByLayer, selectionScores: selectionScores)
         let plan = try planner.plan(request, explicit: explicit)
         var warnings: [String] = []
@@ -78,7 +81,8 @@ public struct TrimJob {
             }
             warnings.append("copying \(graph.model.extraModules.map { "'\($0)'" }.joined(separator: ", ")) unchanged: the module\(graph.model.extraModules.count == 1 ? "" : "s") after the model keep reading the hidden size, which this trim does not change")
         }
-        let trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
+        var trimmed = try TrimmedModel(graph: graph, plan: plan, keepUnknown: keepUnknown)
+        if let compensation { trimmed = try trimmed.compensatingBiases(with: compensation) }
         warnings += try Self.footguns(request, trimmed: trimmed, sparsifies: sparsify != nil)
         self.trimmed = trimmed
         self.warnings = warnings + trimmed.warnings

@@ -13,16 +13,17 @@ import Tensors
 public struct TrimmedModel: Sendable {
     public let graph: ModelGraph
     public let plan: TrimPlan
-    public let items: [OutputItem]
-    /// The graph node each item comes from (`nil` for tensors kept as unknown).
-    public let itemNodes: [ModelGraph.Node?]
-    public let config: ModelConfig
+    public internal(set) var items: [OutputItem]
+    /// The graph node each item comes from (`nil` for tensors kept as unknown, and for
+    /// biases a compensation creates).
+    public internal(set) var itemNodes: [ModelGraph.Node?]
+    public internal(set) var config: ModelConfig
     /// Axis sizes after the trim.
     public let sizes: [Axis: Int]
     /// Axes whose size the trim changes (what `keptIndices` must find selected).
     public let changedAxes: Set<Axis>
     /// Config entries that change: key, before, after.
-    public let configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
+    public internal(set) var configChanges: [(key: String, before: JSONValue?, after: JSONValue)]
     /// Things that will load but may not run everywhere, each one sentence.
     public let warnings: [String]
 

@@ -8,6 +8,11 @@ import Passes
 import Runtime
 import Tensors
 
+/// `--compensate`: what a trim folds the removed structures' mean contribution into.
+enum Compensation: String, ExpressibleByArgument {
+    case bias
+}
+
 struct Trim: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Physically remove layers, attention heads, FFN channels, experts and hidden channels.",
@@ -114,6 +119,9 @@ struct Trim: ParsableCommand {
 
     @OptionGroup(title: "Selection from data")
     var selection: SelectionOptions
+
+    @Option(help: ArgumentHelp("FLAP's bias compensation: fold the mean contribution of removed FFN channels and heads (on the calibration tokens) into the down / output projection's bias; a config switch such as mlp_bias is turned on where the family needs one. Needs --stats or --calibrate.", valueName: "bias"))
+    var compensate: Compensation?
 
     @Flag(help: "Print the plan (sizes, parameters, bytes, KV cache, config diff) and write nothing; reads no weights.")
     var dryRun = false
@@ -226,9 +234,13 @@ struct Trim: ParsableCommand {
             let scores = evidence.map {
                 ActivationScores(statistics: $0.statistics, criteria: criteria, binding: graph.binding, expertSubsets: $0.expertSubsets)
             }
+            if compensate != nil && statistics == nil {
+                throw ValidationError("--compensate bias folds in the mean of each removed channel on calibration tokens: give --stats FILE or --calibrate --tokens FILE")
+            }
             let job = try TrimJob(
                 graph: graph, request: request, explicit: explicit, sparsify: step,
-                keepUnknown: keepUnknown, dryRun: dryRun, selectionScores: scores, depthRecord: depthRecord)
+                keepUnknown: keepUnknown, dryRun: dryRun, selectionScores: scores, depthRecord: depthRecord,
+                compensation: compensate == nil ? nil : statistics)
             warn(job.warnings)
             if dryRun {
                 let report = job.report(job.summary(dryRun: true))
