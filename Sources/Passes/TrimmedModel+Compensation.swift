@@ -35,6 +35,10 @@ extension TrimmedModel {
                 guard let node = itemNodes[i], node.expert == nil, node.layer != nil else { return false }
                 return graph.descriptor.tensors[node.template].role == target.weight
             }
+            // Where the result could not hold a bias, refuse before reading anything.
+            if !hasBias(target.bias), weights.contains(where: removesInputs(item:)) {
+                _ = try biasSwitch(target.bias, what: target.what)
+            }
             // Only where the trim removes the projection's input channels.
             var deltas: [(layer: Int, delta: [Float])] = []
             for i in weights {
@@ -43,8 +47,7 @@ extension TrimmedModel {
             guard !deltas.isEmpty else { continue }
             compensatedAny = true
             let byLayer = Dictionary(deltas, uniquingKeysWith: { a, _ in a })
-            if graph.descriptor.tensors.contains(where: { $0.role == target.bias && $0.requiredIf == nil })
-                || graph.nodes.contains(where: { graph.descriptor.tensors[$0.template].role == target.bias }) {
+            if hasBias(target.bias) {
                 try result.addToExistingBiases(target.bias, byLayer: byLayer, what: target.what)
             } else {
                 try result.createBiases(target.bias, byLayer: byLayer, what: target.what)
@@ -55,6 +58,32 @@ extension TrimmedModel {
                                 reason: "the trim removes no FFN channels and no attention heads, so there is nothing to compensate (it applies to --ffn, --heads and --kv-heads)")
         }
         return result
+    }
+
+    /// Whether the checkpoint has the bias (an `optional` template the checkpoint leaves
+    /// out is one its class does not create).
+    private func hasBias(_ role: Role) -> Bool {
+        graph.nodes.contains(where: { graph.descriptor.tensors[$0.template].role == role })
+    }
+
+    /// The config flag whose switch creates the bias, or the refusal.
+    private func biasSwitch(_ role: Role, what: String) throws(TrimError) -> (template: ArchitectureDescriptor.Tensor, key: String) {
+        let descriptor = graph.descriptor
+        guard let gated = descriptor.tensors.first(where: { $0.role == role && $0.requiredIf.map { !$0.negated } == true }),
+              let flag = gated.requiredIf?.flag, let key = descriptor.flags[flag]?.key else {
+            throw .notSupported(family: descriptor.family, request: "--compensate bias",
+                                reason: "its class has no bias on the projection that reads the removed \(what) (\(role.rawValue)) and no config switch that adds one")
+        }
+        return (gated, key)
+    }
+
+    /// Whether the trim removes input channels of item `i`'s projection.
+    private func removesInputs(item i: Int) -> Bool {
+        let node = itemNodes[i]!
+        let transposed = graph.descriptor.tensors[node.template].transposed
+        let shape = node.source.info.shape
+        guard shape.count == 2, let kept = items[i].selections?[transposed ? 0 : 1] else { return false }
+        return kept.count < Int(transposed ? shape[0] : shape[1])
     }
 
     /// δ over the projection's full output width, or nil when the trim keeps every input
@@ -139,11 +168,7 @@ extension TrimmedModel {
     /// zeros, and δ in the compensated one.
     private mutating func createBiases(_ role: Role, byLayer: [Int: [Float]], what: String) throws(TrimError) {
         let descriptor = graph.descriptor
-        guard let gated = descriptor.tensors.first(where: { $0.role == role && $0.requiredIf.map { !$0.negated } == true }),
-              let flag = gated.requiredIf?.flag, let key = descriptor.flags[flag]?.key else {
-            throw .notSupported(family: descriptor.family, request: "--compensate bias",
-                                reason: "its class has no bias on the projection that reads the removed \(what) (\(role.rawValue)) and no config switch that adds one")
-        }
+        let (gated, key) = try biasSwitch(role, what: what)
         let surviving = (0..<graph.binding.layerCount).filter { !plan.removedLayers.contains($0) }
         var newIndex: [Int: Int] = [:]
         for (i, layer) in surviving.enumerated() { newIndex[layer] = i }

@@ -161,3 +161,70 @@ private final class MoEOutputs: ExecutionObserver {
         return total
     }
 }
+
+@Suite struct BiasCompensationTests {
+    /// Records the mean over tokens of one layer's output.
+    private final class LayerMean: ExecutionObserver {
+        let layer: Int
+        var mean: [Double] = []
+        var points: ObservationPoints { [.layerOutput] }
+        init(layer: Int) { self.layer = layer }
+        func observe(_ observation: Observation) {
+            guard case let .layerOutput(l, m) = observation, l == layer else { return }
+            mean = (0..<m.columns).map { c in (0..<m.rows).reduce(0.0) { $0 + Double(m[$1, c]) } / Double(m.rows) }
+        }
+    }
+
+    /// The down projection is linear: with the removed channels' mean folded into its bias,
+    /// the first layer's output keeps its mean over the calibration tokens exactly (its
+    /// input does not change; later layers' inputs do). In bf16 the bias itself is rounded.
+    /// (Heads: the MLP after the attention sees each token's change, so only the attention
+    /// output's mean would be kept; the interop suite checks heads against torch.)
+    @Test(arguments: [("llama-gqa-f32", false), ("gpt2", false), ("llama-gqa-bf16", false)])
+    func theFirstLayerKeepsItsMeanOutput(_ fixture: String, _ heads: Bool) throws {
+        let dir = TemporaryDirectory()
+        let graph = try ModelGraph(model: try ModelFolder(path: Fixtures.model(fixture)))
+        let original = try ForwardPlan(graph: graph)
+        let batch = TokenBatch(sequences: sequences([9, 6, 4], vocab: 64))
+        let pass = try CalibrationPass(plan: original, batch: batch, threads: 1, source: "test").run()
+        let stats = CalibrationStatistics(source: "test", fileSHA256: nil, metadata: [],
+                                          values: Dictionary(uniqueKeysWithValues: pass.statistics.map { ($0.name, $0.values) }))
+        var request = TrimRequest()
+        if heads {
+            request.sizes[.kvHeads] = .count(1)
+        } else {
+            request.sizes[.ffn] = .ratio(0.5)
+        }
+        var planner = TrimPlanner(graph: graph)
+        let trimmed = try TrimmedModel(graph: graph, plan: try planner.plan(request)).compensatingBiases(with: stats)
+        try CheckpointWriter(input: graph.model, output: dir.file("out"), options: .init(), items: trimmed.items, config: trimmed.config).run()
+        let written = try ForwardPlan(graph: try ModelGraph(model: try ModelFolder(path: dir.file("out"))))
+        let before = LayerMean(layer: 0), after = LayerMean(layer: 0), plain = LayerMean(layer: 0)
+        _ = try finalStates(original, batch, observer: before)
+        _ = try finalStates(written, batch, observer: after)
+        // Without compensation the mean moves.
+        var uncompensatedPlanner = TrimPlanner(graph: graph)
+        let uncompensated = try TrimmedModel(graph: graph, plan: try uncompensatedPlanner.plan(request))
+        try CheckpointWriter(input: graph.model, output: dir.file("plain"), options: .init(), items: uncompensated.items, config: uncompensated.config).run()
+        _ = try finalStates(try ForwardPlan(graph: try ModelGraph(model: try ModelFolder(path: dir.file("plain")))), batch, observer: plain)
+        let scale = before.mean.map(abs).max()!
+        let kept = zip(before.mean, after.mean).map { abs($0 - $1) }.max()! / scale
+        let moved = zip(before.mean, plain.mean).map { abs($0 - $1) }.max()! / scale
+        #expect(kept < (fixture.hasSuffix("bf16") ? 1e-2 : 1e-5), "compensated mean moved by \(kept)")
+        #expect(moved > 1e-3, "the trim alone moved the mean by only \(moved)")
+    }
+
+    @Test func familiesWithoutABiasOrSwitchAreRefused() throws {
+        let graph = try ModelGraph(model: try ModelFolder(path: Fixtures.model("mixtral")))
+        var request = TrimRequest()
+        request.sizes[.kvHeads] = .count(1)
+        var planner = TrimPlanner(graph: graph)
+        let trimmed = try TrimmedModel(graph: graph, plan: try planner.plan(request))
+        let stats = CalibrationStatistics(source: "test", fileSHA256: nil, metadata: [], values: [:])
+        #expect {
+            _ = try trimmed.compensatingBiases(with: stats)
+        } throws: { error in
+            "\(error)".contains("--compensate bias") && "\(error)".contains("no config switch")
+        }
+    }
+}
