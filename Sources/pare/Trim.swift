@@ -36,7 +36,10 @@ struct Trim: ParsableCommand {
             outputs for experts; ShortGPT's block influence for --drop-layers auto:N. \
             --score picks the criteria: magnitude|activation for widths and experts, \
             frequency (routing counts) for experts, bi|last for auto layer drops. \
-            pare-trim.json then records the statistics' digests, the criteria and every score.
+            pare-trim.json then records the statistics' digests, the criteria and every score. \
+            --compensate bias folds the mean contribution of removed FFN channels and heads \
+            into the down / output projection's bias (FLAP), turning on mlp_bias or \
+            attention_bias where the family needs it.
 
             --hidden N prunes the residual stream's width (Minitron's embedding channels): \
             one selection for the whole model, sliced from the embeddings, the LM head, \
@@ -57,6 +60,9 @@ struct Trim: ParsableCommand {
               pare trim ./model ./small --stats stats.safetensors --ffn 0.5 --drop-layers auto:4
               pare trim ./model ./small --calibrate --tokens calib.safetensors --heads 16 --score activation
               pare trim ./model ./small --drop-layers auto:4 --score last
+              pare trim ./model ./small --stats stats.safetensors --ffn 0.5 --compensate bias
+              pare trim ./mixtral ./m6 --experts 6 --score reconstruction --calibrate --tokens calib.safetensors
+              pare trim ./model ./short --merge-layers auto --target-layers 24 --calibrate --tokens calib.safetensors
             """
     )
 
