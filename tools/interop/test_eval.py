@@ -573,12 +573,21 @@ def test_a_reference_of_another_family_is_refused(tmp_path):
         assert proc.stdout == "", f"{model} vs {ref}"
 
 
-@pytest.mark.parametrize("content", [b"hello world\n", b"\x00\x01\x02\x03garbage", b'{"input_ids": [1, 2]}\n'])
+@pytest.mark.parametrize("content", [b"hello world\n", b"\x00\x01\x02\x03garbage", b'{"text": "no ids here"}\n'])
 def test_a_tokens_file_of_another_format_is_refused(content, tmp_path):
     (tmp_path / "t.bin").write_bytes(content)
     proc = run_pare(["eval", FIXTURES / "gpt2", "--tokens", tmp_path / "t.bin", "--json"])
     expect_error(proc, 1)
     assert proc.stdout == ""
+
+
+def test_json_lines_of_objects_are_read_like_lists(tmp_path):
+    """Lines may be objects with "input_ids" from the first line on, whatever the suffix."""
+    (tmp_path / "objects.bin").write_bytes(b'{"input_ids": [1, 2, 3]}\n{"input_ids": [4, 5]}\n')
+    (tmp_path / "lists.jsonl").write_bytes(b"[1, 2, 3]\n[4, 5]\n")
+    a = json.loads(run_pare(["eval", FIXTURES / "gpt2", "--tokens", tmp_path / "objects.bin", "--json", "--quiet"]).stdout)
+    b = json.loads(run_pare(["eval", FIXTURES / "gpt2", "--tokens", tmp_path / "lists.jsonl", "--json", "--quiet"]).stdout)
+    assert (a["tokens"], a["sequences"], a["nll_mean"]) == (b["tokens"], b["sequences"], b["nll_mean"]) == (5, 2, b["nll_mean"])
 
 
 # --------------------------------------------------------------------------- trained fixtures
