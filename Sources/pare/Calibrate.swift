@@ -76,20 +76,9 @@ struct Calibrate: ParsableCommand {
             BLAS.threads = cores
             let metadata = try StatisticsFile.metadata(model: folder, batch: batch, source: text.tokens)
             let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: text.tokens)
-            let bar = ProgressBar(label: "calibrate", quiet: quiet || json)
-            Interruption.install()
-            let result: CalibrationPass.Result
-            do {
-                result = try pass.run { fraction in
-                    bar.update(fraction: fraction, units: batch.tokenCount, unit: "tokens")
-                    return !Interruption.isRequested
-                }
-            } catch RuntimeError.interrupted {
-                bar.finish()
-                StandardStream.standardError.write("pare: interrupted; nothing was written\n")
-                throw ExitCode(Interruption.exitStatus)
+            let result = try ProgressBar.running("calibrate", quiet: quiet || json, tokens: batch.tokenCount) { progress in
+                try pass.run(progress: progress)
             }
-            bar.finish()
             try StatisticsFile.write(result.statistics, metadata: metadata, to: output)
             if json {
                 let members: [(key: String, value: JSONValue)] = [

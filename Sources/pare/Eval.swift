@@ -92,20 +92,9 @@ struct Eval: ParsableCommand {
                 }
             }
             let evaluation = try Evaluation(model: plan, reference: referencePlan, batch: batch, options: options)
-            let bar = ProgressBar(label: "eval", quiet: quiet || json)
-            Interruption.install()
-            let result: Evaluation.Result
-            do {
-                result = try evaluation.run { fraction in
-                    bar.update(fraction: fraction, units: batch.tokenCount, unit: "tokens")
-                    return !Interruption.isRequested
-                }
-            } catch RuntimeError.interrupted {
-                bar.finish()
-                StandardStream.standardError.write("pare: interrupted; nothing was written\n")
-                throw ExitCode(Interruption.exitStatus)
+            let result = try ProgressBar.running("eval", quiet: quiet || json, tokens: batch.tokenCount) { progress in
+                try evaluation.run(progress: progress)
             }
-            bar.finish()
             if json {
                 StandardStream.standardOutput.write(report(result, plan: plan).serialized(.pretty) + "\n")
             } else {

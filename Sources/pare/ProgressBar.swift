@@ -1,8 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import Emit
 import ModelFolder
+import Runtime
 
 /// A one-line progress bar on stderr for work that takes more than about a second.
 ///
@@ -89,4 +91,29 @@ func runShowingProgress(
 /// Prints one `pare: warning:` line per warning.
 func warn(_ warnings: [String]) {
     for warning in warnings { StandardStream.standardError.write("pare: warning: \(warning)\n") }
+}
+
+extension ProgressBar {
+    /// Runs a long computation under a bar of `units` tokens, with Ctrl-C handling: `work`
+    /// gets a callback that moves the bar to a fraction and returns false once a stop is
+    /// asked for, and a run that stops with `RuntimeError.interrupted` ends the process
+    /// with the signal's status after saying that nothing was written.
+    static func running<T>(_ label: String, quiet: Bool, tokens: Int, _ work: (_ progress: (Double) -> Bool) throws -> T) throws -> T {
+        let bar = ProgressBar(label: label, quiet: quiet)
+        Interruption.install()
+        let result: T
+        do {
+            result = try work { fraction in
+                bar.update(fraction: fraction, units: tokens, unit: "tokens")
+                return !Interruption.isRequested
+            }
+        } catch {
+            bar.finish()
+            guard case RuntimeError.interrupted = error else { throw error }
+            StandardStream.standardError.write("pare: interrupted; nothing was written\n")
+            throw ExitCode(Interruption.exitStatus)
+        }
+        bar.finish()
+        return result
+    }
 }

@@ -55,21 +55,9 @@ struct SelectionOptions: ParsableArguments {
         if let interval { options.interval = interval }
         if let threshold { options.threshold = threshold }
         let search = try LayerCollapseSearch(plan: plan, batch: batch, threads: cores, options: options, source: tokens)
-        let bar = ProgressBar(label: "LaCo search", quiet: quiet)
-        Interruption.install()
-        let result: LayerCollapseSearch.Result
-        do {
-            result = try search.run { _, layer in
-                bar.update(fraction: 1 - Double(layer) / Double(max(1, plan.layers)), units: batch.tokenCount, unit: "tokens")
-                return !Interruption.isRequested
-            }
-        } catch {
-            bar.finish()
-            guard case .interrupted = error else { throw error }
-            StandardStream.standardError.write("pare: interrupted; nothing was written\n")
-            throw ExitCode(Interruption.exitStatus)
+        let result = try ProgressBar.running("LaCo search", quiet: quiet, tokens: batch.tokenCount) { progress in
+            try search.run { _, layer in progress(1 - Double(layer) / Double(max(1, plan.layers))) }
         }
-        bar.finish()
         if result.merges.isEmpty {
             let best = result.trials.map(\.similarity).max()
             throw TrimError.criterion(name: "--merge-layers auto", problem: "kept no merge: \(result.trials.count) trial\(result.trials.count == 1 ? "" : "s"), the best with a final-state cosine of \(best.map { String(format: "%.4f", $0) } ?? "none") against --threshold \(options.threshold); lower the threshold or the span")
@@ -120,8 +108,6 @@ struct SelectionOptions: ParsableArguments {
         let cores = threads ?? FloatConversion.activeCores
         BLAS.threads = cores
         let metadata = try StatisticsFile.metadata(model: model, batch: batch, source: tokens)
-        let bar = ProgressBar(label: "calibrating", quiet: quiet)
-        Interruption.install()
         var search: ExpertSubsetSearch?
         if let keep = searchExperts {
             guard plan.experts > 0 else { throw TrimError.notSupported(family: plan.family, request: "--score reconstruction", reason: "it has no routed experts") }
@@ -131,19 +117,9 @@ struct SelectionOptions: ParsableArguments {
             search = ExpertSubsetSearch(plan: plan, keep: keep)
         }
         let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: tokens, observers: search.map { [$0] } ?? [])
-        let result: CalibrationPass.Result
-        do {
-            result = try pass.run { fraction in
-                bar.update(fraction: fraction, units: batch.tokenCount, unit: "tokens")
-                return !Interruption.isRequested
-            }
-        } catch {
-            bar.finish()
-            guard case .interrupted = error else { throw error }
-            StandardStream.standardError.write("pare: interrupted; nothing was written\n")
-            throw ExitCode(Interruption.exitStatus)
+        let result = try ProgressBar.running("calibrating", quiet: quiet, tokens: batch.tokenCount) { progress in
+            try pass.run(progress: progress)
         }
-        bar.finish()
         let statistics = CalibrationStatistics(
             source: tokens, fileSHA256: nil, metadata: metadata,
             values: Dictionary(uniqueKeysWithValues: result.statistics.map { ($0.name, $0.values) }))
