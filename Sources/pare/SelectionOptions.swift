@@ -62,6 +62,9 @@ struct SelectionOptions: ParsableArguments {
             let best = result.trials.map(\.similarity).max()
             throw TrimError.criterion(name: "--merge-layers auto", problem: "kept no merge: \(result.trials.count) trial\(result.trials.count == 1 ? "" : "s"), the best with a final-state cosine of \(best.map { String(format: "%.4f", $0) } ?? "none") against --threshold \(options.threshold); lower the threshold or the span")
         }
+        if result.layers > targetLayers {
+            warn(["LaCo's search stopped at \(result.layers) layers, above --target-layers \(targetLayers): no further merge kept the final-state cosine at --threshold \(options.threshold)"])
+        }
         let record: JSONValue = .object([
             ("criterion", .string("laco")),
             ("span", .integer(options.span)), ("interval", .integer(options.interval)), ("threshold", .double(options.threshold)),
