@@ -25,7 +25,7 @@ extension TrimmedModel {
     public func compensatingBiases(with statistics: CalibrationStatistics) throws(TrimError) -> TrimmedModel {
         let family = graph.descriptor.family
         for axis in [Axis.expertFFN, .sharedExpertFFN] where plan.keep.keys.contains(where: { $0.axis == axis }) {
-            throw .notSupported(family: family, request: "--compensate bias with \(axis.option)",
+            throw .notSupported(family: family, request: "--compensate bias with pruned \(axis.noun) (\(axis.option), or a fraction on --ffn)",
                                 reason: "the removed channels would fold into the bias of each expert's down projection, and experts have no bias in its class")
         }
         var result = self
