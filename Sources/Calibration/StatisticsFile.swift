@@ -34,21 +34,15 @@ public enum StatisticsFile {
     ) throws(RuntimeError) {
         let sorted = statistics.sorted { $0.name < $1.name }
         let entries = sorted.map { SafeTensorsWriter.Entry(name: $0.name, dtype: .f32, shape: [UInt64($0.values.count)]) }
-        let temporary = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
-        do {
-            let writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: [("format", "pt")] + metadata)
-            for entry in sorted {
-                let bytes = entry.values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
-                try bytes.withUnsafeBytes { raw in try writer.write(raw) }
+        let file = try StagedTensorFile(path: path, entries: entries, metadata: [("format", "pt")] + metadata)
+        // Little-endian F32, as the host stores them. A failed write removes the file.
+        for entry in sorted {
+            var failure: RuntimeError?
+            entry.values.withUnsafeBytes { raw in
+                do throws(RuntimeError) { try file.write(raw) } catch { failure = error }
             }
-            try writer.finish()
-        } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be written: \(error)")
+            if let failure { throw failure }
         }
-        do { try FileSystem.rename(temporary, to: path) } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be renamed into place (\(error))")
-        }
+        try file.finish()
     }
 }

@@ -326,20 +326,16 @@ public final class Evaluation {
 /// `pooled [N, H]` (encoders), and `lengths [N]`; windows shorter than the longest are
 /// padded with zeros. Written aside and renamed when complete.
 final class SaveFile {
-    let path: String
-    let temporary: String
-    let writer: SafeTensorsWriter
+    let file: StagedTensorFile
     let batch: TokenBatch
     let longest: Int
     let vocab: Int
     private let zeroBlock = FloatBuffer()
 
     init(path: String, batch: TokenBatch, plan: ForwardPlan) throws(RuntimeError) {
-        self.path = path
         self.batch = batch
         longest = batch.longest
         vocab = plan.vocab
-        temporary = path + ".pare-tmp-\(getpid())"
         let n = UInt64(batch.sequenceCount), t = UInt64(longest)
         var entries = [
             SafeTensorsWriter.Entry(name: "lengths", dtype: .i64, shape: [n]),
@@ -350,21 +346,13 @@ final class SaveFile {
         } else {
             entries.append(.init(name: "pooled", dtype: .f32, shape: [n, UInt64(plan.hidden)]))
         }
-        do {
-            writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: [("format", "pt"), ("producer", "pare eval")])
-            let lengths = (0..<batch.sequenceCount).map { Int64(batch.range(of: $0).count).littleEndian }
-            try lengths.withUnsafeBytes { raw in try writer.write(raw) }
-        } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be written: \(error)")
-        }
+        file = try StagedTensorFile(path: path, entries: entries, metadata: [("format", "pt"), ("producer", "pare eval")])
+        let lengths = (0..<batch.sequenceCount).map { Int64(batch.range(of: $0).count).littleEndian }
+        try write(lengths, bytes: lengths.count * 8)
     }
 
     private func write(_ p: UnsafeRawPointer, bytes: Int) throws(RuntimeError) {
-        do { try writer.write(UnsafeRawBufferPointer(start: p, count: bytes)) } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be written: \(error)")
-        }
+        try file.write(UnsafeRawBufferPointer(start: p, count: bytes))
     }
 
     private func zeros(_ count: Int) throws(RuntimeError) {
@@ -401,18 +389,7 @@ final class SaveFile {
     }
 
     /// Removes the unfinished file (a failed or interrupted run).
-    func abandon() { unlink(temporary) }
+    func abandon() { file.abandon() }
 
-    func finish() throws(RuntimeError) {
-        do {
-            try writer.finish()
-        } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be written: \(error)")
-        }
-        do { try FileSystem.rename(temporary, to: path) } catch {
-            unlink(temporary)
-            throw .io(path: path, problem: "cannot be renamed into place (\(error))")
-        }
-    }
+    func finish() throws(RuntimeError) { try file.finish() }
 }

@@ -1,0 +1,44 @@
+import Foundation
+import SafeTensors
+import Tensors
+
+/// A safetensors file written beside its final path and renamed into place only when
+/// complete: a failed or interrupted run leaves nothing behind. What `pare eval --save`
+/// and the calibration statistics are written through.
+public final class StagedTensorFile {
+    public let path: String
+    private let temporary: String
+    private let writer: SafeTensorsWriter
+
+    public init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(RuntimeError) {
+        self.path = path
+        temporary = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
+        do { writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: metadata) } catch {
+            unlink(temporary)
+            throw .io(path: path, problem: "cannot be written: \(error)")
+        }
+    }
+
+    /// Appends the next bytes of the tensors, in entry order.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(RuntimeError) {
+        do { try writer.write(bytes) } catch {
+            unlink(temporary)
+            throw .io(path: path, problem: "cannot be written: \(error)")
+        }
+    }
+
+    /// Removes the unfinished file.
+    public func abandon() { unlink(temporary) }
+
+    /// Completes the file and renames it into place.
+    public func finish() throws(RuntimeError) {
+        do { try writer.finish() } catch {
+            unlink(temporary)
+            throw .io(path: path, problem: "cannot be written: \(error)")
+        }
+        do { try FileSystem.rename(temporary, to: path) } catch {
+            unlink(temporary)
+            throw .io(path: path, problem: "cannot be renamed into place (\(error))")
+        }
+    }
+}
