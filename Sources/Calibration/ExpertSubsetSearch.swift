@@ -105,7 +105,7 @@ public final class ExpertSubsetSearch: ExecutionObserver {
 
     /// Per token, the Gram matrix of its candidate outputs, then the subsets.
     private func search() -> LayerResult {
-        let e = plan.experts, k = plan.expertsPerToken, h = plan.hidden, w = width
+        let e = plan.experts, h = plan.hidden, w = width
         let n = ranked.count / w
         var gram = [Double](repeating: 0, count: n * w * w)
         outputs.withUnsafeBufferPointer { out in

@@ -437,11 +437,8 @@ public final class Executor {
         for expert in 0..<e where !routed[expert].isEmpty {
             let list = routed[expert]
             let rows = list.count
-            let xe = gathered.reserve(rows * h)
-            for (i, entry) in list.enumerated() { (xe + i * h).update(from: x + Int(entry.token) * h, count: h) }
-            let ye = expertOut.reserve(rows * h)
             let tokenList = list.map(\.token)
-            try mlp(xe, layer: l, roles: .expert, expert: expert, rows: rows, tokens: tokenList, into: ye)
+            let ye = try runExpert(expert, layer: l, on: tokenList, of: x)
             if points.contains(.expertOutputs) {
                 observer?.observe(.expertOutput(layer: l, expert: expert, tokens: tokenList, values: Matrix(ye, rows: rows, columns: h)))
             }
@@ -467,6 +464,16 @@ public final class Executor {
                 for i in 0..<n * h { out[i] += ys[i] }
             }
         }
+    }
+
+    /// One expert's MLP on the rows `tokens` of `x` (gathered), into the expert workspace.
+    private func runExpert(_ expert: Int, layer l: Int, on tokens: [Int32], of x: UnsafePointer<Float>) throws(RuntimeError) -> UnsafeMutablePointer<Float> {
+        let h = plan.hidden
+        let xe = gathered.reserve(tokens.count * h)
+        for (i, t) in tokens.enumerated() { (xe + i * h).update(from: x + Int(t) * h, count: h) }
+        let ye = expertOut.reserve(tokens.count * h)
+        try mlp(xe, layer: l, roles: .expert, expert: expert, rows: tokens.count, tokens: tokens, into: ye)
+        return ye
     }
 
     /// The router's softmax of one token's logits, and the experts by falling probability.
@@ -496,10 +503,7 @@ public final class Executor {
         defer { muted = false }
         for expert in 0..<e where !candidates[expert].isEmpty {
             let list = candidates[expert]
-            let xe = gathered.reserve(list.count * h)
-            for (i, t) in list.enumerated() { (xe + i * h).update(from: x + Int(t) * h, count: h) }
-            let ye = expertOut.reserve(list.count * h)
-            try mlp(xe, layer: l, roles: .expert, expert: expert, rows: list.count, tokens: list, into: ye)
+            let ye = try runExpert(expert, layer: l, on: list, of: x)
             observer?.observe(.expertCandidate(layer: l, expert: expert, tokens: list, values: Matrix(ye, rows: list.count, columns: h)))
         }
     }
