@@ -87,7 +87,9 @@ struct SelectionOptions: ParsableArguments {
     /// The statistics, read and matched to the model or collected now (nil for neither);
     /// with `searchExperts`, also NAEE's search for that many experts per MoE layer, which
     /// needs the calibration tokens themselves.
-    func evidence(for model: ModelFolder, graph: ModelGraph, searchExperts: Int?, quiet: Bool) throws -> Evidence? {
+    /// `needed` false skips the calibration pass of `--calibrate` when nothing but LaCo's
+    /// search (which runs its own) reads the data.
+    func evidence(for model: ModelFolder, graph: ModelGraph, searchExperts: Int?, needed: Bool = true, quiet: Bool) throws -> Evidence? {
         if let stats {
             if searchExperts != nil {
                 throw TrimError.criterion(name: "reconstruction", problem: "re-runs each MoE layer on the calibration tokens, which a statistics file does not hold: give --calibrate --tokens FILE instead of --stats")
@@ -96,7 +98,7 @@ struct SelectionOptions: ParsableArguments {
             try statistics.check(model: model)
             return Evidence(statistics: statistics)
         }
-        guard calibrate, let tokens else {
+        guard calibrate, let tokens, needed || searchExperts != nil else {
             if searchExperts != nil {
                 throw TrimError.criterion(name: "reconstruction", problem: "searches expert subsets on calibration tokens: give --calibrate --tokens FILE")
             }

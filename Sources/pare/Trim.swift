@@ -211,7 +211,9 @@ struct Trim: ParsableCommand {
             var request = request(over: recipe.request)
             let explicit = recipe.plan.dropping(overridden)
             let searchExperts = selection.score?.experts == .reconstruction ? request.count(.experts) : nil
-            let evidence = try selection.evidence(for: model, graph: graph, searchExperts: searchExperts, quiet: out.quiet || json)
+            // Widths, auto drops and compensation read statistics; LaCo alone does not.
+            let needed = !request.sizes.isEmpty || autoDrop != nil || compensate != nil || selection.score != nil
+            let evidence = try selection.evidence(for: model, graph: graph, searchExperts: searchExperts, needed: needed, quiet: out.quiet || json)
             let statistics = evidence?.statistics
             let criteria = (selection.score ?? TrimCriteria()).resolved(hasStatistics: statistics != nil)
             if criteria.needsStatistics && statistics == nil {
