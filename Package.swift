@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "PareFormat", targets: ["PareFormat"]),
         .library(name: "Tensors", targets: ["Tensors"]),
+        .library(name: "Tokenizer", targets: ["Tokenizer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,6 +44,7 @@ let package = Package(
         ),
         .target(name: "Emit", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "PareFormat", "Tensors", "OrderedJSON"]),
         .target(name: "Runtime", dependencies: ["ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "OrderedJSON", "COpenBLAS"]),
+        .target(name: "Tokenizer", dependencies: ["OrderedJSON"]),
         .target(name: "Calibration", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors"]),
         .target(
             name: "Passes",
@@ -57,6 +59,7 @@ let package = Package(
                 "Passes",
                 "Runtime",
                 "Calibration",
+                "Tokenizer",
                 "Emit",
                 "ModelGraph",
                 "ModelFolder",
@@ -76,6 +79,7 @@ let package = Package(
         .testTarget(name: "PassesTests", dependencies: ["Passes", "Emit", "ModelGraph", "ModelFolder", "TestSupport"]),
         .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "Passes", "Emit", "Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "Tensors", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "ModelGraph", "ModelFolder", "SafeTensors", "OrderedJSON", "TestSupport"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "OrderedJSON", "TestSupport"]),
         .testTarget(name: "ModelGraphTests", dependencies: ["ModelGraph", "ModelFolder", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -127,16 +127,36 @@ public struct TokenFile: Sendable {
     /// The sequences cut into windows of at most `length` tokens (the last of each sequence
     /// may be shorter), the first `samples` of them.
     public func windows(length: Int?, samples: Int?) -> [[Int32]] {
-        var out: [[Int32]] = []
-        for s in sequences where !s.isEmpty {
-            guard let length, length > 0 else { out.append(s); continue }
-            var start = 0
-            while start < s.count {
-                out.append(Array(s[start..<min(s.count, start + length)]))
-                start += length
+        TokenWindows.cut(sequences, length: length, samples: samples)
+    }
+
+    /// Writes sequences as a token file pare and Python read back: `input_ids` and
+    /// `attention_mask`, I64 `[sequences, longest]`, shorter rows padded on the right with
+    /// id 0 and mask 0. Written aside and renamed into place.
+    public static func write(_ sequences: [[Int32]], to path: String, metadata: [(key: String, value: String)]) throws(RuntimeError) {
+        let width = sequences.map(\.count).max() ?? 0
+        let shape = [UInt64(sequences.count), UInt64(width)]
+        let file = try StagedTensorFile(path: path, entries: [
+            .init(name: "input_ids", dtype: .i64, shape: shape),
+            .init(name: "attention_mask", dtype: .i64, shape: shape),
+        ], metadata: metadata)
+        var row = [Int64](repeating: 0, count: width)
+        var failure: RuntimeError?
+        func put() {
+            // Typed throws do not pass through `withUnsafeBytes`; carry the error out.
+            row.withUnsafeBytes { raw in
+                do throws(RuntimeError) { try file.write(raw) } catch { failure = error }
             }
         }
-        if let samples { out = Array(out.prefix(samples)) }
-        return out
+        for s in sequences where failure == nil {
+            for k in 0..<width { row[k] = k < s.count ? Int64(s[k]) : 0 }
+            put()
+        }
+        for s in sequences where failure == nil {
+            for k in 0..<width { row[k] = k < s.count ? 1 : 0 }
+            put()
+        }
+        if let failure { throw failure }
+        try file.finish()
     }
 }

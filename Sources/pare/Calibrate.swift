@@ -71,11 +71,11 @@ struct Calibrate: ParsableCommand {
             }
             let folder = try ModelFolder(path: model)
             let plan = try ForwardPlan(graph: try ModelGraph(model: folder, registry: try descriptors.registry()))
-            let batch = try text.batch(for: plan)
+            let batch = try text.source.batch(model: model, for: plan)
             let cores = threads ?? FloatConversion.activeCores
             BLAS.threads = cores
-            let metadata = try StatisticsFile.metadata(model: folder, batch: batch, source: text.tokens)
-            let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: text.tokens)
+            let metadata = try StatisticsFile.metadata(model: folder, batch: batch, source: text.source.path)
+            let pass = try CalibrationPass(plan: plan, batch: batch, threads: cores, source: text.source.path)
             let result = try ProgressBar.running("calibrate", quiet: quiet || json, tokens: batch.tokenCount) { progress in
                 try pass.run(progress: progress)
             }

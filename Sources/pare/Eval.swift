@@ -72,11 +72,11 @@ struct Eval: ParsableCommand {
         try reportingFailures {
             let registry = try descriptors.registry()
             let plan = try Self.plan(model, registry: registry)
-            let batch = try text.batch(for: plan)
+            let batch = try text.source.batch(model: model, for: plan)
             let cores = threads ?? FloatConversion.activeCores
             BLAS.threads = cores
 
-            var options = Evaluation.Options(threads: cores, savePath: save, source: text.tokens)
+            var options = Evaluation.Options(threads: cores, savePath: save, source: text.source.path)
             options.expertSkip = try skipThresholds(plan)
             var referencePlan: ForwardPlan?
             if let reference {

@@ -13,17 +13,23 @@ struct SelectionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Calibration statistics of this model (pare calibrate, or tools/collect_stats.py): select by activation importance and block influence.", valueName: "file"))
     var stats: String?
 
-    @Flag(help: "Collect the statistics now, on --tokens, before trimming (pare calibrate without the file).")
+    @Flag(help: "Collect the statistics now, on --tokens or --text, before trimming (pare calibrate without the file).")
     var calibrate = false
 
     @Option(help: ArgumentHelp("Calibration token ids for --calibrate (as pare calibrate --tokens).", valueName: "file"))
     var tokens: String?
 
+    @Option(help: ArgumentHelp("Calibration text for --calibrate, tokenized with the model's tokenizer.json (as pare calibrate --text).", valueName: "file"))
+    var text: String?
+
     @Option(name: .customLong("seq-len"), help: ArgumentHelp("With --calibrate: cut sequences into windows of T tokens.", valueName: "T"), transform: Parse.count)
     var seqLen: Int?
 
-    @Option(help: ArgumentHelp("With --calibrate: use the first N windows.", valueName: "N"), transform: Parse.count)
+    @Option(help: ArgumentHelp("With --calibrate: use the first N windows (with --seed: N windows at random offsets).", valueName: "N"), transform: Parse.count)
     var samples: Int?
+
+    @Option(help: ArgumentHelp("With --calibrate: draw the --samples windows at random offsets from this seed.", valueName: "S"))
+    var seed: UInt64?
 
     @Option(help: ArgumentHelp("With --calibrate: threads for the forward pass (default: every core).", valueName: "N"), transform: Parse.count)
     var threads: Int?
@@ -34,20 +40,24 @@ struct SelectionOptions: ParsableArguments {
 
     func validate() throws {
         if stats != nil && calibrate { throw ValidationError("give either --stats or --calibrate, not both") }
-        if calibrate && tokens == nil { throw ValidationError("--calibrate needs --tokens FILE: the calibration token ids") }
-        if !calibrate && (tokens != nil || seqLen != nil || samples != nil || threads != nil) {
-            throw ValidationError("--tokens, --seq-len, --samples and --threads are read by --calibrate; add --calibrate")
+        if calibrate && !source.isGiven { throw ValidationError("--calibrate needs --tokens FILE (token ids) or --text FILE (text)") }
+        if !calibrate && (source.isGiven || seqLen != nil || samples != nil || seed != nil || threads != nil) {
+            throw ValidationError("--tokens, --text, --seq-len, --samples, --seed and --threads are read by --calibrate; add --calibrate")
         }
+        try source.check(required: calibrate)
     }
+
+    var source: TokenSource { TokenSource(tokens: tokens, text: text, seqLen: seqLen, samples: samples, seed: seed) }
 
     /// LaCo's search on the calibration tokens: the runs to merge, and the record of every
     /// trial.
     func collapse(
         graph: ModelGraph, targetLayers: Int, span: Int?, interval: Int?, threshold: Double?, mergeNorms: Bool, quiet: Bool
     ) throws -> (runs: [[Int]], record: JSONValue) {
-        guard let tokens else { throw ValidationError("--merge-layers auto needs --calibrate --tokens FILE") }
+        guard source.isGiven else { throw ValidationError("--merge-layers auto needs --calibrate --tokens FILE (or --text FILE)") }
+        let tokens = source.path
         let plan = try ForwardPlan(graph: graph)
-        let batch = try TokenOptions.batch(tokens: tokens, seqLen: seqLen, samples: samples, for: plan)
+        let batch = try source.batch(model: graph.model.path, for: plan)
         let cores = threads ?? FloatConversion.activeCores
         BLAS.threads = cores
         var options = LayerCollapseSearch.Options(targetLayers: targetLayers, mergeNorms: mergeNorms)
@@ -98,18 +108,18 @@ struct SelectionOptions: ParsableArguments {
             try statistics.check(model: model)
             return Evidence(statistics: statistics)
         }
-        guard calibrate, let tokens, needed || searchExperts != nil else {
+        guard calibrate, source.isGiven, needed || searchExperts != nil else {
             if searchExperts != nil {
                 throw TrimError.criterion(name: "reconstruction", problem: "searches expert subsets on calibration tokens: give --calibrate --tokens FILE")
             }
             return nil
         }
-        return try collect(on: tokens, model: model, graph: graph, searchExperts: searchExperts, quiet: quiet)
+        return try collect(on: source.path, model: model, graph: graph, searchExperts: searchExperts, quiet: quiet)
     }
 
     private func collect(on tokens: String, model: ModelFolder, graph: ModelGraph, searchExperts: Int?, quiet: Bool) throws -> Evidence {
         let plan = try ForwardPlan(graph: graph)
-        let batch = try TokenOptions.batch(tokens: tokens, seqLen: seqLen, samples: samples, for: plan)
+        let batch = try source.batch(model: model.path, for: plan)
         let cores = threads ?? FloatConversion.activeCores
         BLAS.threads = cores
         let metadata = try StatisticsFile.metadata(model: model, batch: batch, source: tokens)

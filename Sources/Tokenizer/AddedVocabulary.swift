@@ -1,0 +1,82 @@
+/// The `added_tokens` of tokenizer.json: strings matched in the text before anything else
+/// runs, and encoded as their own ids. Tokens marked `normalized` are looked for in the
+/// normalized text, the others in the raw text; the longest token wins at the leftmost
+/// position, as `tokenizers` matches them.
+struct AddedVocabulary: Sendable {
+    struct Entry: Sendable {
+        let scalars: [UInt32]
+        let id: Int32
+        let singleWord: Bool
+        let stripLeft: Bool
+        let stripRight: Bool
+    }
+
+    /// Entries by first scalar, longest first.
+    private var raw: [UInt32: [Entry]] = [:]
+    private var normalized: [UInt32: [Entry]] = [:]
+
+    var isEmpty: Bool { raw.isEmpty && normalized.isEmpty }
+    var hasNormalized: Bool { !normalized.isEmpty }
+
+    mutating func add(_ entry: Entry, normalized isNormalized: Bool) {
+        guard let first = entry.scalars.first else { return }
+        if isNormalized {
+            normalized[first, default: []].append(entry)
+            normalized[first]!.sort { $0.scalars.count > $1.scalars.count }
+        } else {
+            raw[first, default: []].append(entry)
+            raw[first]!.sort { $0.scalars.count > $1.scalars.count }
+        }
+    }
+
+    /// Cuts `piece` at the added tokens of one kind (raw or normalized).
+    func split(_ piece: Piece, normalizedTokens: Bool, into out: inout [Piece]) {
+        let table = normalizedTokens ? normalized : raw
+        let text = piece.scalars
+        guard !table.isEmpty, !text.isEmpty else {
+            if !text.isEmpty || piece.token != nil { out.append(piece) }
+            return
+        }
+        var startOffset = 0
+        var position = 0
+        func emitText(_ range: Range<Int>) {
+            guard !range.isEmpty else { return }
+            out.append(Piece(scalars: Array(text[range]), token: nil, atOrigin: piece.atOrigin && range.lowerBound == 0))
+        }
+        while position < text.count {
+            guard let candidates = table[text[position]],
+                  let entry = candidates.first(where: { Self.occurs($0.scalars, in: text, at: position) }) else {
+                position += 1
+                continue
+            }
+            var start = position
+            var stop = position + entry.scalars.count
+            position = stop
+            if entry.singleWord {
+                let before = start == 0 || ScalarClass.of(text[start - 1]) & ScalarClass.word == 0
+                let after = stop == text.count || ScalarClass.of(text[stop]) & ScalarClass.word == 0
+                if !(before && after) { continue }
+            }
+            if entry.stripLeft {
+                var s = start
+                while s > 0, ScalarClass.of(text[s - 1]) & ScalarClass.whitespace != 0 { s -= 1 }
+                start = max(s, startOffset)
+            }
+            if entry.stripRight {
+                while stop < text.count, ScalarClass.of(text[stop]) & ScalarClass.whitespace != 0 { stop += 1 }
+                position = stop
+            }
+            emitText(startOffset..<start)
+            out.append(Piece(scalars: Array(text[start..<stop]), token: entry.id, atOrigin: false))
+            startOffset = stop
+        }
+        emitText(startOffset..<text.count)
+    }
+
+    @inline(__always)
+    private static func occurs(_ token: [UInt32], in text: [UInt32], at position: Int) -> Bool {
+        guard position + token.count <= text.count else { return false }
+        for k in 1..<token.count where text[position + k] != token[k] { return false }
+        return true
+    }
+}
