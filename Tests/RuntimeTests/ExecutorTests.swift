@@ -5,6 +5,7 @@ import OrderedJSON
 import SafeTensors
 import Testing
 import TestSupport
+import Tensors
 @testable import Runtime
 
 func forwardPlan(_ path: String, registry: DescriptorRegistry = .builtin) throws -> ForwardPlan {
@@ -352,5 +353,25 @@ final class Recorder: ExecutionObserver {
         #expect(Evaluation.quantile([4, 1, 3, 2], 0.5) == 2.5)
         #expect(Evaluation.quantile([0, 10], 0.95) == 9.5)
         #expect(Evaluation.quantile([], 0.5) == nil)
+    }
+}
+
+@Suite struct TokenWindowTests {
+    @Test func seededWindowsAreContiguousSlicesAndRepeatable() {
+        let sequences: [[Int32]] = [Array(0..<50), Array(50..<120)]
+        let a = TokenWindows.sample(sequences, length: 16, samples: 5, seed: 7)
+        #expect(a.count == 5 && a.allSatisfy { $0.count == 16 })
+        // Joined end to end: each window is a run of consecutive ids.
+        #expect(a.allSatisfy { w in zip(w, w.dropFirst()).allSatisfy { $1 == $0 + 1 } })
+        #expect(TokenWindows.sample(sequences, length: 16, samples: 5, seed: 7) == a)
+        #expect(TokenWindows.sample(sequences, length: 16, samples: 5, seed: 8) != a)
+        #expect(TokenWindows.sample([[1, 2, 3]], length: 16, samples: 5, seed: 7) == [[1, 2, 3]])
+    }
+
+    @Test func splitMixMatchesItsReferenceSequence() {
+        // The first outputs for seed 0 of the published SplitMix64.
+        var g = SplitMix64(seed: 0)
+        #expect(g.next() == 0xE220_A839_7B1D_CDAF)
+        #expect(g.next() == 0x6E78_9E6A_A1B9_65F4)
     }
 }
