@@ -12,6 +12,9 @@ Weights that transformers initialises to a constant (norm weights = 1, biases
 distinguishable data: a test that selects the wrong rows of a bias or a norm
 must see a different result.
 
+Also trains the small tokenizers of Tests/Fixtures/tokenizers/ (``--only tokenizers``;
+tools/tokenizer_fixtures.py).
+
 Usage:  .venv/bin/python tools/make_fixtures.py [--out DIR] [--only NAME ...]
 """
 
@@ -323,12 +326,12 @@ def folder_bytes(folder: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output root (default: %(default)s)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[*LLAMA_FIXTURES, *FIXTURES_BY_NAME],
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[*LLAMA_FIXTURES, *FIXTURES_BY_NAME, "tokenizers"],
                         help="build only these fixtures (default: all)")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    wanted = set(args.only or [*LLAMA_FIXTURES, *FIXTURES_BY_NAME])
+    wanted = set(args.only or [*LLAMA_FIXTURES, *FIXTURES_BY_NAME, "tokenizers"])
 
     torch.use_deterministic_algorithms(True)
     transformers.utils.logging.disable_progress_bar()
@@ -362,6 +365,16 @@ def main() -> int:
         if readme is not None:
             (out / name / "README.md").write_text(readme, encoding="utf-8")
         built.append(name)
+
+    if "tokenizers" in wanted:
+        # Tokenizers of every kind pare encodes (tools/tokenizer_fixtures.py), beside the models.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import tokenizer_fixtures
+
+        root = out.parent / "tokenizers"
+        for kind in tokenizer_fixtures.build(root):
+            size = folder_bytes(root / kind)
+            print(f"tokenizers/{kind:22s} {size:>9,d} bytes")
 
     ok = True
     for name in sorted(built):

@@ -2,17 +2,18 @@ import Foundation
 import OrderedJSON
 
 extension Tokenizer {
-    /// Loads `tokenizer.json` from a model folder (or the file itself), with the
-    /// `tokenizer_config.json` beside it when there is one.
+    /// Loads `tokenizer.json` from a model folder (or the file itself).
+    ///
+    /// `tokenizer_config.json` is not read: its `add_bos_token` and `add_eos_token` do not
+    /// change the ids of `tokenizers`, nor of transformers 5's AutoTokenizer (the interop
+    /// suite checks both), which apply tokenizer.json's post-processor alone.
     public convenience init(folder: String) throws(TokenizerError) {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory)
         guard exists else { throw .unreadable(path: folder, problem: "does not exist") }
         let path = isDirectory.boolValue ? (folder as NSString).appendingPathComponent("tokenizer.json") : folder
         guard FileManager.default.fileExists(atPath: path) else { throw .missing(folder: folder) }
-        let configPath = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer_config.json")
-        let config = FileManager.default.fileExists(atPath: configPath) ? try Self.readJSON(configPath) : nil
-        try self.init(json: try Self.readJSON(path), path: path, config: config, configPath: configPath)
+        try self.init(json: try Self.readJSON(path), path: path)
     }
 
     static func readJSON(_ path: String) throws(TokenizerError) -> JSONValue {
@@ -24,8 +25,8 @@ extension Tokenizer {
         }
     }
 
-    /// Builds the tokenizer from the parsed tokenizer.json (`json`) and tokenizer_config.json.
-    convenience init(json: JSONValue, path: String, config: JSONValue?, configPath: String = "tokenizer_config.json") throws(TokenizerError) {
+    /// Builds the tokenizer from the parsed tokenizer.json.
+    convenience init(json: JSONValue, path: String) throws(TokenizerError) {
         let reader = ComponentReader(path: path)
         guard json.objectMembers != nil else { throw .invalid(path: path, key: "(top level)", problem: "is not a JSON object") }
         var components: [(stage: String, type: String)] = []
@@ -54,7 +55,6 @@ extension Tokenizer {
 
         var added = AddedVocabulary()
         var largest = vocabularyMax
-        var addedByContent: [String: Int32] = [:]
         for (k, token) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
             let key = "added_tokens[\(k)]"
             guard let content = token["content"]?.stringValue, let id = token["id"]?.intValue, id >= 0, id <= Int(Int32.max) else {
@@ -67,21 +67,10 @@ extension Tokenizer {
                             stripLeft: token["lstrip"]?.boolValue ?? false, stripRight: token["rstrip"]?.boolValue ?? false),
                       normalized: isNormalized)
             largest = max(largest, id)
-            addedByContent[content] = Int32(id)
         }
 
-        if let config {
-            postProcessor = try Self.applyConfig(config, path: configPath, to: postProcessor, model: model, added: addedByContent)
-        }
         self.init(path: path, components: components, vocabularySize: largest + 1, normalizer: normalizer,
                   preTokenizer: preTokenizer, model: model, postProcessor: postProcessor, added: added)
-    }
-
-    /// tokenizer_config.json's say over special tokens: nothing yet beyond what
-    /// tokenizer.json's post-processor states (see `TokenizerConfig`).
-    static func applyConfig(_ config: JSONValue, path: String, to processor: PostProcessor, model: Model,
-                            added: [String: Int32]) throws(TokenizerError) -> PostProcessor {
-        processor
     }
 }
 

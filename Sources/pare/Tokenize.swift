@@ -10,8 +10,8 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn text into the token file pare eval and pare calibrate read (--tokens).",
         discussion: """
-            pare encodes the text with the model folder's tokenizer.json (and \
-            tokenizer_config.json), giving the ids the Hugging Face tokenizers library gives: \
+            pare encodes the text with the model folder's tokenizer.json, giving the ids the \
+            Hugging Face tokenizers library (and transformers' AutoTokenizer) gives: \
             byte-level BPE (GPT-2, Llama 3, Qwen), SentencePiece-style BPE with byte fallback \
             (Llama 2, Mistral, Mixtral) and WordPiece (BERT). A component pare does not \
             implement is an error that names it; pare never substitutes one that could give \

@@ -21,7 +21,8 @@ import Testing
     @Test func caseInsensitiveGroupFoldsLongS() throws {
         let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
         #expect(try pieces(llama3, "IT'S 12345") == ["IT", "'S", " ", "123", "45"])
-        #expect(try pieces(llama3, "x'ſ") == ["x", "'ſ"])
+        // As `tokenizers` cuts it: the long s folds to s, so "'ſ" is a contraction.
+        #expect(try pieces(llama3, "it'ſtuff") == ["it", "'ſ", "tuff"])
     }
 
     @Test func lazyAndCountedQuantifiers() throws {

@@ -6,8 +6,8 @@ import Testing
 /// (merge order, byte fallback, unknown fusing, WordPiece's greedy cut, added tokens,
 /// templates) is checked against ids worked out by hand.
 @Suite struct TokenizerTests {
-    func tokenizer(_ json: String, config: String? = nil) throws -> Tokenizer {
-        try Tokenizer(json: try JSONParser.parse(json), path: "tokenizer.json", config: config.map { try JSONParser.parse($0) })
+    func tokenizer(_ json: String) throws -> Tokenizer {
+        try Tokenizer(json: try JSONParser.parse(json), path: "tokenizer.json")
     }
 
     func bpe(vocab: [String], merges: [String], extra: String = "", model: String = "") -> String {
