@@ -4,7 +4,12 @@
 struct BytePairModel: Sendable {
     let vocabulary: Vocabulary
     /// (left id, right id) → (rank, merged id).
-    let merges: [UInt64: Merge]
+    let merges: PairTable<Merge>
+    /// Every two scalars that follow each other inside some vocabulary token. A merge can
+    /// never join symbols across a boundary whose two scalars are not in here, so a long
+    /// word is encoded in pieces cut at such boundaries (see `encode`); nil when the
+    /// spelling depends on position (prefix or suffix), where that does not hold.
+    let adjacent: PairTable<Bool>?
     let unknown: Int32?
     let fuseUnknown: Bool
     let byteFallback: [Int32]?
@@ -19,7 +24,18 @@ struct BytePairModel: Sendable {
     }
 
     @inline(__always)
-    static func key(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b)) }
+    static func key(_ a: Int32, _ b: Int32) -> UInt64 { PairTable<Merge>.key(UInt32(bitPattern: a), UInt32(bitPattern: b)) }
+
+    /// The pairs of scalars that follow each other in the vocabulary's tokens.
+    static func adjacentPairs(_ vocabulary: Vocabulary) -> PairTable<Bool> {
+        var total = 0
+        for token in vocabulary.ids.keys { total += max(0, token.count - 1) }
+        var table = PairTable<Bool>(capacity: total, filler: false)
+        for token in vocabulary.ids.keys where token.count > 1 {
+            for k in 1..<token.count { table.set(PairTable<Bool>.key(token[k - 1], token[k]), true) }
+        }
+        return table
+    }
 
     /// Appends the ids of one word; `scratch` holds buffers reused across words.
     func encode(_ word: [UInt32], into ids: inout [Int32], scratch: inout Scratch) throws(TokenizerError) {
@@ -28,6 +44,26 @@ struct BytePairModel: Sendable {
             ids.append(id)
             return
         }
+        if word.count > 256, let adjacent {
+            // A whole document when there is no pre-tokenizer (Llama 2). Cut it where two
+            // scalars, both tokens themselves, never follow each other in any token: no
+            // merge crosses such a boundary and no unknown token spans it, so the pieces
+            // merge exactly as the whole would, and repeat, so the cache serves them.
+            var start = 0
+            for k in 1..<word.count {
+                if !adjacent.contains(PairTable<Bool>.key(word[k - 1], word[k])),
+                   vocabulary[scalar: word[k - 1]] != nil, vocabulary[scalar: word[k]] != nil {
+                    try encodeWhole(Array(word[start..<k]), into: &ids, scratch: &scratch)
+                    start = k
+                }
+            }
+            try encodeWhole(Array(word[start...]), into: &ids, scratch: &scratch)
+            return
+        }
+        try encodeWhole(word, into: &ids, scratch: &scratch)
+    }
+
+    private func encodeWhole(_ word: [UInt32], into ids: inout [Int32], scratch: inout Scratch) throws(TokenizerError) {
         if let cached = scratch.cache[word] {
             ids.append(contentsOf: cached)
             return
@@ -143,15 +179,21 @@ struct BytePairModel: Sendable {
     }
 }
 
-/// A binary min-heap of queued merges ordered by (rank, position).
+/// A four-ary min-heap (as `tokenizers` uses) of queued merges ordered by (rank, position),
+/// both packed in one integer so that each comparison is one. A word can be a whole
+/// document when the tokenizer has no pre-tokenizer (Llama 2), so the heap can be large.
 struct MergeHeap {
     struct Entry {
-        var rank: Int32
-        var position: Int32
+        /// rank << 32 | position.
+        var order: UInt64
         var id: Int32
 
-        @inline(__always)
-        static func < (a: Entry, b: Entry) -> Bool { a.rank != b.rank ? a.rank < b.rank : a.position < b.position }
+        init(rank: Int32, position: Int32, id: Int32) {
+            order = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: position))
+            self.id = id
+        }
+
+        var position: Int32 { Int32(truncatingIfNeeded: order & 0xFFFF_FFFF) }
     }
 
     private var items: [Entry] = []
@@ -160,31 +202,40 @@ struct MergeHeap {
 
     mutating func push(_ entry: Entry) {
         items.append(entry)
-        var k = items.count - 1
-        while k > 0 {
-            let parent = (k - 1) / 2
-            guard items[k] < items[parent] else { break }
-            items.swapAt(k, parent)
-            k = parent
+        items.withUnsafeMutableBufferPointer { h in
+            var k = h.count - 1
+            while k > 0 {
+                let parent = (k - 1) >> 2
+                guard entry.order < h[parent].order else { break }
+                h[k] = h[parent]
+                k = parent
+            }
+            h[k] = entry
         }
     }
 
     mutating func pop() -> Entry? {
         guard let top = items.first else { return nil }
         let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
+        guard !items.isEmpty else { return top }
+        items.withUnsafeMutableBufferPointer { h in
+            let n = h.count
             var k = 0
-            let n = items.count
             while true {
-                let l = 2 * k + 1, r = l + 1
-                var smallest = k
-                if l < n && items[l] < items[smallest] { smallest = l }
-                if r < n && items[r] < items[smallest] { smallest = r }
-                if smallest == k { break }
-                items.swapAt(k, smallest)
-                k = smallest
+                let first = 4 * k + 1
+                if first >= n { break }
+                var best = first
+                let end = min(first + 4, n)
+                var c = first + 1
+                while c < end {
+                    if h[c].order < h[best].order { best = c }
+                    c += 1
+                }
+                guard h[best].order < last.order else { break }
+                h[k] = h[best]
+                k = best
             }
+            h[k] = last
         }
         return top
     }

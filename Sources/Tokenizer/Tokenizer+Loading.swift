@@ -290,8 +290,7 @@ struct ComponentReader {
             fallback = (0..<256).map { b in vocabulary[String(format: "<0x%02X>", b)] ?? -1 }
         }
         guard let mergeList = json["merges"]?.arrayValue else { throw .invalid(path: path, key: "model.merges", problem: "is missing") }
-        var merges: [UInt64: BytePairModel.Merge] = [:]
-        merges.reserveCapacity(mergeList.count)
+        var merges = PairTable<BytePairModel.Merge>(capacity: mergeList.count, filler: .init(rank: 0, id: 0))
         let prefixLength = prefix?.unicodeScalars.count ?? 0
         for (rank, entry) in mergeList.enumerated() {
             let parts: [String]
@@ -313,9 +312,11 @@ struct ComponentReader {
             guard let id = vocabulary[joined] else {
                 throw .notInVocabulary(path: path, token: String(scalars: joined), needed: "merge \(rank) produces it")
             }
-            merges[BytePairModel.key(a, b)] = .init(rank: Int32(rank), id: id)
+            merges.set(BytePairModel.key(a, b), .init(rank: Int32(rank), id: id))
         }
-        return BytePairModel(vocabulary: vocabulary, merges: merges, unknown: unknown, fuseUnknown: json["fuse_unk"]?.boolValue ?? false,
+        return BytePairModel(vocabulary: vocabulary, merges: merges,
+                             adjacent: prefix == nil && suffix == nil ? BytePairModel.adjacentPairs(vocabulary) : nil,
+                             unknown: unknown, fuseUnknown: json["fuse_unk"]?.boolValue ?? false,
                              byteFallback: fallback, continuingPrefix: prefix.map(scalars), endOfWordSuffix: suffix.map(scalars),
                              ignoreMerges: json["ignore_merges"]?.boolValue ?? false)
     }

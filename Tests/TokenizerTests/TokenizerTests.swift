@@ -30,6 +30,18 @@ import Testing
         #expect(try t.encode("aaaa") == [1, 1])
     }
 
+    @Test func longWordsMergeAsTheWholeWouldThroughTheirPieces() throws {
+        // Over 256 scalars a word is encoded in pieces cut where no token holds the two
+        // scalars side by side ("b" then "a" here); unknown scalars are never cut around,
+        // so a run of them still fuses into one unknown token.
+        let t = try tokenizer(bpe(vocab: ["<unk>", "a", "b", "ab", "c", "cab"], merges: ["a b", "c ab"],
+                                  model: #", "unk_token": "<unk>", "fuse_unk": true"#))
+        // "b" then "c" never meet inside a token: cut there. "c" then "a" do (in "cab").
+        let word = String(repeating: "abc", count: 100) + "xyz" + String(repeating: "ab", count: 100)
+        let expected: [Int32] = [3] + Array(repeating: 5, count: 99) + [4, 0] + Array(repeating: 3, count: 100)
+        #expect(try t.encode(word) == expected)
+    }
+
     @Test func ignoreMergesTakesAWholeWordFromTheVocabulary() throws {
         // "abc" exists, but no merge path reaches it.
         let vocab = ["a", "b", "c", "abc"]
