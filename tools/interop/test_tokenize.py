@@ -214,6 +214,15 @@ def test_eval_text_equals_eval_on_tokenize_output(tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["sequences"] == 4 and summary["tokens"] == 128
 
+    # trim --calibrate reads --text the same way: the same channels as from the token file.
+    outputs = []
+    for k, source in enumerate((["--text", path, "--seq-len", 64], ["--tokens", tmp_path / "ids.safetensors"])):
+        out = tmp_path / f"trim{k}"
+        proc = run_pare(["trim", TRAINED_LLAMA, out, "--ffn", "0.5", "--calibrate", *source, "--quiet"], timeout=600)
+        assert proc.returncode == 0, describe(proc)
+        outputs.append((out / "model.safetensors").read_bytes())
+    assert outputs[0] == outputs[1]
+
 
 @pytest.mark.parametrize("kind", ["llama2-sentencepiece", "mistral-metaspace"])
 @pytest.mark.parametrize("bos,eos", [(True, False), (False, True)])
