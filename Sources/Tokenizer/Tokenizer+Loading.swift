@@ -115,14 +115,20 @@ struct ComponentReader {
 
     private func scalars(_ text: String) -> [UInt32] { text.unicodeScalars.map(\.value) }
 
+    /// The components of a `Sequence`, each read with `read` under its indexed key.
+    private func steps<T>(_ json: JSONValue, _ key: String, _ member: String,
+                          _ read: (JSONValue, String) throws(TokenizerError) -> T) throws(TokenizerError) -> [T] {
+        guard let items = json[member]?.arrayValue else { throw .invalid(path: path, key: "\(key).\(member)", problem: "is missing") }
+        var out: [T] = []
+        for (k, item) in items.enumerated() { out.append(try read(item, "\(key).\(member)[\(k)]")) }
+        return out
+    }
+
     func normalizer(_ json: JSONValue, key: String) throws(TokenizerError) -> Normalizer {
         let type = try type(json, key)
         switch type {
         case "Sequence":
-            guard let items = json["normalizers"]?.arrayValue else { throw .invalid(path: path, key: "\(key).normalizers", problem: "is missing") }
-            var steps: [Normalizer] = []
-            for (k, item) in items.enumerated() { steps.append(try normalizer(item, key: "\(key).normalizers[\(k)]")) }
-            return .sequence(steps)
+            return .sequence(try steps(json, key, "normalizers", normalizer))
         case "Prepend": return .prepend(scalars(try string(json, "prepend", key)))
         case "Replace":
             return .replace(try pattern(json["pattern"], "\(key).pattern"), with: scalars(try string(json, "content", key)))
@@ -150,10 +156,7 @@ struct ComponentReader {
         let type = try type(json, key)
         switch type {
         case "Sequence":
-            guard let items = json["pretokenizers"]?.arrayValue else { throw .invalid(path: path, key: "\(key).pretokenizers", problem: "is missing") }
-            var steps: [PreTokenizer] = []
-            for (k, item) in items.enumerated() { steps.append(try preTokenizer(item, key: "\(key).pretokenizers[\(k)]")) }
-            return .sequence(steps)
+            return .sequence(try steps(json, key, "pretokenizers", preTokenizer))
         case "Split":
             let behaviorName = try string(json, "behavior", key)
             guard let behavior = SplitBehavior(rawValue: behaviorName) else {
@@ -193,10 +196,7 @@ struct ComponentReader {
         let type = try type(json, key)
         switch type {
         case "Sequence":
-            guard let items = json["processors"]?.arrayValue else { throw .invalid(path: path, key: "\(key).processors", problem: "is missing") }
-            var steps: [PostProcessor] = []
-            for (k, item) in items.enumerated() { steps.append(try postProcessor(item, key: "\(key).processors[\(k)]")) }
-            return .sequence(steps)
+            return .sequence(try steps(json, key, "processors", postProcessor))
         case "ByteLevel": return .none
         case "BertProcessing", "RobertaProcessing":
             guard let cls = json["cls"]?.arrayValue, cls.count == 2, let clsID = cls[1].intValue,

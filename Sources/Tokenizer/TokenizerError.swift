@@ -1,3 +1,5 @@
+import OrderedJSON
+
 /// Why a tokenizer cannot be loaded or cannot encode a text. Each message is one sentence
 /// that names the file and, for the format, the component or key at fault.
 public enum TokenizerError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -34,20 +36,10 @@ public enum TokenizerError: Error, Sendable, Equatable, CustomStringConvertible 
         }
     }
 
-    /// A JSON-style quotation, so that spaces and control characters stay visible.
+    /// A JSON string, so that spaces and control characters stay visible; long texts are cut.
     static func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars.prefix(80) {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F { out += "\\u{\(String(scalar.value, radix: 16))}" } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + (text.unicodeScalars.count > 80 ? "…\"" : "\"")
+        let scalars = text.unicodeScalars
+        let shown = JSONValue.string(String(String.UnicodeScalarView(scalars.prefix(80)))).serialized()
+        return scalars.count > 80 ? shown + "…" : shown
     }
 }

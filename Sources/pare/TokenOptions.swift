@@ -12,21 +12,28 @@ struct TokenOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Text, tokenized with the model's tokenizer.json: plain UTF-8 (one document) or JSON lines with a 'text' field (one document per line).", valueName: "file"))
     var text: String?
 
-    @Option(name: .customLong("seq-len"), help: ArgumentHelp("Cut into windows of this many tokens (the last may be shorter). --text joins its documents end to end first.", valueName: "T"),
+    @OptionGroup var windows: WindowOptions
+
+    func validate() throws {
+        try source.check()
+    }
+
+    var source: TokenSource {
+        TokenSource(tokens: tokens, text: text, seqLen: windows.seqLen, samples: windows.samples, seed: windows.seed)
+    }
+}
+
+/// How token ids are cut into windows: shared by `eval`, `calibrate` and `tokenize`.
+struct WindowOptions: ParsableArguments {
+    @Option(name: .customLong("seq-len"), help: ArgumentHelp("Cut into windows of this many tokens (the last may be shorter). Text documents are joined end to end first.", valueName: "T"),
             transform: Parse.count)
     var seqLen: Int?
 
     @Option(help: ArgumentHelp("Use only the first N windows (with --seed: N windows at random offsets).", valueName: "N"), transform: Parse.count)
     var samples: Int?
 
-    @Option(help: ArgumentHelp("With --samples and --seq-len: draw the N windows of exactly T tokens at random offsets from this seed, as calibration scripts do.", valueName: "S"))
+    @Option(help: ArgumentHelp("With --samples and --seq-len: draw the N windows of exactly T tokens at random offsets from this seed, as calibration scripts do (SplitMix64: the same draw on every machine).", valueName: "S"))
     var seed: UInt64?
-
-    func validate() throws {
-        try source.check()
-    }
-
-    var source: TokenSource { TokenSource(tokens: tokens, text: text, seqLen: seqLen, samples: samples, seed: seed) }
 }
 
 /// Where a run's token windows come from, and how they are cut.

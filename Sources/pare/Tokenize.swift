@@ -45,15 +45,8 @@ struct Tokenize: ParsableCommand {
     @Option(name: [.customShort("o"), .long], help: ArgumentHelp("The token file to write (safetensors).", valueName: "file"))
     var output: String
 
-    @Option(name: .customLong("seq-len"), help: ArgumentHelp("Join the documents and cut them into windows of T tokens.", valueName: "T"),
-            transform: Parse.count)
-    var seqLen: Int?
-
-    @Option(help: ArgumentHelp("Keep only the first N windows (with --seed: N windows at random offsets).", valueName: "N"), transform: Parse.count)
-    var samples: Int?
-
-    @Option(help: ArgumentHelp("With --samples and --seq-len: draw the windows at random offsets from this seed.", valueName: "S"))
-    var seed: UInt64?
+    @OptionGroup(title: "Windows")
+    var windows: WindowOptions
 
     @Flag(help: "Replace an existing output file.")
     var force = false
@@ -62,7 +55,7 @@ struct Tokenize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        try TokenSource(text: text, seqLen: seqLen, samples: samples, seed: seed).check()
+        try TokenSource(text: text, seqLen: windows.seqLen, samples: windows.samples, seed: windows.seed).check()
     }
 
     func run() throws {
@@ -73,9 +66,9 @@ struct Tokenize: ParsableCommand {
             let tokenized = try TextTokenization(model: model, text: text)
             // Without a length every document keeps its row, an empty one too, so that row k
             // is document k.
-            let rows = seqLen == nil
-                ? Array(tokenized.sequences.prefix(samples ?? .max))
-                : TokenSource.windows(tokenized.sequences, joined: true, seqLen: seqLen, samples: samples, seed: seed)
+            let rows = windows.seqLen == nil
+                ? Array(tokenized.sequences.prefix(windows.samples ?? .max))
+                : TokenSource.windows(tokenized.sequences, joined: true, seqLen: windows.seqLen, samples: windows.samples, seed: windows.seed)
             guard rows.contains(where: { !$0.isEmpty }) else { throw RuntimeError.tokensInvalid(path: text, problem: "gives no tokens") }
             var metadata: [(key: String, value: String)] = [
                 ("tool", "pare tokenize"),
@@ -84,8 +77,8 @@ struct Tokenize: ParsableCommand {
                 ("tokenizer", tokenized.tokenizer.path),
                 ("documents", String(tokenized.corpus.documents.count)),
             ]
-            if let seqLen { metadata.append(("seq_len", String(seqLen))) }
-            if let seed { metadata.append(("seed", String(seed))) }
+            if let seqLen = windows.seqLen { metadata.append(("seq_len", String(seqLen))) }
+            if let seed = windows.seed { metadata.append(("seed", String(seed))) }
             try TokenFile.write(rows, to: output, metadata: metadata)
             let tokens = tokenized.sequences.reduce(0) { $0 + $1.count }
             let kept = rows.reduce(0) { $0 + $1.count }
