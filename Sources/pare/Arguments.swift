@@ -122,6 +122,9 @@ struct OutputOptions: ParsableArguments {
 
     @Flag(help: "No progress bar or report.")
     var quiet = false
+
+    @Flag(help: "When another pare run is replacing the same output (or, with --in-place, the same model), fail at once naming its PID instead of waiting for it.")
+    var noWait = false
 }
 
 /// The weight file format of OUT, for commands that can write either.

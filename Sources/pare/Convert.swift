@@ -56,6 +56,8 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
+            let lock = out.force ? try out.lock(replacing: output) : nil
+            defer { withExtendedLifetime(lock) {} }
             let model = try ModelFolder(path: input)
             let options = CheckpointWriter.Options(
                 dtype: dtype, maxShardSize: out.maxShardSize.bytes, force: out.force, format: weights.format, pare: weights.pare)

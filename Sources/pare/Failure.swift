@@ -17,6 +17,7 @@ func reportingFailures(_ body: () throws -> Void) throws {
         let message = "\(error)".split(separator: "\n").joined(separator: " ")
         StandardStream.standardError.write("pare: error: \(message)\n")
         if case EmitError.interrupted? = error as? EmitError { throw ExitCode(Interruption.exitStatus) }
+        if case .interrupted? = (error as? LockFailure)?.failure { throw ExitCode(Interruption.exitStatus) }
         throw ExitCode(1)
     }
 }

@@ -101,6 +101,8 @@ struct Sparsify: ParsableCommand {
                 return
             }
             guard let output else { return }
+            let lock = out.force ? try out.lock(replacing: output) : nil
+            defer { withExtendedLifetime(lock) {} }
             let provenance = Provenance.thisRun(input: input)
             let writer = try CheckpointWriter(
                 input: model, output: output,

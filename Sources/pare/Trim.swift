@@ -195,6 +195,10 @@ struct Trim: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
+            // In place, the lock is taken before the model is read: a plan made from a model
+            // that another run then replaces would undo that run's work.
+            let lock = inPlace && !dryRun ? try out.lock(replacing: input) : nil
+            defer { withExtendedLifetime(lock) {} }
             let model = try ModelFolder(path: input)
             let graph = try ModelGraph(model: model, registry: try descriptors.registry())
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
@@ -258,6 +262,8 @@ struct Trim: ParsableCommand {
             let hasher = noHashes ? nil : TensorHasher(model: model)
             let provenance = Provenance.thisRun(input: input)
             let destination = output ?? model.root ?? model.path
+            let outputLock = !inPlace && out.force ? try out.lock(replacing: destination) : nil
+            defer { withExtendedLifetime(outputLock) {} }
             let writer = try job.writer(
                 to: destination,
                 options: .init(maxShardSize: out.maxShardSize.bytes, force: out.force, replacesInput: inPlace, format: weights.format, pare: weights.pare))
