@@ -1,0 +1,98 @@
+"""Hostile folders, concurrent runs and resource limits (issue 15): each test reproduces one
+finding of the hostile-input review and checks that it is fixed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PARE_BIN, REPO_ROOT, describe, expect_error, run_pare
+
+LLAMA = REPO_ROOT / "Tests" / "Fixtures" / "models" / "llama-gqa-f32"
+
+
+def config(folder) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_two_concurrent_in_place_trims_both_land(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    runs = [subprocess.Popen([str(PARE_BIN), "trim", str(model), "--in-place", *flags, "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for flags in (["--ffn", "80"], ["--heads", "2"])]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    # Neither update is lost: the second run planned from the first one's output.
+    cfg = config(model)
+    assert cfg["intermediate_size"] == 80 and cfg["num_attention_heads"] == 2
+    assert run_pare(["validate", model]).returncode == 0
+
+
+def hold_lock(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_no_wait_fails_naming_the_holder(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    before = (model / "model.safetensors").read_bytes()
+    fd = hold_lock(model)
+    try:
+        proc = run_pare(["trim", model, "--in-place", "--ffn", "80", "--no-wait"])
+        expect_error(proc, 1, str(model), f"PID {os.getpid()}", "--no-wait")
+        out = tmp_path / "out"
+        shutil.copytree(LLAMA, out)
+        fd_out = hold_lock(out)
+        try:
+            for args in (["convert", LLAMA, out], ["trim", LLAMA, out, "--ffn", "80"],
+                         ["sparsify", LLAMA, out, "--pattern", "2:4"]):
+                expect_error(run_pare([*args, "--force", "--no-wait"]), 1, str(out), f"PID {os.getpid()}")
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd)
+    assert (model / "model.safetensors").read_bytes() == before
+
+
+def test_a_second_run_waits_and_says_so(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    fd = hold_lock(model)
+    release = threading.Timer(1.5, lambda: os.close(fd))
+    release.start()
+    started = time.monotonic()
+    proc = run_pare(["trim", model, "--in-place", "--ffn", "80", "--quiet"])
+    waited = time.monotonic() - started
+    release.join()
+    assert proc.returncode == 0, describe(proc)
+    assert f"waiting for PID {os.getpid()}" in proc.stderr and waited >= 1.4
+    assert config(model)["intermediate_size"] == 80
+
+
+def test_readers_are_not_blocked(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    fd = hold_lock(model)
+    try:
+        for args in (["inspect", model], ["validate", model], ["trim", model, "--ffn", "80", "--dry-run"],
+                     ["convert", model, tmp_path / "copy"]):
+            proc = run_pare(args, timeout=30)
+            assert proc.returncode == 0, describe(proc)
+    finally:
+        os.close(fd)
