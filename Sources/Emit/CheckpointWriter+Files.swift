@@ -45,4 +45,24 @@ extension CheckpointWriter {
             try FileSystem.writeFile(file.bytes, to: staged.path(of: file.name))
         }
     }
+
+    /// Gives the output the input's permission bits: each top-level file those of the
+    /// input's file of the same name, a new file (another shard name, a record) those of the
+    /// input's first weight file, and the folder those of the input folder. Without this, a
+    /// 0600 checkpoint would come out readable by everyone.
+    func keepPermissions() throws(EmitError) {
+        guard let weightMode = input.shards.first.flatMap({ FileSystem.permissions(of: $0.path) }) else { return }
+        try EmitError.catchingIO { () throws(FileError) in
+            if plan.writesSingleFile {
+                return try FileSystem.setPermissions(staged.staging, weightMode)
+            }
+            for name in try FileSystem.list(staged.staging) where FileSystem.kind(of: staged.path(of: name)) == .file {
+                let mode = input.root.flatMap { FileSystem.permissions(of: PathName.join($0, name)) } ?? weightMode
+                try FileSystem.setPermissions(staged.path(of: name), mode)
+            }
+            if let root = input.root, let folderMode = FileSystem.permissions(of: root) {
+                try FileSystem.setPermissions(staged.staging, folderMode)
+            }
+        }
+    }
 }

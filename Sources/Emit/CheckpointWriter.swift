@@ -119,6 +119,7 @@ public struct CheckpointWriter: Sendable {
                 let late = try lateFiles()
                 try writeOtherFiles(late: late, progress: progress)
             }
+            try keepPermissions()
             try staged.flush(weightFiles: plan.shards.map(\.fileName))
             // Last chance to stop: after this the output is replaced.
             if !progress(total, total) { throw .interrupted }

@@ -123,6 +123,19 @@ public enum FileSystem {
         guard fsync(fd) == 0 else { throw FileError(.sync, path: path) }
     }
 
+    /// The permission bits of a file or folder (symlinks followed); nil when it cannot be
+    /// examined.
+    public static func permissions(of path: String) -> mode_t? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return info.st_mode & 0o7777
+    }
+
+    /// Sets the permission bits of a file or folder.
+    public static func setPermissions(_ path: String, _ mode: mode_t) throws(FileError) {
+        guard chmod(path, mode) == 0 else { throw FileError(.write, path: path) }
+    }
+
     /// The canonical absolute path, resolving symlinks and `..`; `nil` when it does not exist.
     public static func realPath(_ path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }

@@ -261,7 +261,9 @@ struct Trim: ParsableCommand {
             }
             let hasher = noHashes ? nil : TensorHasher(model: model)
             let provenance = Provenance.thisRun(input: input)
-            let destination = output ?? model.root ?? model.path
+            // In place through a symlink: the folder it points at is replaced and the link
+            // kept (swapping at the link's path would put a folder where the link was).
+            let destination = output ?? (inPlace ? FileSystem.realPath(model.root ?? model.path) : nil) ?? model.root ?? model.path
             let outputLock = !inPlace && out.force ? try out.lock(replacing: destination) : nil
             defer { withExtendedLifetime(outputLock) {} }
             let writer = try job.writer(

@@ -96,3 +96,47 @@ def test_readers_are_not_blocked(tmp_path):
             assert proc.returncode == 0, describe(proc)
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- modes and links
+
+
+def modes(folder: Path) -> dict:
+    return {p.name: p.stat().st_mode & 0o7777 for p in sorted(folder.iterdir())} | {".": folder.stat().st_mode & 0o7777}
+
+
+@pytest.mark.parametrize("command", ["convert", "trim-in-place", "sparsify", "convert-pare"])
+def test_outputs_keep_the_inputs_permission_bits(command, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    (model / "model.safetensors").chmod(0o600)
+    (model / "config.json").chmod(0o640)
+    (model / "README.md").chmod(0o604)
+    model.chmod(0o750)
+    out = tmp_path / "out"
+    args = {
+        "convert": ["convert", model, out],
+        "convert-pare": ["convert", model, out, "--format", "pare"],
+        "trim-in-place": ["trim", model, "--in-place", "--ffn", "80"],
+        "sparsify": ["sparsify", model, out, "--pattern", "2:4"],
+    }[command]
+    proc = run_pare([*args, "--quiet"] if command != "sparsify" else args)
+    assert proc.returncode == 0, describe(proc)
+    got = modes(model if command == "trim-in-place" else out)
+    assert got["."] == 0o750 and got["config.json"] == 0o640 and got["README.md"] == 0o604
+    # New files (a .pare weight file, pare-trim.json, pare-sparsify.json) take the weight file's bits.
+    for name, mode in got.items():
+        if name.endswith((".safetensors", ".pare", ".json")) and name != "config.json" and name != "generation_config.json":
+            assert mode == 0o600, f"{name}: {oct(mode)}"
+
+
+def test_in_place_through_a_symlink_trims_the_target_and_keeps_the_link(tmp_path):
+    real = tmp_path / "real"
+    shutil.copytree(LLAMA, real)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    proc = run_pare(["trim", link, "--in-place", "--ffn", "80", "--quiet"])
+    assert proc.returncode == 0, describe(proc)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert config(real)["intermediate_size"] == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"], "staging left behind"
