@@ -234,4 +234,11 @@ public final class ModelFolder: Sendable {
 
     /// Total element count.
     public var parameterCount: UInt64 { tensors.reduce(0) { $0 + $1.info.elementCount } }
+
+    /// What is odd but not wrong, one sentence each: an index whose `metadata.total_size`
+    /// is not the tensors' bytes (transformers ignores it; download tools size by it).
+    public var warnings: [String] {
+        guard let index, let indexPath, let declared = index.metadata?["total_size"]?.uint64Value, declared != tensorBytes else { return [] }
+        return ["\(indexPath): metadata.total_size says \(declared) bytes, but the tensors hold \(tensorBytes)"]
+    }
 }

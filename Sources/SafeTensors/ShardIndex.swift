@@ -56,6 +56,9 @@ public struct ShardIndex: Sendable, Equatable {
             }
             entries.append((tensor, shardName))
         }
+        if let total = json["metadata"]?["total_size"], total.uint64Value == nil {
+            throw .indexMalformed(path: path, problem: "metadata.total_size is \(total.serialized()), not a byte count")
+        }
         return ShardIndex(weightMap: entries, metadata: json["metadata"])
     }
 

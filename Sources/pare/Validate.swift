@@ -80,15 +80,25 @@ struct Validate: ParsableCommand {
             if json {
                 StandardStream.standardOutput.write(Self.report(graph, golden: goldenDifferences).serialized(.pretty) + "\n")
             } else if graph.problems.isEmpty {
+                warn(model.warnings)
                 StandardStream.standardOutput.write(
                     "ok: \(path) is a consistent \(graph.descriptor.family) checkpoint: \(counted(graph.nodes.count, "tensor")), \(counted(graph.binding.layerCount, "layer"))\n")
             } else {
-                for problem in graph.problems { StandardStream.standardError.write("pare: error: \(problem)\n") }
+                warn(model.warnings)
+                // A header of a million stray tensors must not print a million lines: the
+                // first ones show the pattern, --json lists them all.
+                for problem in graph.problems.prefix(Self.shownProblems) { StandardStream.standardError.write("pare: error: \(problem)\n") }
+                if graph.problems.count > Self.shownProblems {
+                    StandardStream.standardError.write("pare: error: … and \(graph.problems.count - Self.shownProblems) more (--json lists every one)\n")
+                }
                 StandardStream.standardError.write("pare: error: \(path): \(graph.problems.count) problem\(graph.problems.count == 1 ? "" : "s") against the \(graph.descriptor.family) descriptor\n")
             }
             if !graph.problems.isEmpty || !goldenDifferences.isEmpty { throw ExitCode(1) }
         }
     }
+
+    /// Problems printed one per line before the rest are counted.
+    static let shownProblems = 20
 
     static func report(_ graph: ModelGraph, golden: [String]) -> JSONValue {
         .object([
@@ -102,6 +112,7 @@ struct Validate: ParsableCommand {
                 .object([("rule", .string(problem.rule)), ("message", .string(problem.description))])
             })),
             ("golden_differences", .array(golden.map { .string($0) })),
+            ("warnings", .array(graph.model.warnings.map { .string($0) })),
         ])
     }
 }

@@ -140,3 +140,59 @@ def test_in_place_through_a_symlink_trims_the_target_and_keeps_the_link(tmp_path
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert config(real)["intermediate_size"] == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"], "staging left behind"
+
+
+# --------------------------------------------------------------------------- index metadata
+
+
+SHARDED = REPO_ROOT / "Tests" / "Fixtures" / "models" / "llama-sharded"
+
+
+def with_total_size(tmp_path, value) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(SHARDED, model)
+    index = model / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    data["metadata"]["total_size"] = value
+    index.write_text(json.dumps(data))
+    return model
+
+
+@pytest.mark.parametrize("value", [1, 410880 * 2])
+def test_a_wrong_total_size_is_a_warning(value, tmp_path):
+    model = with_total_size(tmp_path, value)
+    proc = run_pare(["validate", model])
+    assert proc.returncode == 0, describe(proc)
+    assert f"pare: warning: {model}/model.safetensors.index.json: metadata.total_size says {value} bytes, but the tensors hold 410880" in proc.stderr
+    report = json.loads(run_pare(["validate", model, "--json"]).stdout)
+    assert len(report["warnings"]) == 1 and report["valid"] is True
+
+
+@pytest.mark.parametrize("value", ["x", -1, 1.5, None, [1]])
+def test_a_total_size_that_is_not_a_count_is_refused(value, tmp_path):
+    model = with_total_size(tmp_path, value)
+    for command in (["validate", model], ["inspect", model], ["convert", model, tmp_path / "out"]):
+        expect_error(run_pare(command), 1, "metadata.total_size is", "not a byte count", "[rule: index-structure]")
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- many tensors
+
+
+def test_validate_prints_the_first_twenty_problems_then_a_count(tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors.update({f"stray.{i}": np.zeros(2, dtype=np.float32) for i in range(500)})
+    save_file(tensors, str(model / "model.safetensors"))
+    proc = run_pare(["validate", model])
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().split("\n")
+    assert len(lines) == 22, proc.stderr[:2000]
+    assert all(line.startswith("pare: error: ") for line in lines)
+    assert "and 480 more (--json lists every one)" in lines[20] and "500 problems" in lines[21]
+    report = json.loads(run_pare(["validate", model, "--json"]).stdout)
+    assert len(report["problems"]) == 500
