@@ -26,6 +26,8 @@ public final class ModelFolder: Sendable {
     }
 
     public let path: String
+    /// Whether symlinks out of the folder were allowed (`--follow-symlinks`).
+    public let followsSymlinks: Bool
     public let layout: Layout
     /// The folder holding the model, or `nil` for a bare file.
     public let root: String?
@@ -56,8 +58,12 @@ public final class ModelFolder: Sendable {
     /// Files with a weight-like extension that hold no weights, copied through as is.
     static let knownNonWeights: Set<String> = ["training_args.bin"]
 
-    public init(path: String) throws(ModelFolderError) {
+    /// Opens a model. Every file read must resolve inside the folder (the repository cache
+    /// folder, for a Hugging Face hub snapshot, whose files link to `../../blobs/`); a
+    /// symlink out of it is refused unless `followSymlinks`.
+    public init(path: String, followSymlinks: Bool = false) throws(ModelFolderError) {
         self.path = path
+        followsSymlinks = followSymlinks
         guard let kind = FileSystem.kind(of: path) else { throw .notFound(path: path) }
         let name = PathName.lastComponent(path)
 
@@ -95,7 +101,7 @@ public final class ModelFolder: Sendable {
             }) {
                 throw .notAModel(path: path)
             }
-            let files = try Self.walk(root)
+            let files = try Self.walk(root, confinedTo: followSymlinks ? nil : Self.confinement(of: root))
             func isForeign(_ file: String) -> Bool {
                 !Self.knownNonWeights.contains(PathName.lastComponent(file)) && Self.foreignWeightFormats.contains { file.hasSuffix($0.suffix) }
             }
@@ -196,13 +202,23 @@ public final class ModelFolder: Sendable {
         return atTopLevel && name == ".cache"
     }
 
+    /// The real folder a model's files must resolve into: the folder itself, or for a hub
+    /// cache snapshot (`models--org--name/snapshots/<revision>`) the repository's cache
+    /// folder, which holds the `blobs/` its links point at.
+    public static func confinement(of root: String) -> String {
+        let real = FileSystem.realPath(root) ?? root
+        let parent = PathName.parent(real)
+        if PathName.lastComponent(parent) == "snapshots" { return PathName.parent(parent) }
+        return real
+    }
+
     /// Every regular file below `root`, as sorted relative paths.
     ///
     /// Symlinks are followed (a Hugging Face cache snapshot is all symlinks into its blob
-    /// store), so their contents are what gets copied. Whatever cannot be carried through
-    /// is an error rather than a silent omission: a dangling link, a link loop, a socket or
-    /// a device.
-    static func walk(_ root: String) throws(ModelFolderError) -> [String] {
+    /// store), so their contents are what gets copied, but with `confinedTo` only into that
+    /// folder. Whatever cannot be carried through is an error rather than a silent omission:
+    /// a link out of the folder, a dangling link, a link loop, a socket or a device.
+    static func walk(_ root: String, confinedTo confinement: String? = nil) throws(ModelFolderError) -> [String] {
         var result: [String] = []
         func visit(_ relative: String, ancestors: Set<String>) throws(ModelFolderError) {
             let absolute = relative.isEmpty ? root : PathName.join(root, relative)
@@ -211,6 +227,10 @@ public final class ModelFolder: Sendable {
             for name in names where !Self.isSkipped(name, atTopLevel: relative.isEmpty) {
                 let child = relative.isEmpty ? name : relative + "/" + name
                 let path = PathName.join(root, child)
+                if let confinement, FileSystem.isSymlink(path), let real = FileSystem.realPath(path),
+                   !PathName.isSameOrInside(real, confinement) {
+                    throw .symlinkOutside(link: path, target: real)
+                }
                 switch FileSystem.kind(of: path) {
                 case .directory:
                     let real = FileSystem.realPath(path) ?? path

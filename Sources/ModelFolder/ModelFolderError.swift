@@ -17,6 +17,8 @@ public enum ModelFolderError: Error, Sendable, Equatable {
     case pare(PareError)
     case io(FileError)
     case uncopyableFile(path: String, reason: String)
+    /// A symlink in the folder resolves outside it (and `--follow-symlinks` was not given).
+    case symlinkOutside(link: String, target: String)
 
     /// The stable identifier of the rule that failed, as in `[rule: ...]`.
     public var rule: String {
@@ -33,6 +35,7 @@ public enum ModelFolderError: Error, Sendable, Equatable {
         case .pare(let error): return error.rule
         case .io: return "io"
         case .uncopyableFile: return "uncopyable-file"
+        case .symlinkOutside: return "symlink-outside"
         }
     }
 }
@@ -76,6 +79,8 @@ extension ModelFolderError: CustomStringConvertible {
             return error.description
         case let .uncopyableFile(path, reason):
             return "\(path): \(reason); pare copies every file of a model folder and will not skip one silently — remove or fix it"
+        case let .symlinkOutside(link, target):
+            return "\(link) is a symlink to \(target), outside the model folder; pare reads nothing outside the folder it is given (a downloaded folder could otherwise carry your files into its outputs) — give --follow-symlinks if you trust it"
         }
     }
 }

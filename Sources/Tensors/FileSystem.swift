@@ -123,6 +123,12 @@ public enum FileSystem {
         guard fsync(fd) == 0 else { throw FileError(.sync, path: path) }
     }
 
+    /// Whether `path` itself is a symbolic link (not followed).
+    public static func isSymlink(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
+    }
+
     /// The permission bits of a file or folder (symlinks followed); nil when it cannot be
     /// examined.
     public static func permissions(of path: String) -> mode_t? {

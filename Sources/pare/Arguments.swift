@@ -166,3 +166,9 @@ extension Provenance {
         Provenance(tool: "pare \(Pare.configuration.version)", input: input, request: CommandLine.arguments.dropFirst().joined(separator: " "))
     }
 }
+
+/// How model folders are read: shared by every command that opens one.
+struct FolderOptions: ParsableArguments {
+    @Flag(help: "Read files that symlinks in the model folder point to outside it (refused by default: a downloaded folder could link to your own files and carry them into outputs).")
+    var followSymlinks = false
+}

@@ -43,6 +43,9 @@ struct Calibrate: ParsableCommand {
     @Argument(help: "Model folder to calibrate (safetensors or .pare).")
     var model: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @OptionGroup(title: "Tokens")
     var text: TokenOptions
 
@@ -69,9 +72,9 @@ struct Calibrate: ParsableCommand {
             if !force, FileSystem.kind(of: output) != nil {
                 throw RuntimeError.io(path: output, problem: "already exists (give --force to replace it)")
             }
-            let folder = try ModelFolder(path: model)
+            let folder = try ModelFolder(path: model, followSymlinks: folders.followSymlinks)
             let plan = try ForwardPlan(graph: try ModelGraph(model: folder, registry: try descriptors.registry()))
-            let batch = try text.source.batch(model: model, for: plan)
+            let batch = try text.source.batch(model: model, for: plan, followSymlinks: folders.followSymlinks)
             let cores = threads ?? FloatConversion.activeCores
             BLAS.threads = cores
             let metadata = try StatisticsFile.metadata(model: folder, batch: batch, source: text.source.path)

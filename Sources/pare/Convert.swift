@@ -42,6 +42,9 @@ struct Convert: ParsableCommand {
     @Argument(help: "Input: model folder, .safetensors or .pare file, or its .index.json.")
     var input: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Argument(help: "Output folder (or .safetensors file when IN is a single file).")
     var output: String
 
@@ -58,7 +61,7 @@ struct Convert: ParsableCommand {
         try reportingFailures {
             let lock = out.force ? try out.lock(replacing: output) : nil
             defer { withExtendedLifetime(lock) {} }
-            let model = try ModelFolder(path: input)
+            let model = try ModelFolder(path: input, followSymlinks: folders.followSymlinks)
             let options = CheckpointWriter.Options(
                 dtype: dtype, maxShardSize: out.maxShardSize.bytes, force: out.force, format: weights.format, pare: weights.pare)
             let writer = try CheckpointWriter(input: model, output: output, options: options)

@@ -41,6 +41,9 @@ struct Eval: ParsableCommand {
     @Argument(help: "Model folder to run (safetensors or .pare).")
     var model: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @OptionGroup(title: "Tokens")
     var text: TokenOptions
 
@@ -71,8 +74,8 @@ struct Eval: ParsableCommand {
     func run() throws {
         try reportingFailures {
             let registry = try descriptors.registry()
-            let plan = try Self.plan(model, registry: registry)
-            let batch = try text.source.batch(model: model, for: plan)
+            let plan = try Self.plan(model, registry: registry, followSymlinks: folders.followSymlinks)
+            let batch = try text.source.batch(model: model, for: plan, followSymlinks: folders.followSymlinks)
             let cores = threads ?? FloatConversion.activeCores
             BLAS.threads = cores
 
@@ -80,7 +83,7 @@ struct Eval: ParsableCommand {
             options.expertSkip = try skipThresholds(plan)
             var referencePlan: ForwardPlan?
             if let reference {
-                referencePlan = try Self.plan(reference, registry: registry)
+                referencePlan = try Self.plan(reference, registry: registry, followSymlinks: folders.followSymlinks)
                 if let trim = try Self.trimPlan(model) {
                     let original = referencePlan!.layers
                     // A merged layer stands for its whole run: it is compared with the output
@@ -118,7 +121,7 @@ struct Eval: ParsableCommand {
         if expertSkip == "auto" {
             guard let stats else { throw ValidationError("--expert-skip auto reads each layer's β from --stats FILE (pare calibrate)") }
             let statistics = try CalibrationStatistics.load(path: stats)
-            try statistics.check(model: try ModelFolder(path: model))
+            try statistics.check(model: try ModelFolder(path: model, followSymlinks: folders.followSymlinks))
             return try (0..<plan.layers).map { l in
                 plan.isMoE(layer: l) ? Float(try statistics.vector(StatisticName.routerBeta(layer: l), count: 1)[0]) : nil
             }
@@ -130,8 +133,8 @@ struct Eval: ParsableCommand {
         return (0..<plan.layers).map { plan.isMoE(layer: $0) ? beta : nil }
     }
 
-    static func plan(_ path: String, registry: DescriptorRegistry) throws -> ForwardPlan {
-        let folder = try ModelFolder(path: path)
+    static func plan(_ path: String, registry: DescriptorRegistry, followSymlinks: Bool) throws -> ForwardPlan {
+        let folder = try ModelFolder(path: path, followSymlinks: followSymlinks)
         return try ForwardPlan(graph: try ModelGraph(model: folder, registry: registry))
     }
 

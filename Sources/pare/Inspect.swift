@@ -22,6 +22,9 @@ struct Inspect: ParsableCommand {
     @Argument(help: "Model folder, .safetensors file, or model.safetensors.index.json.")
     var path: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Flag(help: "Print one JSON object (stable field names) instead of text.")
     var json = false
 
@@ -30,7 +33,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
-            let model = try ModelFolder(path: path)
+            let model = try ModelFolder(path: path, followSymlinks: folders.followSymlinks)
             let summary = ModelSummary(model, registry: .builtin)
             if json {
                 StandardStream.standardOutput.write(summary.json(includeTensors: tensors).serialized(.pretty) + "\n")

@@ -57,7 +57,7 @@ struct SelectionOptions: ParsableArguments {
         guard source.isGiven else { throw ValidationError("--merge-layers auto needs --calibrate --tokens FILE (or --text FILE)") }
         let tokens = source.path
         let plan = try ForwardPlan(graph: graph)
-        let batch = try source.batch(model: graph.model.path, for: plan)
+        let batch = try source.batch(model: graph.model.path, for: plan, followSymlinks: graph.model.followsSymlinks)
         let cores = threads ?? FloatConversion.activeCores
         BLAS.threads = cores
         var options = LayerCollapseSearch.Options(targetLayers: targetLayers, mergeNorms: mergeNorms)
@@ -119,7 +119,7 @@ struct SelectionOptions: ParsableArguments {
 
     private func collect(on tokens: String, model: ModelFolder, graph: ModelGraph, searchExperts: Int?, quiet: Bool) throws -> Evidence {
         let plan = try ForwardPlan(graph: graph)
-        let batch = try source.batch(model: model.path, for: plan)
+        let batch = try source.batch(model: model.path, for: plan, followSymlinks: model.followsSymlinks)
         let cores = threads ?? FloatConversion.activeCores
         BLAS.threads = cores
         let metadata = try StatisticsFile.metadata(model: model, batch: batch, source: tokens)

@@ -49,6 +49,9 @@ struct Sparsify: ParsableCommand {
     @Argument(help: "Input model folder (or its index.json).")
     var input: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Argument(help: "Output folder (not needed with --dry-run).")
     var output: String?
 
@@ -90,7 +93,7 @@ struct Sparsify: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
-            let model = try ModelFolder(path: input)
+            let model = try ModelFolder(path: input, followSymlinks: folders.followSymlinks)
             let request = SparsifyRequest(
                 pattern: pattern, score: score, statsPath: stats, targets: targets, ignore: ignore, layout: format)
             let plan = try SparsifyPlan(model: model, request: request, registry: try descriptors.registry())

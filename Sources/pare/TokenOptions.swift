@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import ModelFolder
 import Runtime
+import Tensors
 import Tokenizer
 
 /// The calibration or evaluation input, as token ids or as text: shared by `eval` and
@@ -58,11 +60,11 @@ struct TokenSource {
     }
 
     /// The windows as one ragged batch, checked against the model's position limit.
-    func batch(model: String, for plan: ForwardPlan) throws -> TokenBatch {
+    func batch(model: String, for plan: ForwardPlan, followSymlinks: Bool) throws -> TokenBatch {
         let sequences: [[Int32]]
         var joined = false
         if let text {
-            sequences = try TextTokenization(model: model, text: text).sequences
+            sequences = try TextTokenization(model: model, text: text, followSymlinks: followSymlinks).sequences
             joined = true
         } else {
             sequences = try TokenFile(path: path).sequences
@@ -95,7 +97,13 @@ struct TextTokenization {
     let sequences: [[Int32]]
     let seconds: Double
 
-    init(model: String, text: String) throws {
+    init(model: String, text: String, followSymlinks: Bool) throws {
+        // tokenizer.json is a file of the model folder: confined like the others.
+        let file = FileSystem.kind(of: model) == .directory ? PathName.join(model, "tokenizer.json") : model
+        if !followSymlinks, FileSystem.isSymlink(file), let real = FileSystem.realPath(file),
+           !PathName.isSameOrInside(real, ModelFolder.confinement(of: PathName.parent(file))) {
+            throw ModelFolderError.symlinkOutside(link: file, target: real)
+        }
         tokenizer = try Tokenizer(folder: model)
         corpus = try TextCorpus(path: text)
         let start = DispatchTime.now().uptimeNanoseconds

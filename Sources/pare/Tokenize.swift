@@ -39,6 +39,9 @@ struct Tokenize: ParsableCommand {
     @Argument(help: "Model folder holding tokenizer.json (or the tokenizer.json itself).")
     var model: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Option(help: ArgumentHelp("The text: plain UTF-8, or JSON lines with a 'text' field.", valueName: "file"))
     var text: String
 
@@ -63,7 +66,7 @@ struct Tokenize: ParsableCommand {
             if !force, FileSystem.kind(of: output) != nil {
                 throw RuntimeError.io(path: output, problem: "already exists (give --force to replace it)")
             }
-            let tokenized = try TextTokenization(model: model, text: text)
+            let tokenized = try TextTokenization(model: model, text: text, followSymlinks: folders.followSymlinks)
             // Without a length every document keeps its row, an empty one too, so that row k
             // is document k.
             let rows = windows.seqLen == nil

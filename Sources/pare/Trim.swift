@@ -69,6 +69,9 @@ struct Trim: ParsableCommand {
     @Argument(help: "Input model folder (safetensors or .pare weights), or its index.json.")
     var input: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Argument(help: "Output folder (omit with --in-place).")
     var output: String?
 
@@ -199,7 +202,7 @@ struct Trim: ParsableCommand {
             // that another run then replaces would undo that run's work.
             let lock = inPlace && !dryRun ? try out.lock(replacing: input) : nil
             defer { withExtendedLifetime(lock) {} }
-            let model = try ModelFolder(path: input)
+            let model = try ModelFolder(path: input, followSymlinks: folders.followSymlinks)
             let graph = try ModelGraph(model: model, registry: try descriptors.registry())
             let recipe = try recipe.map { path throws(RecipeError) in try Recipe.load(path: path) } ?? Recipe()
             var step = recipe.sparsify

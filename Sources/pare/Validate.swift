@@ -28,6 +28,9 @@ struct Validate: ParsableCommand {
     @Argument(help: "Model folder, or its model.safetensors.index.json or model.pare.index.json.")
     var path: String
 
+    @OptionGroup(title: "Model folder")
+    var folders: FolderOptions
+
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
@@ -45,7 +48,7 @@ struct Validate: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
-            let model = try ModelFolder(path: path)
+            let model = try ModelFolder(path: path, followSymlinks: folders.followSymlinks)
             if verify {
                 for shard in model.shards {
                     if case .pare(let file, _) = shard {

@@ -242,10 +242,13 @@ def test_directory_symlink_cycle_is_not_followed(tmp_path):
 
 
 def test_hf_cache_layout_with_symlinked_files(tmp_path):
-    """HF hub cache snapshots are folders of symlinks into blobs/: followed, copied as files."""
-    blobs, snap = tmp_path / "blobs", tmp_path / "snapshot"
-    blobs.mkdir()
-    snap.mkdir()
+    """HF hub cache snapshots (models--org--name/snapshots/<rev>/) are folders of symlinks
+    into the repository's blobs/: followed, copied as files. The repository's cache folder
+    counts as inside the model folder; links elsewhere need --follow-symlinks."""
+    repo = tmp_path / "hub" / "models--org--tiny"
+    blobs, snap = repo / "blobs", repo / "snapshots" / "0123abcd"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
     for f in sorted(LLAMA.iterdir()):
         shutil.copy2(f, blobs / f.name)
         os.symlink(os.path.relpath(blobs / f.name, snap), snap / f.name)
@@ -253,6 +256,17 @@ def test_hf_cache_layout_with_symlinked_files(tmp_path):
     convert(snap, out)
     assert content_digest(out) == content_digest(_fresh(LLAMA, tmp_path / "ref"))
     assert not any(p.is_symlink() for p in out.iterdir())
+
+    # The same links from a folder that is not a snapshot leave it: refused, then allowed.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted(LLAMA.iterdir()):
+        os.symlink(os.path.relpath(blobs / f.name, flat), flat / f.name)
+    proc = run_pare(["convert", flat, tmp_path / "out2"])
+    expect_error(proc, 1, "is a symlink to", "outside the model folder", "--follow-symlinks", "[rule: symlink-outside]")
+    assert not (tmp_path / "out2").exists()
+    convert(flat, tmp_path / "out2", "--follow-symlinks")
+    assert content_digest(tmp_path / "out2") == content_digest(out)
 
 
 def _fresh(src, out):

@@ -196,3 +196,75 @@ def test_validate_prints_the_first_twenty_problems_then_a_count(tmp_path):
     assert "and 480 more (--json lists every one)" in lines[20] and "500 problems" in lines[21]
     report = json.loads(run_pare(["validate", model, "--json"]).stdout)
     assert len(report["problems"]) == 500
+
+
+# --------------------------------------------------------------------------- confinement
+
+TRAINED = REPO_ROOT / "Tests" / "Fixtures" / "models" / "trained-llama"
+
+
+def hostile_folder(tmp_path, how: str) -> tuple[Path, Path]:
+    """A model folder with one link out to a 'secret': a file link, a folder link, or a link
+    inside a subfolder."""
+    secret_dir = tmp_path / "home" / ".ssh"
+    secret_dir.mkdir(parents=True)
+    secret = secret_dir / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- not really\n")
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    if how == "file":
+        link = model / "tokenizer.json"
+        link.symlink_to(secret)
+    elif how == "folder":
+        link = model / "extras"
+        link.symlink_to(secret_dir)
+    else:
+        (model / "sub").mkdir()
+        link = model / "sub" / "notes.txt"
+        link.symlink_to(os.path.relpath(secret, model / "sub"))
+    return model, link
+
+
+@pytest.mark.parametrize("how", ["file", "folder", "nested"])
+def test_symlinks_out_of_the_folder_are_refused(how, tmp_path):
+    model, link = hostile_folder(tmp_path, how)
+    out = tmp_path / "out"
+    for args in (["convert", model, out], ["trim", model, out, "--ffn", "80"], ["sparsify", model, out, "--pattern", "2:4"],
+                 ["inspect", model], ["validate", model], ["trim", model, "--in-place", "--ffn", "80"]):
+        proc = run_pare(args)
+        err = expect_error(proc, 1, str(link), "outside the model folder", "[rule: symlink-outside]")
+        assert "--follow-symlinks" in err
+        assert not out.exists()
+    assert link.is_symlink()
+    # Trusted on purpose: the secret is copied like any other file.
+    proc = run_pare(["convert", model, out, "--follow-symlinks", "--quiet"])
+    assert proc.returncode == 0, describe(proc)
+    assert "PRIVATE KEY" in "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix != ".safetensors")
+
+
+def test_links_inside_the_folder_keep_working(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(LLAMA, model)
+    (model / "docs").mkdir()
+    (model / "docs" / "card.md").write_text("a model card\n")
+    (model / "README-link.md").symlink_to("docs/card.md")
+    (model / "docs-link").symlink_to("docs")
+    proc = run_pare(["convert", model, tmp_path / "out", "--quiet"])
+    assert proc.returncode == 0, describe(proc)
+    assert (tmp_path / "out" / "README-link.md").read_text() == "a model card\n"
+    assert (tmp_path / "out" / "docs-link" / "card.md").read_text() == "a model card\n"
+
+
+def test_tokenizer_json_linked_out_is_refused_for_text(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(TRAINED, model)
+    outside = tmp_path / "tokenizer-outside.json"
+    (model / "tokenizer.json").rename(outside)
+    (model / "tokenizer.json").symlink_to(outside)
+    text = tmp_path / "t.txt"
+    text.write_text("Hello world, the tokenizer is outside.")
+    for args in (["tokenize", model, "--text", text, "-o", tmp_path / "ids.safetensors"],
+                 ["eval", model, "--text", text]):
+        expect_error(run_pare(args), 1, "tokenizer.json is a symlink to", "[rule: symlink-outside]")
+    proc = run_pare(["tokenize", model, "--text", text, "-o", tmp_path / "ids.safetensors", "--follow-symlinks"])
+    assert proc.returncode == 0, describe(proc)
