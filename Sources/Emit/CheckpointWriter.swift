@@ -107,7 +107,7 @@ public struct CheckpointWriter: Sendable {
             for case .pare(let file, _) in input.shards {
                 do throws(PareError) { try file.verifyPadding() } catch { throw .input(.pare(error)) }
             }
-            try staged.begin()
+            let cleaned = try staged.begin()
             if plan.writesSingleFile {
                 try pipeline.write(plan.shards[0], to: staged.staging, done: 0, total: total, progress: progress)
             } else {
@@ -123,7 +123,7 @@ public struct CheckpointWriter: Sendable {
             try staged.flush(weightFiles: plan.shards.map(\.fileName))
             // Last chance to stop: after this the output is replaced.
             if !progress(total, total) { throw .interrupted }
-            return try staged.commit()
+            return cleaned + (try staged.commit())
         } catch {
             staged.discard()
             throw error

@@ -20,7 +20,7 @@ struct StagedOutput: Sendable {
     init(destination: String, isFolder: Bool, input: ModelFolder, force: Bool, replacesInput: Bool) throws(EmitError) {
         self.destination = destination
         self.isFolder = isFolder
-        staging = PathName.join(PathName.parent(destination), ".\(PathName.lastComponent(destination)).pare-tmp-\(getpid())")
+        staging = StagingName.path(for: destination)
         try checkDestination(input: input, force: force, replacesInput: replacesInput)
     }
 
@@ -61,13 +61,30 @@ struct StagedOutput: Sendable {
         if FileSystem.exists(output) && !force { throw .outputExists(path: output) }
     }
 
-    /// Clears what an earlier run with the same process id may have left, and makes the
-    /// staging folder.
-    func begin() throws(EmitError) {
+    /// Removes what killed runs left beside the destination (staging entries whose owner
+    /// is gone), and makes the staging folder. Returns one line per entry removed.
+    func begin() throws(EmitError) -> [String] {
+        let removed = Self.removeStale(beside: destination)
         try EmitError.catchingIO { () throws(FileError) in
             try FileSystem.removeTree(staging)
             if isFolder { try FileSystem.makeDirectory(staging) }
         }
+        return removed.map { "removed \($0.path), left by an earlier run (PID \($0.name.pid)) that is no longer running" }
+    }
+
+    /// Removes the staging entries of dead runs beside `destination` (only those standing
+    /// for it), and says which; entries whose owner still runs are left alone.
+    static func removeStale(beside destination: String) -> [(path: String, name: StagingName)] {
+        let parent = PathName.parent(destination)
+        let target = PathName.lastComponent(destination)
+        guard let names = try? FileSystem.list(parent) else { return [] }
+        var removed: [(path: String, name: StagingName)] = []
+        for entry in names {
+            guard let name = StagingName(fileName: entry), name.target == target, !name.ownerIsAlive else { continue }
+            let path = PathName.join(parent, entry)
+            if (try? FileSystem.removeTree(path)) != nil { removed.append((path, name)) }
+        }
+        return removed
     }
 
     /// The staging path of a file of the output folder.
@@ -110,13 +127,19 @@ struct StagedOutput: Sendable {
                 }
                 try? FileSystem.rename(retired, to: staging)
             }
-            // `staging` now holds the previous output.
+            // `staging` now holds the previous output. It goes only once the swap is on disk:
+            // a crash before that may bring the old entries back, and the previous model
+            // must then still be there (README: "If a crash interrupts a swap").
+            do throws(FileError) { try FileSystem.syncDirectory(PathName.parent(output)) } catch {
+                warnings.append("could not flush the directory entry of \(output), so the previous one is kept in \(staging): \(error.reason)")
+                return warnings
+            }
             do throws(FileError) { try FileSystem.removeTree(staging) } catch {
                 warnings.append("the previous \(output) was replaced but could not be removed from \(staging): \(error.reason)")
             }
-        } else {
-            try EmitError.catchingIO { () throws(FileError) in try FileSystem.rename(staging, to: output) }
+            return warnings
         }
+        try EmitError.catchingIO { () throws(FileError) in try FileSystem.rename(staging, to: output) }
         do throws(FileError) { try FileSystem.syncDirectory(PathName.parent(output)) } catch {
             warnings.append("could not flush the directory entry of \(output): \(error.reason)")
         }

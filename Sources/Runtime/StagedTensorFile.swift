@@ -12,7 +12,7 @@ public final class StagedTensorFile {
 
     public init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(RuntimeError) {
         self.path = path
-        temporary = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
+        temporary = StagingName.path(for: path)
         do { writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: metadata) } catch {
             unlink(temporary)
             throw .io(path: path, problem: "cannot be written: \(error)")

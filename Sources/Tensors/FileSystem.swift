@@ -96,7 +96,7 @@ public enum FileSystem {
     /// Replaces `path` (a file, or nothing) with `bytes` atomically: written beside it,
     /// flushed, then renamed over it, so a reader never sees half a file.
     public static func replaceFile(_ path: String, with bytes: [UInt8]) throws(FileError) {
-        let staging = PathName.join(PathName.parent(path), ".\(PathName.lastComponent(path)).pare-tmp-\(getpid())")
+        let staging = StagingName.path(for: path)
         try removeTree(staging)
         do throws(FileError) {
             try writeFile(bytes, to: staging)

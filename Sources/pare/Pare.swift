@@ -14,6 +14,6 @@ struct Pare: ParsableCommand {
             naming the file, the tensor and the rule), 64 for usage errors.
             """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Convert.self, Trim.self, Sparsify.self, Calibrate.self, Eval.self, Tokenize.self, Validate.self]
+        subcommands: [Inspect.self, Convert.self, Trim.self, Sparsify.self, Calibrate.self, Eval.self, Tokenize.self, Validate.self, Clean.self]
     )
 }

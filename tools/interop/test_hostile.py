@@ -268,3 +268,58 @@ def test_tokenizer_json_linked_out_is_refused_for_text(tmp_path):
         expect_error(run_pare(args), 1, "tokenizer.json is a symlink to", "[rule: symlink-outside]")
     proc = run_pare(["tokenize", model, "--text", text, "-o", tmp_path / "ids.safetensors", "--follow-symlinks"])
     assert proc.returncode == 0, describe(proc)
+
+
+# --------------------------------------------------------------------------- stale staging
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def own_start() -> int:
+    stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+@pytest.mark.parametrize("name_format", ["pid-start", "pid only (older pare)"])
+def test_the_next_run_removes_a_dead_runs_staging_and_says_so(name_format, tmp_path):
+    pid = dead_pid()
+    suffix = f"{pid}-12345" if name_format == "pid-start" else f"{pid}"
+    stale = tmp_path / f".out.pare-tmp-{suffix}"
+    shutil.copytree(LLAMA, stale)
+    live = tmp_path / f".out.pare-tmp-{os.getpid()}-{own_start()}"
+    live.mkdir()
+    other = tmp_path / f".elsewhere.pare-tmp-{pid}-1"
+    other.mkdir()
+    proc = run_pare(["convert", LLAMA, tmp_path / "out", "--quiet"])
+    assert proc.returncode == 0, describe(proc)
+    assert not stale.exists(), "the dead run's staging folder is still there"
+    assert f"pare: warning: removed {stale}, left by an earlier run (PID {pid}) that is no longer running" in proc.stderr
+    assert live.exists(), "a live run's staging folder was removed"
+    assert other.exists(), "a staging folder for another output was removed"
+
+
+def test_pare_clean_removes_every_dead_runs_entry(tmp_path):
+    pid = dead_pid()
+    dead = [tmp_path / f".a.pare-tmp-{pid}-7", tmp_path / f".b.pare-tmp-{pid}", tmp_path / f".c.pare-tmp-{pid}-7-old"]
+    for d in dead:
+        shutil.copytree(LLAMA, d)
+    single = tmp_path / f".x.safetensors.pare-tmp-{pid}-9"
+    single.write_bytes(b"half a file")
+    live = tmp_path / f".d.pare-tmp-{os.getpid()}-{own_start()}"
+    live.mkdir()
+    keep = tmp_path / "model"
+    shutil.copytree(LLAMA, keep)
+
+    report = json.loads(run_pare(["clean", tmp_path, "--dry-run", "--json"]).stdout)
+    assert sorted(r["path"] for r in report["removed"]) == sorted(map(str, [*dead, single]))
+    assert all(d.exists() for d in dead)
+    proc = run_pare(["clean", tmp_path])
+    assert proc.returncode == 0, describe(proc)
+    assert not any(d.exists() for d in [*dead, single])
+    assert live.exists() and keep.exists() and f"kept {live}" in proc.stdout
+    assert run_pare(["validate", keep]).returncode == 0
+    assert "nothing to clean" in run_pare(["clean", keep]).stdout
