@@ -1,6 +1,7 @@
 import Dispatch
 import ModelFolder
 import SafeTensors
+import Tensors
 
 /// Keeps about `bytes` of source ahead of the item being written read in, so the disk
 /// reads while the cores work; of a large tensor only its start (the kernel's own
@@ -25,7 +26,7 @@ struct Prefetcher {
     /// Source bytes read ahead of the tensor being written.
     static let bytes = 64 << 20
 
-    private static let queue = DispatchQueue(label: "pare.prefetch")
+    private static let queue = SerialWorker()
 
     /// Asks for the items after `index`, the one about to be written, up to `bytes` ahead.
     mutating func advance(to index: Int) {

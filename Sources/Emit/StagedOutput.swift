@@ -65,6 +65,7 @@ struct StagedOutput: Sendable {
     /// is gone), and makes the staging folder. Returns one line per entry removed.
     func begin() throws(EmitError) -> [String] {
         let removed = Self.removeStale(beside: destination)
+        ResourceFailure.register(staging)
         try EmitError.catchingIO { () throws(FileError) in
             try FileSystem.removeTree(staging)
             if isFolder { try FileSystem.makeDirectory(staging) }
@@ -103,6 +104,7 @@ struct StagedOutput: Sendable {
     /// Removes the staging entry after a failure.
     func discard() {
         try? FileSystem.removeTree(staging)
+        ResourceFailure.unregister(staging)
     }
 
     /// Puts the finished staging entry in place of the output. An existing output is swapped
@@ -111,6 +113,9 @@ struct StagedOutput: Sendable {
     /// warnings about leftovers (the new output is in place all the same).
     func commit() throws(EmitError) -> [String] {
         let output = destination
+        // From here on the staging path holds either nothing or, after an exchange, the
+        // previous output: never something to delete on a failure.
+        ResourceFailure.unregister(staging)
         var warnings: [String] = []
         if FileSystem.exists(output) {
             do throws(FileError) {

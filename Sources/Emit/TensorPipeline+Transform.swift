@@ -62,7 +62,7 @@ extension TensorPipeline {
         // The buffers outlive the work, which finishes before this returns.
         nonisolated(unsafe) let source = source
         nonisolated(unsafe) let output = output
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        WorkerPool.shared.perform(parts) { part in
             let start = rows.lowerBound + part * perPart
             let end = min(rows.upperBound, start + perPart)
             guard start < end else { return }

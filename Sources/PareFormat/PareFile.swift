@@ -164,7 +164,7 @@ public final class PareFile: Sendable {
         if range.count == 1 || tensor.encoding == .raw && range.count <= 2 {
             for k in 0..<range.count { work(k) }
         } else {
-            DispatchQueue.concurrentPerform(iterations: range.count, execute: work)
+            WorkerPool.shared.perform(range.count, work)
         }
         if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
         var crc = crcs[0]

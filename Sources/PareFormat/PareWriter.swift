@@ -196,7 +196,7 @@ public final class PareWriter {
         if count == 1 {
             work(0)
         } else {
-            DispatchQueue.concurrentPerform(iterations: count, execute: work)
+            WorkerPool.shared.perform(count, work)
         }
         let firstElement = received - buffered
         for k in 0..<count {

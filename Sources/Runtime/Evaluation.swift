@@ -213,7 +213,7 @@ public final class Evaluation {
                     rowKL.withUnsafeMutableBufferPointer { klOut in
                         rowAgree.withUnsafeMutableBufferPointer { agreeOut in
                             nonisolated(unsafe) let (nllOut, klOut, agreeOut) = (nllOut, klOut, agreeOut)
-                            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            WorkerPool.shared.perform(workers) { worker in
                                 var i = worker
                                 while i < count {
                                     let t = first + i

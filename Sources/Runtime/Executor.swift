@@ -294,7 +294,7 @@ public final class Executor {
         let batch = self.batch
         let scratch = scores.map { $0.base }
         nonisolated(unsafe) let scratchPointers = scratch
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        WorkerPool.shared.perform(workers) { worker in
             let p = scratchPointers[worker]
             var item = worker
             while item < items.count {
@@ -389,7 +389,7 @@ public final class Executor {
         let slice = (count + parts - 1) / parts
         let activation = plan.activation
         nonisolated(unsafe) let (a, b) = (a, b)
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        WorkerPool.shared.perform(parts) { part in
             let start = part * slice
             let n = min(slice, count - start)
             guard n > 0 else { return }

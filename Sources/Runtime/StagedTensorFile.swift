@@ -13,7 +13,9 @@ public final class StagedTensorFile {
     public init(path: String, entries: [SafeTensorsWriter.Entry], metadata: [(key: String, value: String)]) throws(RuntimeError) {
         self.path = path
         temporary = StagingName.path(for: path)
+        ResourceFailure.register(temporary)
         do { writer = try SafeTensorsWriter(path: temporary, entries: entries, metadata: metadata) } catch {
+            ResourceFailure.unregister(temporary)
             unlink(temporary)
             throw .io(path: path, problem: "cannot be written: \(error)")
         }
@@ -28,10 +30,14 @@ public final class StagedTensorFile {
     }
 
     /// Removes the unfinished file.
-    public func abandon() { unlink(temporary) }
+    public func abandon() {
+        unlink(temporary)
+        ResourceFailure.unregister(temporary)
+    }
 
     /// Completes the file and renames it into place.
     public func finish() throws(RuntimeError) {
+        defer { ResourceFailure.unregister(temporary) }
         do { try writer.finish() } catch {
             unlink(temporary)
             throw .io(path: path, problem: "cannot be written: \(error)")

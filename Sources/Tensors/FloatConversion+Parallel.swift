@@ -26,7 +26,7 @@ extension FloatConversion {
         // The pointers outlive the call, which waits for every slice.
         nonisolated(unsafe) let source = source
         nonisolated(unsafe) let destination = destination
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        WorkerPool.shared.perform(parts) { part in
             let start = part * slice
             let n = min(slice, count - start)
             guard n > 0 else { return }

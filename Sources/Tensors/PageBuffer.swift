@@ -20,7 +20,7 @@ public final class PageBuffer: @unchecked Sendable {
         let size = max(1, bytes)
         let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let mapped, mapped != MAP_FAILED else {
-            fatalError("out of memory: could not map \(size) bytes of scratch space")
+            ResourceFailure.fail("out of memory: could not map \(size) bytes of scratch space (is the address space limited, as by ulimit -v?)")
         }
         pointer = mapped
         capacity = size

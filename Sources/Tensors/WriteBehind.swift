@@ -30,7 +30,7 @@ final class WriteBehind: @unchecked Sendable {
     var path: String { device.path }
     private let device: Device
     private let buffers: [PageBuffer]
-    private let queue = DispatchQueue(label: "pare.write-behind")
+    private let queue = SerialWorker()
     /// Buffers not being written: the caller takes one before filling it.
     private let available = DispatchSemaphore(value: WriteBehind.bufferCount)
 
@@ -49,7 +49,7 @@ final class WriteBehind: @unchecked Sendable {
         // Abandoned after an error: let queued writes end before the descriptor closes,
         // and give back a buffer still held (libdispatch traps on a semaphore freed below
         // its initial value).
-        queue.sync {}
+        queue.sync()
         if holding { available.signal() }
     }
 
@@ -121,7 +121,7 @@ final class WriteBehind: @unchecked Sendable {
             available.signal()
             holding = false
         }
-        queue.sync {}
+        queue.sync()
         try check()
         if total % Self.blockBytes != 0, ftruncate(device.descriptor, off_t(total)) != 0 {
             let error = FileError(.write, path: path)

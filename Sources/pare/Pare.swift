@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct Pare: ParsableCommand {
@@ -16,4 +19,26 @@ struct Pare: ParsableCommand {
         version: "0.1.0",
         subcommands: [Inspect.self, Convert.self, Trim.self, Sparsify.self, Calibrate.self, Eval.self, Tokenize.self, Validate.self, Clean.self]
     )
+
+    /// Runs the command, then leaves with `_exit`: library finalizers do not run. OpenBLAS's
+    /// finalizer joins its worker threads, and a worker that could not get its buffer
+    /// (under a memory limit) never ends, so a normal exit hung after the work was done.
+    /// Every file pare writes is complete (or removed) before this point.
+    static func main() {
+        let code: Int32
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+            code = 0
+        } catch {
+            let status = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if !message.isEmpty {
+                (status == .success ? StandardStream.standardOutput : StandardStream.standardError).write(message + "\n")
+            }
+            code = status.rawValue
+        }
+        fflush(nil)  // every stdio stream (print() buffers stdout)
+        _exit(code)
+    }
 }

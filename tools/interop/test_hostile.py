@@ -323,3 +323,81 @@ def test_pare_clean_removes_every_dead_runs_entry(tmp_path):
     assert live.exists() and keep.exists() and f"kept {live}" in proc.stdout
     assert run_pare(["validate", keep]).returncode == 0
     assert "nothing to clean" in run_pare(["clean", keep]).stdout
+
+
+# --------------------------------------------------------------------------- memory limits
+
+LIMITS_MB = [300, 400, 500, 600, 700, 800, 900, 1000]
+
+
+@pytest.fixture(scope="module")
+def midsize(tmp_path_factory) -> Path:
+    """A 4-layer Llama of ~85M parameters in bf16 (~170 MB): large enough that the limits
+    bite in the middle of the work, small enough to run 32 times in CI."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=8192, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
+                      num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False)
+    folder = tmp_path_factory.mktemp("midsize") / "model"
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def limited(limit_mb: int):
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    return apply
+
+
+@pytest.mark.parametrize("limit_mb", LIMITS_MB)
+def test_memory_limits_end_in_success_or_one_line(limit_mb, midsize, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in midsize.iterdir()}
+    commands = {
+        "convert": ["convert", midsize, tmp_path / "c"],
+        "convert-pare": ["convert", midsize, tmp_path / "p", "--format", "pare"],
+        "trim": ["trim", midsize, tmp_path / "t", "--ffn", "0.5", "--heads", "8"],
+        "sparsify": ["sparsify", midsize, tmp_path / "s", "--pattern", "2:4"],
+    }
+    outcomes = {}
+    for name, args in commands.items():
+        started = time.monotonic()
+        try:
+            proc = subprocess.run([str(PARE_BIN), *map(str, args)], capture_output=True, text=True, timeout=60,
+                                  preexec_fn=limited(limit_mb))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} under {limit_mb} MB did not end within 60 s")
+        elapsed = time.monotonic() - started
+        lines = [line for line in proc.stderr.split("\n") if line.strip()]
+        if proc.returncode == 0:
+            assert Path(args[2]).exists(), f"{name} under {limit_mb} MB exited 0 without an output"
+        else:
+            assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("pare: error: "), \
+                f"{name} under {limit_mb} MB: exit {proc.returncode} after {elapsed:.1f} s\n{proc.stderr[-3000:]}"
+            assert not Path(args[2]).exists()
+        leftovers = [p.name for p in tmp_path.iterdir() if ".pare-tmp-" in p.name]
+        assert not leftovers, f"{name} under {limit_mb} MB left {leftovers}"
+        outcomes[name] = proc.returncode
+    assert {p.name: p.stat().st_mtime_ns for p in midsize.iterdir()} == before
+    print(limit_mb, outcomes)
+
+
+def test_sigterm_ends_a_run_in_bounded_time(tmp_path):
+    """A run asked to stop stops at its next step; the grace alarm ends one that cannot
+    (checked here on a run that stops normally: exit 143, nothing left)."""
+    from test_cli import _sparse_model
+
+    model = tmp_path / "sparse"
+    _sparse_model(model)
+    run = subprocess.Popen([str(PARE_BIN), "convert", str(model), str(tmp_path / "out"), "--dtype", "bf16"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    started = time.monotonic()
+    run.terminate()
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 143, err
+    assert time.monotonic() - started < 11
+    assert not any(".pare-tmp-" in p.name for p in tmp_path.iterdir())
