@@ -23,6 +23,8 @@ trap 'report_phases; rm -f "$RESULTS"' EXIT
 
 require_build_prerequisites
 command -v python3 >/dev/null || apt_install python3 python3-venv
+# strace injects faults at the swap in tools/crash_harness.py (tools/interop/test_hostile.py).
+command -v strace >/dev/null || apt_install strace
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
 # make_venv LINK REQUIREMENTS: LINK points at a venv with exactly those pins. The venv

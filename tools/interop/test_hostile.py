@@ -401,3 +401,47 @@ def test_sigterm_ends_a_run_in_bounded_time(tmp_path):
     assert run.returncode == 143, err
     assert time.monotonic() - started < 11
     assert not any(".pare-tmp-" in p.name for p in tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- crashes and scale
+
+
+def test_crash_harness_short_form(midsize):
+    """tools/crash_harness.py in its short form (the README reports the full 20 kills)."""
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "crash_harness.py"), "--kills", "6",
+                           "--pare", str(PARE_BIN), "--model", str(midsize), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout)
+    assert [r["command"] for r in results] == ["trim", "convert", "sparsify"]
+    for r in results:
+        assert r["kills_passed"] == r["kills"] == 6 and not r["failures"], r
+        if shutil.which("strace"):
+            assert r["injections_passed"] == r["injections"] == 1, r
+
+
+def test_cost_is_linear_in_tensors(tmp_path):
+    """40k tensors in one file convert in at most 20 times the time of 4k (linear: 10×;
+    the quadratic path made it 100×). Best of three, so a slow moment does not decide."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    times = {}
+    for n in (4000, 40000):
+        model = tmp_path / f"m{n}"
+        model.mkdir()
+        shutil.copy(LLAMA / "config.json", model / "config.json")
+        tensors = load_file(str(LLAMA / "model.safetensors"))
+        tensors.update({f"stray.{i}": np.full(4, i, dtype=np.float32) for i in range(n)})
+        save_file(tensors, str(model / "model.safetensors"))
+        best = float("inf")
+        for attempt in range(3):
+            out = tmp_path / f"out{n}-{attempt}"
+            started = time.perf_counter()
+            proc = run_pare(["convert", model, out, "--quiet"])
+            best = min(best, time.perf_counter() - started)
+            assert proc.returncode == 0, describe(proc)
+        times[n] = best
+    assert times[40000] <= 20 * times[4000], times
