@@ -91,14 +91,20 @@ public struct JSONParser {
     }
 
     private mutating func parseObject() throws(JSONParseError) -> JSONValue {
+        var members: [(key: String, value: JSONValue)] = []
+        try parseMembers { members.append(($0, $1)) }
+        return .object(members)
+    }
+
+    /// Reads an object, handing each member to `body` as soon as it is read.
+    private mutating func parseMembers(_ body: (String, JSONValue) -> Void) throws(JSONParseError) {
         try enter()
         defer { depth -= 1 }
         index += 1
-        var members: [(key: String, value: JSONValue)] = []
         skipWhitespace()
         if current == UInt8(ascii: "}") {
             index += 1
-            return .object(members)
+            return
         }
         while true {
             skipWhitespace()
@@ -108,17 +114,36 @@ public struct JSONParser {
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after a key") }
             index += 1
             skipWhitespace()
-            let value = try parseValue()
-            members.append((key, value))
+            body(key, try parseValue())
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","): index += 1
             case UInt8(ascii: "}"):
                 index += 1
-                return .object(members)
+                return
             default: throw error("expected ',' or '}' in an object")
             }
         }
+    }
+
+    /// Parses a complete JSON text whose value is an object, handing each member to `body`
+    /// in source order (duplicates included) instead of building the object, so a large
+    /// object (a safetensors header of a million tensors) never exists as one tree.
+    /// Returns false, having checked that the text is valid JSON, when the value is not an
+    /// object. Syntax errors are thrown even after members were handed out.
+    public static func forEachMember(_ bytes: UnsafeRawBufferPointer, _ body: (String, JSONValue) -> Void) throws(JSONParseError) -> Bool {
+        var parser = JSONParser(bytes)
+        parser.skipWhitespace()
+        guard parser.current == UInt8(ascii: "{") else {
+            _ = try parse(bytes)
+            return false
+        }
+        try parser.parseMembers(body)
+        parser.skipWhitespace()
+        if parser.index != bytes.count {
+            throw parser.error("unexpected data after the JSON value")
+        }
+        return true
     }
 
     private mutating func parseArray() throws(JSONParseError) -> JSONValue {

@@ -43,33 +43,43 @@ public struct SafeTensorsHeader: Sendable, Equatable {
             throw .headerOutOfBounds(path: path, declared: declared, fileSize: fileSize)
         }
         let text = UnsafeRawBufferPointer(rebasing: file[8..<(8 + headerLength)])
-        guard String(validating: text, as: UTF8.self) != nil else { throw .headerNotUTF8(path: path) }
-        let json: JSONValue
+        guard isValidUTF8(text) else { throw .headerNotUTF8(path: path) }
+
+        // Each entry becomes a TensorInfo as it is read: the header is never a whole JSON
+        // tree, which for a million tensors cost several times the header's size. An entry's
+        // error waits until the text is known to be JSON, so a syntax error anywhere still
+        // comes first, as when the tree was built first.
+        var tensors: [TensorInfo] = []
+        var metadata: [(key: String, value: String)]?
+        var seen = Set<String>()
+        var entryError: SafeTensorsError?
+        let isObject: Bool
         do {
-            json = try JSONParser.parse(text)
+            isObject = try JSONParser.forEachMember(text) { name, value in
+                guard entryError == nil else { return }
+                do throws(SafeTensorsError) {
+                    guard seen.insert(name).inserted else {
+                        if name == "__metadata__" {
+                            throw .metadataNotStringMap(path: path, problem: "the header has two __metadata__ entries")
+                        }
+                        throw .duplicateTensor(path: path, tensor: name)
+                    }
+                    if name == "__metadata__" {
+                        // The reference reads a null __metadata__ as no metadata.
+                        metadata = value.isNull ? nil : try parseMetadata(value, path: path)
+                    } else {
+                        tensors.append(try parseEntry(name: name, value, path: path))
+                    }
+                } catch {
+                    entryError = error
+                }
+            }
         } catch {
             throw .headerNotJSON(path: path, reason: error.description)
         }
-        guard let members = json.objectMembers else { throw .headerNotObject(path: path) }
-
-        var tensors: [TensorInfo] = []
-        tensors.reserveCapacity(members.count)
-        var metadata: [(key: String, value: String)]?
-        var seen = Set<String>()
-        for (name, value) in members {
-            guard seen.insert(name).inserted else {
-                if name == "__metadata__" {
-                    throw .metadataNotStringMap(path: path, problem: "the header has two __metadata__ entries")
-                }
-                throw .duplicateTensor(path: path, tensor: name)
-            }
-            if name == "__metadata__" {
-                // The reference reads a null __metadata__ as no metadata.
-                metadata = value.isNull ? nil : try parseMetadata(value, path: path)
-            } else {
-                tensors.append(try parseEntry(name: name, value, path: path))
-            }
-        }
+        guard isObject else { throw .headerNotObject(path: path) }
+        if let entryError { throw entryError }
+        seen = []
 
         // The reference sorts by offsets: header order is free, byte order is not.
         tensors.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound) }
@@ -165,5 +175,18 @@ public struct SafeTensorsHeader: Sendable, Equatable {
             throw .offsetsNotContiguous(path: path, tensor: name, start: start, end: end, expectedStart: start)
         }
         return TensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: start..<end)
+    }
+
+    /// Whether the bytes are UTF-8, checked without making a string of them.
+    private static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var iterator = bytes.makeIterator()
+        var decoder = UTF8()
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue: continue
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
     }
 }

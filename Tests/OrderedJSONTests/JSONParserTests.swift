@@ -76,3 +76,35 @@ import Testing
         #expect(value.serialized() == #"{"a":"x","b":2,"c":null}"#)
     }
 }
+
+@Suite struct StreamedMemberTests {
+    func members(_ text: String) throws -> (Bool, [String]) {
+        var seen: [String] = []
+        let bytes = Array(text.utf8)
+        var isObject = false
+        var failure: JSONParseError?
+        bytes.withUnsafeBytes { raw in
+            do throws(JSONParseError) {
+                isObject = try JSONParser.forEachMember(raw) { key, value in seen.append("\(key)=\(value.serialized())") }
+            } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return (isObject, seen)
+    }
+
+    @Test func membersArriveInSourceOrderWithDuplicates() throws {
+        let (isObject, seen) = try members(#" {"b": [1, 2], "a": {"x": null}, "b": "again"} "#)
+        #expect(isObject)
+        #expect(seen == [#"b=[1,2]"#, #"a={"x":null}"#, #"b="again""#])
+    }
+
+    @Test func aSyntaxErrorAfterMembersIsStillThrown() {
+        #expect(throws: JSONParseError.self) { try members(#"{"a": 1, "b": 2,}"#) }
+        #expect(throws: JSONParseError.self) { try members(#"{"a": 1} x"#) }
+    }
+
+    @Test func aValueThatIsNotAnObjectIsReportedAfterItIsChecked() throws {
+        #expect(try members("[1, 2]").0 == false)
+        #expect(throws: JSONParseError.self) { try members("[1, 2") }
+    }
+}
