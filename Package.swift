@@ -60,6 +60,7 @@ let package = Package(
                 "Runtime",
                 "Calibration",
                 "Tokenizer",
+                "CSystemShims",
                 "Emit",
                 "ModelGraph",
                 "ModelFolder",

@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include "CSystemShims.h"
 
 ssize_t pare_copy_file_range(int fd_in, long long *off_in, int fd_out, long long *off_out,
@@ -41,5 +44,14 @@ int pare_set_direct(int fd, int on) {
     (void)fd; (void)on;
     errno = ENOSYS;
     return -1;
+#endif
+}
+
+int pare_limit_malloc_arenas(int count) {
+#if defined(__GLIBC__) && defined(M_ARENA_MAX)
+    return mallopt(M_ARENA_MAX, count);
+#else
+    (void)count;
+    return 0;
 #endif
 }

@@ -12,6 +12,7 @@ import Synchronization
 /// Staging entries register while they are being written, so that this can find them.
 public enum ResourceFailure {
     private static let staging = Mutex<Set<String>>([])
+    private static let failing = Atomic<Bool>(false)
 
     /// A staging entry being written; removed if the run has to stop here.
     public static func register(_ path: String) { _ = staging.withLock { $0.insert(path) } }
@@ -22,9 +23,27 @@ public enum ResourceFailure {
     /// Removes the registered staging entries, says `message` on stderr as pare's errors
     /// are said, and exits with status 1.
     public static func fail(_ message: String) -> Never {
+        // Workers can run out together: the first one speaks and ends the process.
+        if failing.exchange(true, ordering: .acquiringAndReleasing) {
+            while true { pause() }
+        }
+        holdTrapsWhileFailing()
         for path in staging.withLock({ $0 }) { try? FileSystem.removeTree(path) }
         let line = Array("pare: error: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
         _exit(1)
+    }
+
+    /// While one thread removes the staging, another may still allocate and find no memory
+    /// left; the Swift runtime then traps (SIGILL or SIGTRAP) and its backtrace would
+    /// replace the one line. Such a thread now waits for the exit instead. A trap before
+    /// any failure is left to the runtime's own handler.
+    private static func holdTrapsWhileFailing() {
+        for sig in [SIGILL, SIGTRAP, SIGABRT, SIGSEGV, SIGBUS] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in while true { pause() } }
+            sigemptyset(&action.sa_mask)
+            sigaction(sig, &action, nil)
+        }
     }
 }

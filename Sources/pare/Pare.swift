@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,11 @@ struct Pare: ParsableCommand {
     /// (under a memory limit) never ends, so a normal exit hung after the work was done.
     /// Every file pare writes is complete (or removed) before this point.
     static func main() {
+        // One malloc arena per thread reserves 64 MiB of address space each; under a
+        // memory limit (ulimit -v) those reservations, not the data, ran out first and the
+        // Swift runtime trapped on a small allocation. Two arenas are plenty: pare's hot
+        // loops do not allocate.
+        _ = pare_limit_malloc_arenas(2)
         let code: Int32
         do {
             var command = try parseAsRoot()

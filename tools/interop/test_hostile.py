@@ -376,7 +376,7 @@ def test_memory_limits_end_in_success_or_one_line(limit_mb, midsize, tmp_path):
             assert Path(args[2]).exists(), f"{name} under {limit_mb} MB exited 0 without an output"
         else:
             assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("pare: error: "), \
-                f"{name} under {limit_mb} MB: exit {proc.returncode} after {elapsed:.1f} s\n{proc.stderr[-3000:]}"
+                f"{name} under {limit_mb} MB: exit {proc.returncode} after {elapsed:.1f} s\n{proc.stderr[:2500]}"
             assert not Path(args[2]).exists()
         leftovers = [p.name for p in tmp_path.iterdir() if ".pare-tmp-" in p.name]
         assert not leftovers, f"{name} under {limit_mb} MB left {leftovers}"

@@ -18,4 +18,8 @@ int pare_rename_exchange(const char *a, const char *b);
 /// ENOSYS where the flag does not exist).
 int pare_set_direct(int fd, int on);
 
+/// mallopt(M_ARENA_MAX, count) where glibc has it: caps the malloc arenas (each reserves
+/// 64 MiB of address space). Returns 1 on success, 0 otherwise.
+int pare_limit_malloc_arenas(int count);
+
 #endif
