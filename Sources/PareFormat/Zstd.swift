@@ -1,3 +1,4 @@
+import Tensors
 import CZstd
 import Synchronization
 
@@ -41,7 +42,10 @@ enum Zstd {
                 _ = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
             }
             let written = ZSTD_compress2(cctx, destination, capacity, source.baseAddress, source.count)
-            precondition(ZSTD_isError(written) == 0, "zstd compression failed: \(String(cString: ZSTD_getErrorName(written)))")
+            // With a destination of ZSTD_compressBound bytes, only its own workspace can fail.
+            if ZSTD_isError(written) != 0 {
+                ResourceFailure.fail("zstd could not compress: \(String(cString: ZSTD_getErrorName(written))) (is the address space limited, as by ulimit -v?)")
+            }
             return written
         }
     }
@@ -59,7 +63,12 @@ enum Zstd {
         let produced = decompressors.withContext { context in
             ZSTD_decompressDCtx(context.pointer, destination, expected, frame.baseAddress, frame.count)
         }
-        if ZSTD_isError(produced) != 0 { return "does not decompress (\(String(cString: ZSTD_getErrorName(produced))))" }
+        if ZSTD_isError(produced) != 0 {
+            if ZSTD_getErrorCode(produced) == ZSTD_error_memory_allocation {
+                ResourceFailure.fail("zstd could not decompress: out of memory (is the address space limited, as by ulimit -v?)")
+            }
+            return "does not decompress (\(String(cString: ZSTD_getErrorName(produced))))"
+        }
         if produced != expected { return "decompresses to \(produced) bytes where \(expected) were expected" }
         return nil
     }
@@ -76,14 +85,20 @@ protocol PooledObject: AnyObject, Sendable {
 /// A zstd compression context; released when the object goes.
 final class CompressionContext: PooledObject, @unchecked Sendable {
     let pointer: OpaquePointer
-    init() { pointer = ZSTD_createCCtx() }
+    init() {
+        guard let context = ZSTD_createCCtx() else { ResourceFailure.fail("out of memory: zstd could not make a compression context") }
+        pointer = context
+    }
     deinit { ZSTD_freeCCtx(pointer) }
 }
 
 /// A zstd decompression context; released when the object goes.
 final class DecompressionContext: PooledObject, @unchecked Sendable {
     let pointer: OpaquePointer
-    init() { pointer = ZSTD_createDCtx() }
+    init() {
+        guard let context = ZSTD_createDCtx() else { ResourceFailure.fail("out of memory: zstd could not make a decompression context") }
+        pointer = context
+    }
     deinit { ZSTD_freeDCtx(pointer) }
 }
 
