@@ -44,7 +44,7 @@ swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$
 # The .pare reader: OrderedJSON, Tensors and PareFormat, with the kernels and libzstd.
 copy_modules "$BUILD/src-pare" OrderedJSON Tensors PareFormat
 mkdir -p "$BUILD/include/zstd"
-printf 'module CZstd [system] {\n  header "/usr/include/zstd.h"\n  link "zstd"\n  export *\n}\n' > "$BUILD/include/zstd/module.modulemap"
+printf 'module CZstd [system] {\n  header "/usr/include/zstd.h"\n  header "/usr/include/zstd_errors.h"\n  link "zstd"\n  export *\n}\n' > "$BUILD/include/zstd/module.modulemap"
 swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name PareFuzz -I "$BUILD/include" -I "$BUILD/include/zstd" \
     "$BUILD"/src-pare/*.swift tools/fuzz/FuzzPare.swift "${C_OBJECTS[@]}" -lzstd -o "$BUILD/fuzz-pare" 2>&1 \
     | grep -v "Cannot export local symbol" || true
