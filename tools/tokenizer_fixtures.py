@@ -75,11 +75,16 @@ def _split_bytelevel(pattern: str, lines, specials, *, ignore_merges: bool, nfc:
     _train(tok, trainer, lines)
     # As in the real files, the special tokens follow the trained vocabulary.
     tok.add_special_tokens(specials)
-    steps = [processors.ByteLevel(trim_offsets=False)]
-    if bos is not None:
-        steps.append(processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                   special_tokens=[(bos, tok.token_to_id(bos))]))
-    tok.post_processor = processors.Sequence(steps)
+    if bos is None:
+        # Qwen2's: a lone ByteLevel with every option off.
+        tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    else:
+        # Llama 3's: ByteLevel with its defaults, then the BOS template.
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                          special_tokens=[(bos, tok.token_to_id(bos))]),
+        ])
     return tok
 
 
