@@ -78,14 +78,10 @@ struct StagedOutput: Sendable {
     static func removeStale(beside destination: String) -> [(path: String, name: StagingName)] {
         let parent = PathName.parent(destination)
         let target = PathName.lastComponent(destination)
-        guard let names = try? FileSystem.list(parent) else { return [] }
-        var removed: [(path: String, name: StagingName)] = []
-        for entry in names {
-            guard let name = StagingName(fileName: entry), name.target == target, !name.ownerIsAlive else { continue }
-            let path = PathName.join(parent, entry)
-            if (try? FileSystem.removeTree(path)) != nil { removed.append((path, name)) }
+        guard let entries = try? StagingName.entries(in: parent) else { return [] }
+        return entries.filter { entry in
+            entry.name.target == target && !entry.name.ownerIsAlive && (try? FileSystem.removeTree(entry.path)) != nil
         }
-        return removed
     }
 
     /// The staging path of a file of the output folder.

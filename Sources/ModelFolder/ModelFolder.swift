@@ -212,6 +212,14 @@ public final class ModelFolder: Sendable {
         return real
     }
 
+    /// Refuses `path` when it is a symlink that resolves outside `confinement` (a folder's
+    /// `confinement(of:)`): the one rule for every file pare reads for a model.
+    public static func checkConfined(_ path: String, in confinement: String) throws(ModelFolderError) {
+        if FileSystem.isSymlink(path), let real = FileSystem.realPath(path), !PathName.isSameOrInside(real, confinement) {
+            throw .symlinkOutside(link: path, target: real)
+        }
+    }
+
     /// Every regular file below `root`, as sorted relative paths.
     ///
     /// Symlinks are followed (a Hugging Face cache snapshot is all symlinks into its blob
@@ -227,10 +235,7 @@ public final class ModelFolder: Sendable {
             for name in names where !Self.isSkipped(name, atTopLevel: relative.isEmpty) {
                 let child = relative.isEmpty ? name : relative + "/" + name
                 let path = PathName.join(root, child)
-                if let confinement, FileSystem.isSymlink(path), let real = FileSystem.realPath(path),
-                   !PathName.isSameOrInside(real, confinement) {
-                    throw .symlinkOutside(link: path, target: real)
-                }
+                if let confinement { try Self.checkConfined(path, in: confinement) }
                 switch FileSystem.kind(of: path) {
                 case .directory:
                     let real = FileSystem.realPath(path) ?? path

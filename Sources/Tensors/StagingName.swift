@@ -48,6 +48,13 @@ public struct StagingName: Sendable, Equatable {
         }
     }
 
+    /// The staging entries in `directory`, with their paths.
+    public static func entries(in directory: String) throws(FileError) -> [(path: String, name: StagingName)] {
+        try FileSystem.list(directory).compactMap { entry in
+            StagingName(fileName: entry).map { (PathName.join(directory, entry), $0) }
+        }
+    }
+
     public var fileName: String { ".\(target)\(Self.marker)\(pid)" + (start.map { "-\($0)" } ?? "") }
 
     /// Whether the process that made it still runs (the same PID, started at the same time;

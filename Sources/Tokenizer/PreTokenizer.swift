@@ -45,8 +45,11 @@ indirect enum PreTokenizer: Sendable {
             var out: [Piece] = []
             out.reserveCapacity(pieces.count)
             for piece in pieces {
-                if piece.token != nil || piece.scalars.isEmpty { if piece.token != nil { out.append(piece) }; continue }
-                splitOne(piece, into: &out, scratch: &scratch)
+                if piece.token != nil {
+                    out.append(piece)
+                } else if !piece.scalars.isEmpty {
+                    splitOne(piece, into: &out, scratch: &scratch)
+                }
             }
             return out
         }

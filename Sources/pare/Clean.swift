@@ -36,9 +36,7 @@ struct Clean: ParsableCommand {
             }
             var removed: [(path: String, name: StagingName, bytes: Int)] = []
             var live: [(path: String, name: StagingName)] = []
-            for entry in try FileSystem.list(directory) {
-                guard let name = StagingName(fileName: entry) else { continue }
-                let path = PathName.join(directory, entry)
+            for (path, name) in try StagingName.entries(in: directory) {
                 if name.ownerIsAlive {
                     live.append((path, name))
                     continue

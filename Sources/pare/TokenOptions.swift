@@ -100,10 +100,7 @@ struct TextTokenization {
     init(model: String, text: String, followSymlinks: Bool) throws {
         // tokenizer.json is a file of the model folder: confined like the others.
         let file = FileSystem.kind(of: model) == .directory ? PathName.join(model, "tokenizer.json") : model
-        if !followSymlinks, FileSystem.isSymlink(file), let real = FileSystem.realPath(file),
-           !PathName.isSameOrInside(real, ModelFolder.confinement(of: PathName.parent(file))) {
-            throw ModelFolderError.symlinkOutside(link: file, target: real)
-        }
+        if !followSymlinks { try ModelFolder.checkConfined(file, in: ModelFolder.confinement(of: PathName.parent(file))) }
         tokenizer = try Tokenizer(folder: model)
         corpus = try TextCorpus(path: text)
         let start = DispatchTime.now().uptimeNanoseconds
