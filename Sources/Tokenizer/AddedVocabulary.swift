@@ -37,40 +37,58 @@ struct AddedVocabulary: Sendable {
             if !text.isEmpty || piece.token != nil { out.append(piece) }
             return
         }
-        var startOffset = 0
+        // Matches are found first, leftmost-longest and without overlap, and stripped
+        // afterwards, as `tokenizers` does: an rstrip token's spaces may run into the next
+        // match, which still counts.
+        var matches: [(start: Int, entry: Entry)] = []
         var position = 0
-        func emitText(_ range: Range<Int>) {
-            guard !range.isEmpty else { return }
-            out.append(Piece(scalars: Array(text[range]), token: nil, atOrigin: piece.atOrigin && range.lowerBound == 0))
-        }
         while position < text.count {
             guard let candidates = table[text[position]],
                   let entry = candidates.first(where: { Self.occurs($0.scalars, in: text, at: position) }) else {
                 position += 1
                 continue
             }
-            var start = position
-            var stop = position + entry.scalars.count
-            position = stop
+            matches.append((position, entry))
+            position += entry.scalars.count
+        }
+        var startOffset = 0
+        func emitText(_ range: Range<Int>) {
+            guard !range.isEmpty else { return }
+            out.append(Piece(scalars: Array(text[range]), token: nil, atOrigin: piece.atOrigin && range.lowerBound == 0))
+        }
+        for (matchStart, entry) in matches {
+            var start = matchStart
+            var stop = matchStart + entry.scalars.count
             if entry.singleWord {
-                let before = start == 0 || ScalarClass.of(text[start - 1]) & ScalarClass.word == 0
-                let after = stop == text.count || ScalarClass.of(text[stop]) & ScalarClass.word == 0
+                let before = start == 0 || !Self.isWordCharacter(text[start - 1])
+                let after = stop == text.count || !Self.isWordCharacter(text[stop])
                 if !(before && after) { continue }
             }
             if entry.stripLeft {
                 var s = start
                 while s > 0, ScalarClass.of(text[s - 1]) & ScalarClass.whitespace != 0 { s -= 1 }
-                start = max(s, startOffset)
+                start = min(max(s, startOffset), stop)
             }
             if entry.stripRight {
                 while stop < text.count, ScalarClass.of(text[stop]) & ScalarClass.whitespace != 0 { stop += 1 }
-                position = stop
             }
-            emitText(startOffset..<start)
+            if startOffset < start { emitText(startOffset..<start) }
             out.append(Piece(scalars: Array(text[start..<stop]), token: entry.id, atOrigin: false))
             startOffset = stop
         }
         emitText(startOffset..<text.count)
+    }
+
+    /// A word character for `single_word`, as the Unicode `\w` of Rust's regex crate:
+    /// Alphabetic, a mark, a decimal digit, connector punctuation or a join control.
+    static func isWordCharacter(_ value: UInt32) -> Bool {
+        if value < 128 {
+            return (value >= 48 && value <= 57) || (value >= 65 && value <= 90) || (value >= 97 && value <= 122) || value == 95
+        }
+        guard let scalar = Unicode.Scalar(value) else { return false }
+        let p = scalar.properties
+        if p.isAlphabetic || p.isJoinControl { return true }
+        return ScalarClass.of(value) & (ScalarClass.mark | ScalarClass.decimal | ScalarClass.bits(.connectorPunctuation)) != 0
     }
 
     @inline(__always)

@@ -53,20 +53,45 @@ extension Tokenizer {
             components.append(("post_processor", reader.describe(p)))
         }
 
-        var added = AddedVocabulary()
-        var largest = vocabularyMax
+        // `tokenizers` adds the added tokens again on load, in file order: a token already
+        // added or in the model's vocabulary keeps that id, any other takes the next id after
+        // the vocabulary, whatever id the file writes beside it.
+        struct Declared { let entry: AddedVocabulary.Entry; let normalized: Bool }
+        var idOfContent: [[UInt32]: Int32] = [:]
+        var declared: [Int32: Declared] = [:]
+        var order: [Int32] = []
+        var nextID = Int32(clamping: model.vocabulary.count)
         for (k, token) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
             let key = "added_tokens[\(k)]"
-            guard let content = token["content"]?.stringValue, let id = token["id"]?.intValue, id >= 0, id <= Int(Int32.max) else {
+            guard let content = token["content"]?.stringValue, let fileID = token["id"]?.intValue, fileID >= 0, fileID <= Int(Int32.max) else {
                 throw .invalid(path: path, key: key, problem: "needs a string 'content' and an integer 'id'")
             }
+            let raw = content.unicodeScalars.map(\.value)
+            guard !raw.isEmpty else { continue }
+            let id: Int32
+            if let known = idOfContent[raw] ?? model.vocabulary[raw] {
+                id = known
+            } else {
+                guard nextID < Int32.max else { throw .invalid(path: path, key: key, problem: "takes an id past the largest pare can hold") }
+                id = nextID
+                nextID += 1
+            }
+            idOfContent[raw] = id
             let isNormalized = token["normalized"]?.boolValue ?? !(token["special"]?.boolValue ?? false)
-            var scalars = content.unicodeScalars.map(\.value)
+            var scalars = raw
             if isNormalized, let normalizer { scalars = normalizer.apply(scalars) }
-            added.add(.init(scalars: scalars, id: Int32(id), singleWord: token["single_word"]?.boolValue ?? false,
-                            stripLeft: token["lstrip"]?.boolValue ?? false, stripRight: token["rstrip"]?.boolValue ?? false),
-                      normalized: isNormalized)
-            largest = max(largest, id)
+            if declared[id] == nil { order.append(id) }
+            declared[id] = Declared(entry: .init(scalars: scalars, id: id, singleWord: token["single_word"]?.boolValue ?? false,
+                                                 stripLeft: token["lstrip"]?.boolValue ?? false,
+                                                 stripRight: token["rstrip"]?.boolValue ?? false),
+                                    normalized: isNormalized)
+        }
+        var added = AddedVocabulary()
+        var largest = vocabularyMax
+        for id in order {
+            let token = declared[id]!
+            added.add(token.entry, normalized: token.normalized)
+            largest = max(largest, Int(id))
         }
 
         self.init(path: path, components: components, vocabularySize: largest + 1, normalizer: normalizer,

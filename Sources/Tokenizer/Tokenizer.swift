@@ -23,6 +23,13 @@ public final class Tokenizer: Sendable {
     enum Model: Sendable {
         case bytePair(BytePairModel)
         case wordPiece(WordPieceModel)
+
+        var vocabulary: Vocabulary {
+            switch self {
+            case .bytePair(let model): model.vocabulary
+            case .wordPiece(let model): model.vocabulary
+            }
+        }
     }
 
     init(path: String, components: [(stage: String, type: String)], vocabularySize: Int, normalizer: Normalizer?,

@@ -190,12 +190,6 @@ KNOWN_DIVERGENCES = {
     ("test_every_code_point_equals_tokenizers", "all-MiniLM-L6-v2"): UNICODE_AGE,
     **{("test_every_code_point_is_cut_and_normalized_as_tokenizers_does", k): UNICODE_AGE
        for k in ("gpt2-bytelevel", "llama3-split", "qwen2-nfc", "NFD", "NFKC", "NFKD", "NFD+StripAccents")},
-    ("test_rstrip_spaces_that_begin_the_next_added_token", "gpt2-bytelevel"):
-        "pare strips before finding the next added token; tokenizers finds all first",
-    ("test_rstrip_spaces_that_begin_the_next_added_token", "bert-wordpiece"):
-        "pare strips before finding the next added token; tokenizers finds all first",
-    ("test_added_token_ids_are_the_librarys_not_the_files", None):
-        "tokenizers re-numbers added tokens missing from the vocabulary on load; pare uses the file's ids",
 }
 
 
@@ -659,7 +653,7 @@ ADDED = [
 ADDED_PIECES = ["<mask>", "<tool_call>", "<tool", "</tool_call>", "Hello World", "hello world", "HELLO WORLD", "caf\u00e9",
                 "cafe\u0301", "CAF\u00c9", "word", "words", "sword", "Word", "_word", "word1", "[NL]", "x[NL]y", " ", "  ", "\t",
                 "\n", "\u3000", "\u00a0", "a", "b", "the", "\u00e9", "!", "'s", "1", "\u65e5\u672c", "<s>", "[CLS]",
-                "<|endoftext|>", "_", "\u2581", "-"]
+                "<|endoftext|>", "_", "\u2581", "-", "\u216b", "\u200d", "\u200c", "\u0345", "\u24b6", "\u0663", "\u00b2"]
 ADDED_CASES = {
     "lstrip eats the spaces before": "a   <mask> b",
     "rstrip eats the spaces after": "x</tool_call>   \n y",
@@ -669,6 +663,9 @@ ADDED_CASES = {
     "normalized token in normalized text": "HELLO WORLD and Hello World and cafe\u0301",
     "all flags": "x [NL] y[NL]z  [NL]\n",
     "next to special tokens": "<s><mask></s>[CLS]word[SEP]",
+    # Rust's `\w`: letter numbers, join controls and circled letters are word characters,
+    # superscript digits are not.
+    "single word beside letter numbers and joiners": "\u216bword word\u200d \u200cword \u24b6word word\u00b2 \u0663word",
 }
 
 
