@@ -24,9 +24,9 @@ indirect enum Normalizer: Sendable {
             return Self.replace(text, pattern, replacement)
         case .lowercase:
             return Self.lowercased(text)
-        case .nfc: return Self.unicode(text) { $0.precomposedStringWithCanonicalMapping }
+        case .nfc: return Self.unicode(Self.tibetanDecomposed(text)) { $0.precomposedStringWithCanonicalMapping }
         case .nfd: return Self.unicode(text) { $0.decomposedStringWithCanonicalMapping }
-        case .nfkc: return Self.unicode(text) { $0.precomposedStringWithCompatibilityMapping }
+        case .nfkc: return Self.unicode(Self.tibetanDecomposed(text)) { $0.precomposedStringWithCompatibilityMapping }
         case .nfkd: return Self.unicode(text) { $0.decomposedStringWithCompatibilityMapping }
         case let .strip(left, right):
             var lo = 0, hi = text.count
@@ -34,24 +34,59 @@ indirect enum Normalizer: Sendable {
             if right { while hi > lo, ScalarClass.of(text[hi - 1]) & ScalarClass.whitespace != 0 { hi -= 1 } }
             return Array(text[lo..<hi])
         case .stripAccents:
-            return text.filter { ScalarClass.of($0) & ScalarClass.mark == 0 }
+            return text.filter { ScalarClass.of($0, edition: .combiningMarks) & ScalarClass.mark == 0 }
         case let .bert(cleanText, chinese, stripAccents, lowercase):
             var out = text
             if cleanText { out = Self.clean(out) }
             if chinese { out = Self.spaceChinese(out) }
             if stripAccents {
                 out = Self.unicode(out) { $0.decomposedStringWithCanonicalMapping }
-                out.removeAll { ScalarClass.of($0) & ScalarClass.nonspacingMark != 0 }
+                out.removeAll { ScalarClass.of($0, edition: .categories) & ScalarClass.nonspacingMark != 0 }
             }
             if lowercase { out = Self.lowercased(out) }
             return out
         }
     }
 
+    /// Applies a Foundation normal form as `tokenizers`' older tables do: a scalar those
+    /// tables do not know has no decomposition, combining class 0 and composes with
+    /// nothing, so it splits the text into stretches normalized apart and stays as it is.
     private static func unicode(_ text: [UInt32], _ transform: (String) -> String) -> [UInt32] {
         // Pure ASCII is already in every normal form.
         if text.allSatisfy({ $0 < 128 }) { return text }
-        return transform(String(scalars: text)).unicodeScalars.map(\.value)
+        var out: [UInt32] = []
+        out.reserveCapacity(text.count)
+        var start = 0
+        func normalize(_ stretch: ArraySlice<UInt32>) {
+            guard !stretch.isEmpty else { return }
+            out.append(contentsOf: transform(String(scalars: stretch)).unicodeScalars.lazy.map(\.value))
+        }
+        for (k, v) in text.enumerated() where v >= 0x300 {
+            guard let scalar = Unicode.Scalar(v), scalar.properties.age != nil,
+                  !ScalarClass.Edition.normalization.knows(scalar) else { continue }
+            normalize(text[start..<k])
+            out.append(v)
+            start = k + 1
+        }
+        normalize(text[start...])
+        return out
+    }
+
+    /// Tibetan vowel signs II, UU and reversed II decomposed: they are excluded from
+    /// composition, so NFC and NFKC must take them apart, and Foundation's NFC keeps them.
+    private static func tibetanDecomposed(_ text: [UInt32]) -> [UInt32] {
+        guard text.contains(where: { $0 == 0x0F73 || $0 == 0x0F75 || $0 == 0x0F81 }) else { return text }
+        var out: [UInt32] = []
+        out.reserveCapacity(text.count + 4)
+        for v in text {
+            switch v {
+            case 0x0F73: out += [0x0F71, 0x0F72]
+            case 0x0F75: out += [0x0F71, 0x0F74]
+            case 0x0F81: out += [0x0F71, 0x0F80]
+            default: out.append(v)
+            }
+        }
+        return out
     }
 
     /// Full lowercase mappings, scalar by scalar (no context: a final sigma stays σ).
@@ -68,16 +103,17 @@ indirect enum Normalizer: Sendable {
         return out
     }
 
-    /// BERT's clean-up: drops NUL, U+FFFD and other (C*) scalars but tab, line feed and
-    /// carriage return; turns every white space into a space.
+    /// BERT's clean-up: drops NUL, U+FFFD and control, format, private-use and surrogate
+    /// scalars (by `Edition.categories`, which leaves unassigned ones in) but tab, line
+    /// feed and carriage return; turns every white space into a space.
     private static func clean(_ text: [UInt32]) -> [UInt32] {
         var out: [UInt32] = []
         out.reserveCapacity(text.count)
         for v in text {
             if v == 0x09 || v == 0x0A || v == 0x0D { out.append(0x20); continue }
             if v == 0 || v == 0xFFFD { continue }
-            let mask = ScalarClass.of(v)
-            if mask & ScalarClass.other != 0 { continue }
+            let mask = ScalarClass.of(v, edition: .categories)
+            if mask & ScalarClass.other & ~ScalarClass.unassigned != 0 { continue }
             out.append(mask & ScalarClass.whitespace != 0 ? 0x20 : v)
         }
         return out
@@ -128,7 +164,7 @@ indirect enum Normalizer: Sendable {
 
 extension String {
     /// A string of scalar values that came from a string (so all are valid).
-    init(scalars: [UInt32]) {
+    init(scalars: some Sequence<UInt32>) {
         var view = String.UnicodeScalarView()
         for v in scalars { if let s = Unicode.Scalar(v) { view.append(s) } }
         self.init(view)

@@ -104,12 +104,13 @@ indirect enum PreTokenizer: Sendable {
         }
     }
 
-    /// ASCII punctuation (which includes symbols such as `$` and `^`) or any Unicode P* scalar.
+    /// ASCII punctuation (which includes symbols such as `$` and `^`) or a Unicode P* scalar
+    /// of `Edition.categories`.
     static func isBertPunctuation(_ v: UInt32) -> Bool {
         if v < 128 {
             return (33...47).contains(v) || (58...64).contains(v) || (91...96).contains(v) || (123...126).contains(v)
         }
-        return ScalarClass.of(v) & ScalarClass.punctuation != 0
+        return ScalarClass.of(v, edition: .categories) & ScalarClass.punctuation != 0
     }
 
     /// Each scalar that satisfies `test` as its own match, with the stretches between.

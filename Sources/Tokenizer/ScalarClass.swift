@@ -13,6 +13,7 @@ enum ScalarClass {
     static let symbol: UInt32 = bits(.mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol)
     static let separator: UInt32 = bits(.spaceSeparator, .lineSeparator, .paragraphSeparator)
     static let other: UInt32 = bits(.control, .format, .surrogate, .privateUse, .unassigned)
+    static let unassigned: UInt32 = bits(.unassigned)
     /// Oniguruma's `\w` over Unicode: letters, marks, decimal digits and connector punctuation.
     static let word: UInt32 = letter | mark | bits(.decimalNumber, .connectorPunctuation)
     static let decimal: UInt32 = bits(.decimalNumber)
@@ -58,15 +59,17 @@ enum ScalarClass {
         }
     }
 
-    /// The mask of one scalar value (surrogate code points, which never reach here from a
-    /// Swift string, count as surrogates).
+    /// The mask of one scalar value as the split regexes and Rust's `char` methods see it
+    /// (`Edition.regex`). Surrogate code points, which never reach here from a Swift
+    /// string, count as surrogates.
     @inline(__always)
     static func of(_ value: UInt32) -> UInt32 {
         if value < 128 { return ascii[Int(value)] }
-        return compute(value)
+        return of(value, edition: .regex)
     }
 
-    private static func compute(_ value: UInt32) -> UInt32 {
+    /// The mask by Swift's own tables.
+    static func compute(_ value: UInt32) -> UInt32 {
         guard let scalar = Unicode.Scalar(value) else { return 1 << 27 }
         let p = scalar.properties
         return (1 << index(p.generalCategory)) | (p.isWhitespace ? whitespace : 0)

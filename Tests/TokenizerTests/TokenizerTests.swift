@@ -82,10 +82,12 @@ import Testing
               {"id": 8, "content": "<sep>", "special": true, "normalized": false, "lstrip": true, "rstrip": true, "single_word": false}]
             """#)
         let t = try tokenizer(json)
-        #expect(try t.encode("a<s>b") == [0, 7, 1])
+        // Added tokens missing from the vocabulary take the ids after it, in file order,
+        // whatever ids the file writes: `tokenizers` adds them again on load.
+        #expect(try t.encode("a<s>b") == [0, 3, 1])
         // The longer token wins where both start; lstrip/rstrip take the spaces around.
-        #expect(try t.encode("ab <sep> ab") == [2, 8, 2])
-        #expect(t.vocabularySize == 9)
+        #expect(try t.encode("ab <sep> ab") == [2, 4, 2])
+        #expect(t.vocabularySize == 5)
     }
 
     @Test func metaspaceFirstPrependsOnlyAtTheStartOfTheText() throws {
@@ -95,7 +97,7 @@ import Testing
             """#)
         let t = try tokenizer(json)
         #expect(try t.encode("a a") == [2, 2])
-        #expect(try t.encode("<s>a") == [5, 1])
+        #expect(try t.encode("<s>a") == [3, 1])
     }
 
     @Test func templateProcessingWrapsTheText() throws {

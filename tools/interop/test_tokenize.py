@@ -177,28 +177,6 @@ def test_invalid_utf8_is_replaced_as_python_does(folder, minilm, tmp_path):
     assert got == want, first_difference(tok, got, want)
 
 
-# Known divergences from `tokenizers` 0.23.3, found by the sweeps below and not yet fixed
-# (issue 14 follow-ups). Each is a strict xfail: fixing one makes its test fail until the
-# entry goes.
-UNICODE_AGE = ("tokenizers' category and normalization tables are older (Unicode 8 for "
-               "BertNormalizer/BertPreTokenizer/StripAccents, pre-13 for NFD/NFKC/NFKD, "
-               "pre-17 letters in its regex engine) than Swift 6.3's; pare also keeps "
-               "U+0F73/0F75/0F81 composed in NFC (Foundation)")
-KNOWN_DIVERGENCES = {
-    ("test_every_code_point_equals_tokenizers", "bert-cased"): UNICODE_AGE,
-    ("test_every_code_point_equals_tokenizers", "bert-wordpiece"): UNICODE_AGE,
-    ("test_every_code_point_equals_tokenizers", "all-MiniLM-L6-v2"): UNICODE_AGE,
-    **{("test_every_code_point_is_cut_and_normalized_as_tokenizers_does", k): UNICODE_AGE
-       for k in ("gpt2-bytelevel", "llama3-split", "qwen2-nfc", "NFD", "NFKC", "NFKD", "NFD+StripAccents")},
-}
-
-
-def known_divergence(request, param=None):
-    reason = KNOWN_DIVERGENCES.get((request.node.originalname, param))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 def english_megabyte() -> str:
     import pydoc_data.topics as topics
 
@@ -472,8 +450,7 @@ def sweep(folder: Path, tok: Tokenizer, probe, tmp_path: Path, block: int = 64) 
 
 
 @pytest.mark.parametrize("folder", folders())
-def test_every_code_point_equals_tokenizers(folder, minilm, tmp_path, request):
-    known_divergence(request, "all-MiniLM-L6-v2" if folder == "minilm" else Path(folder).name)
+def test_every_code_point_equals_tokenizers(folder, minilm, tmp_path):
     folder = resolve(folder, minilm)
     problem = sweep(folder, reference(folder), lambda c: f"a{c}b {c}1 '{c} ", tmp_path)
     assert problem is None, problem
@@ -537,8 +514,7 @@ BOUNDARY_SWEEPS = {
 
 
 @pytest.mark.parametrize("name", list(BOUNDARY_SWEEPS))
-def test_every_code_point_is_cut_and_normalized_as_tokenizers_does(name, tmp_path, request):
-    known_divergence(request, name)
+def test_every_code_point_is_cut_and_normalized_as_tokenizers_does(name, tmp_path):
     kind, normalizer, probe = BOUNDARY_SWEEPS[name]
     folder = tmp_path / name
     folder.mkdir()
@@ -693,10 +669,9 @@ def test_added_token_flags_equal_tokenizers(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["gpt2-bytelevel", "bert-wordpiece"])
-def test_rstrip_spaces_that_begin_the_next_added_token(kind, tmp_path, request):
+def test_rstrip_spaces_that_begin_the_next_added_token(kind, tmp_path):
     """`tokenizers` finds every added token in the text first and strips afterwards: an
     rstrip token's spaces may overlap the next token, which is still found."""
-    known_divergence(request, kind)
     folder = with_added_tokens(kind, tmp_path, [("<sep>", dict(rstrip=True, special=True, normalized=False)),
                                                 (" <b>", dict(special=True, normalized=False))])
     texts = ["<sep>  <b>x", "<sep> <b>x", "x <b> <sep>  <b> <b>"]
@@ -704,12 +679,11 @@ def test_rstrip_spaces_that_begin_the_next_added_token(kind, tmp_path, request):
     assert not bad, "\n".join(bad)
 
 
-def test_added_token_ids_are_the_librarys_not_the_files(tmp_path, request):
+def test_added_token_ids_are_the_librarys_not_the_files(tmp_path):
     """Loading tokenizer.json, `tokenizers` adds the added_tokens again in file order: one
     already in the model's vocabulary keeps that id, the others take the next free ids
     after the vocabulary, whatever ids the file writes. pare gives those ids or refuses a
     file whose ids disagree."""
-    known_divergence(request)
     def change(d):
         d["added_tokens"] += [
             dict(id=1600, content="<gap>", single_word=False, lstrip=False, rstrip=False, normalized=False, special=True),

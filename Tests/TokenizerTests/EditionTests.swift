@@ -1,0 +1,43 @@
+import Testing
+@testable import Tokenizer
+
+/// The Unicode editions that stand in for `tokenizers`' older tables. The interop suite
+/// sweeps every code point; these pin one witness for each kind of difference.
+@Suite struct EditionTests {
+    @Test func scalarsAssignedAfterAnEditionAreUnassignedToIt() {
+        // U+1F16C RAISED MR SIGN came in Unicode 12.0: a symbol today, unknown at 8.0 and 11.0.
+        #expect(ScalarClass.of(0x1F16C) & ScalarClass.symbol != 0)
+        #expect(ScalarClass.of(0x1F16C, edition: .categories) == ScalarClass.unassigned)
+        // U+0041 and U+00E9 look the same in every edition.
+        #expect(ScalarClass.of(0xE9, edition: .categories) == ScalarClass.of(0xE9))
+    }
+
+    @Test func categoriesChangedSinceAnEditionAreTheOldOnes() {
+        // U+166D became a symbol in 12.0; BERT's tables still call it punctuation.
+        #expect(ScalarClass.of(0x166D) & ScalarClass.symbol != 0)
+        #expect(PreTokenizer.isBertPunctuation(0x166D))
+        // U+1885 became a mark in 9.0: a letter at 8.0, a mark at 9.0.
+        #expect(ScalarClass.of(0x1885, edition: .categories) & ScalarClass.letter != 0)
+        #expect(ScalarClass.of(0x1885, edition: .combiningMarks) & ScalarClass.mark != 0)
+    }
+
+    @Test func normalizationLeavesLaterScalarsAlone() {
+        // NFKC maps U+1F16C to "MR" by today's tables; `tokenizers`' tables predate it.
+        #expect(Normalizer.nfkc.apply([0x61, 0x1F16C, 0x2460]) == [0x61, 0x1F16C, 0x31])
+        // A later scalar blocks composition across it, as an unknown starter does.
+        #expect(Normalizer.nfc.apply([0x65, 0x1F16C, 0x301]) == [0x65, 0x1F16C, 0x301])
+        #expect(Normalizer.nfc.apply([0x65, 0x301]) == [0xE9])
+    }
+
+    @Test func tibetanVowelSignsAreTakenApartByNFC() {
+        // U+0F73 is excluded from composition: NFC is U+0F71 U+0F72.
+        #expect(Normalizer.nfc.apply([0x0F40, 0x0F73]) == [0x0F40, 0x0F71, 0x0F72])
+        #expect(Normalizer.nfkc.apply([0x0F81]) == [0x0F71, 0x0F80])
+    }
+
+    @Test func bertCleanUpKeepsUnassignedScalars() {
+        let clean = Normalizer.bert(cleanText: true, chineseCharacters: false, stripAccents: false, lowercase: false)
+        // U+0378 is unassigned (kept); U+200B is a format character (dropped); tab becomes a space.
+        #expect(clean.apply([0x61, 0x0378, 0x200B, 0x09, 0x62]) == [0x61, 0x0378, 0x20, 0x62])
+    }
+}
