@@ -1,5 +1,5 @@
 extension ScalarClass {
-    /// The Unicode version of the tables that one component of `tokenizers` consults.
+    /// The Unicode tables that one component of `tokenizers` consults.
     ///
     /// `tokenizers` takes its Unicode data from several crates, each frozen at its own
     /// version, while Swift's are newer. To that component, a scalar assigned later than its
@@ -8,59 +8,107 @@ extension ScalarClass {
     /// editions were found by sweeping every code point against `tokenizers` 0.23
     /// (`tools/interop/test_tokenize.py`). A scalar's age, with the few general categories
     /// Unicode changed after assignment (`categoryBefore`), reproduces the old tables.
-    struct Edition: Sendable {
-        let major: Int
-        let minor: Int
+    enum Edition: Sendable {
+        /// Unicode 16.0: Oniguruma's tables behind the split regexes, and Rust's `char`
+        /// methods (`is_whitespace`, `is_numeric`, `is_alphanumeric`).
+        case regex
+        /// Unicode 8.0: `unicode_categories`, for BERT's punctuation, its control characters
+        /// and the non-spacing marks its accent stripping removes.
+        case categories
+        /// Unicode 9.0: `unicode-normalization-alignments`' `is_combining_mark`, which
+        /// StripAccents uses.
+        case combiningMarks
+        /// Unicode 11.0: `unicode-normalization-alignments`' decomposition, composition and
+        /// combining class tables, behind NFC, NFD, NFKC and NFKD.
+        case normalization
 
-        /// Oniguruma's tables behind the split regexes, and Rust's `char` methods
-        /// (`is_whitespace`, `is_numeric`, `is_alphanumeric`).
-        static let regex = Edition(major: 16, minor: 0)
-        /// `unicode_categories`: BERT's punctuation, its control characters and the
-        /// non-spacing marks its accent stripping removes.
-        static let categories = Edition(major: 8, minor: 0)
-        /// `unicode-normalization-alignments`' `is_combining_mark`, which StripAccents uses.
-        static let combiningMarks = Edition(major: 9, minor: 0)
-        /// `unicode-normalization-alignments`' decomposition, composition and combining
-        /// class tables, behind NFC, NFD, NFKC and NFKD.
-        static let normalization = Edition(major: 11, minor: 0)
-
-        /// Whether the scalar was assigned by this edition.
-        @inline(__always)
-        func knows(_ scalar: Unicode.Scalar) -> Bool {
-            guard let age = scalar.properties.age else { return false }
-            return age.major < major || (age.major == major && age.minor <= minor)
+        var version: (major: Int, minor: Int) {
+            switch self {
+            case .regex: (16, 0)
+            case .categories: (8, 0)
+            case .combiningMarks: (9, 0)
+            case .normalization: (11, 0)
+            }
         }
 
-        func precedes(_ other: Edition) -> Bool {
-            major < other.major || (major == other.major && minor < other.minor)
+        /// Whether the scalar was assigned by this edition.
+        func knows(_ scalar: Unicode.Scalar) -> Bool {
+            guard let age = scalar.properties.age else { return false }
+            return Self.precedes(age, version) || age == version
+        }
+
+        static func precedes(_ a: (major: Int, minor: Int), _ b: (major: Int, minor: Int)) -> Bool {
+            a.major < b.major || (a.major == b.major && a.minor < b.minor)
         }
     }
 
     /// The general category a scalar had before Unicode changed it, and the version that
     /// changed it. The sweeps pin only which side of each edition a change falls on; the
     /// versions come from comparing Swift's tables with Python's (Unicode 14.0 and 3.2).
-    static func categoryBefore(_ value: UInt32) -> (category: Unicode.GeneralCategory, changedIn: Edition)? {
+    static func categoryBefore(_ value: UInt32) -> (category: Unicode.GeneralCategory, changedIn: (major: Int, minor: Int))? {
         switch value {
-        case 0x166D: (.otherPunctuation, Edition(major: 12, minor: 0))  // Canadian syllabics chi sign, now So
-        case 0x1734: (.nonspacingMark, Edition(major: 14, minor: 0))  // Hanunoo sign pamudpod, now Mc
-        case 0x1885, 0x1886: (.otherLetter, Edition(major: 9, minor: 0))  // Mongolian baluda, now Mn
-        case 0x1CF2, 0x1CF3: (.spacingMark, Edition(major: 10, minor: 0))  // Vedic ardhavisarga, now Lo
-        case 0xA9BD: (.spacingMark, Edition(major: 12, minor: 0))  // Javanese keret, now Mn
-        case 0x111C9: (.otherPunctuation, Edition(major: 11, minor: 0))  // Sharada sandhi mark, now Mn
-        case 0x1171E: (.nonspacingMark, Edition(major: 15, minor: 0))  // Ahom medial ra, Mc after 14.0
+        case 0x166D: (.otherPunctuation, (12, 0))  // Canadian syllabics chi sign, now So
+        case 0x1734: (.nonspacingMark, (14, 0))  // Hanunoo sign pamudpod, now Mc
+        case 0x1885, 0x1886: (.otherLetter, (9, 0))  // Mongolian baluda, now Mn
+        case 0x1CF2, 0x1CF3: (.spacingMark, (10, 0))  // Vedic ardhavisarga, now Lo
+        case 0xA9BD: (.spacingMark, (12, 0))  // Javanese keret, now Mn
+        case 0x111C9: (.otherPunctuation, (11, 0))  // Sharada sandhi mark, now Mn
+        case 0x1171E: (.nonspacingMark, (15, 0))  // Ahom medial ra, Mc after 14.0
         default: nil
         }
     }
 
     /// The mask of a scalar as the tables of `edition` classify it. ASCII is the same in
-    /// every edition.
+    /// every edition; the Basic Multilingual Plane is looked up in a table built on first use.
     @inline(__always)
     static func of(_ value: UInt32, edition: Edition) -> UInt32 {
-        if value < 128 { return of(value) }
+        if value < 128 { return ascii[Int(value)] }
+        if value < 0x10000 {
+            switch edition {
+            case .regex: return regexPlane[Int(value)]
+            case .categories: return categoriesPlane[Int(value)]
+            case .combiningMarks: return marksPlane[Int(value)]
+            case .normalization: break  // normalization asks `knows`, never for masks
+            }
+        }
+        return compute(value, edition: edition)
+    }
+
+    private static let regexPlane = planes[0]
+    private static let categoriesPlane = planes[1]
+    private static let marksPlane = planes[2]
+
+    /// The three planes in one pass: Swift's category and age lookups are the cost, and
+    /// each scalar needs them once.
+    private static let planes: [[UInt32]] = {
+        let editions: [Edition] = [.regex, .categories, .combiningMarks]
+        var planes = editions.map { _ in [UInt32](repeating: 0, count: 0x10000) }
+        for value in 0..<UInt32(0x10000) {
+            let base = value < 128 ? ascii[Int(value)] : compute(value)
+            guard base & (unassigned | 1 << 27) == 0, let scalar = Unicode.Scalar(value), let age = scalar.properties.age else {
+                for k in editions.indices { planes[k][Int(value)] = base }
+                continue
+            }
+            let change = categoryBefore(value)
+            for (k, edition) in editions.enumerated() {
+                var mask = base
+                if Edition.precedes(edition.version, age) {
+                    mask = unassigned | base & whitespace
+                } else if let change, Edition.precedes(edition.version, change.changedIn) {
+                    mask = 1 << index(change.category) | base & whitespace
+                }
+                planes[k][Int(value)] = mask
+            }
+        }
+        return planes
+    }()
+
+    private static func compute(_ value: UInt32, edition: Edition) -> UInt32 {
         guard let scalar = Unicode.Scalar(value) else { return 1 << 27 }
-        guard edition.knows(scalar) else { return unassigned | (scalar.properties.isWhitespace ? whitespace : 0) }
-        if let change = categoryBefore(value), edition.precedes(change.changedIn) {
-            return 1 << index(change.category) | (scalar.properties.isWhitespace ? whitespace : 0)
+        let space = scalar.properties.isWhitespace ? whitespace : 0
+        guard edition.knows(scalar) else { return unassigned | space }
+        if let change = categoryBefore(value), Edition.precedes(edition.version, change.changedIn) {
+            return 1 << index(change.category) | space
         }
         return compute(value)
     }

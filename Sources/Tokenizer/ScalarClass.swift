@@ -64,8 +64,7 @@ enum ScalarClass {
     /// string, count as surrogates.
     @inline(__always)
     static func of(_ value: UInt32) -> UInt32 {
-        if value < 128 { return ascii[Int(value)] }
-        return of(value, edition: .regex)
+        of(value, edition: .regex)
     }
 
     /// The mask by Swift's own tables.
@@ -75,7 +74,7 @@ enum ScalarClass {
         return (1 << index(p.generalCategory)) | (p.isWhitespace ? whitespace : 0)
     }
 
-    private static let ascii: [UInt32] = (0..<128).map { compute(UInt32($0)) }
+    static let ascii: [UInt32] = (0..<128).map { compute(UInt32($0)) }
 
     /// The masks of a run of scalars, for matching.
     static func masks(of scalars: UnsafeBufferPointer<UInt32>, into out: inout [UInt32]) {

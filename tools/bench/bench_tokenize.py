@@ -15,7 +15,11 @@ rounds alternate A/B on this shared machine:
 Prints MB/s (best and median of the rounds) and the ratios pare / tokenizers of the
 medians, as a markdown table for BENCHMARKS.md. Also checks that both give the same ids.
 
-Usage: .venv/bin/python tools/bench/bench_tokenize.py [--rounds 5] [--pare .build/release/pare]
+With `--text mixed` the megabyte is instead seeded random words in eight scripts (accented
+Latin, Greek, Cyrillic, Arabic, Devanagari, CJK, Hangul, emoji), which takes every scalar
+through the Unicode tables rather than the ASCII fast path.
+
+Usage: .venv/bin/python tools/bench/bench_tokenize.py [--rounds 5] [--text english|mixed] [--pare .build/release/pare]
 """
 from __future__ import annotations
 
@@ -49,13 +53,31 @@ def english_megabyte() -> str:
     return text.encode()[:1_000_000].decode("utf-8", errors="ignore")
 
 
+SCRIPTS = [(0xC0, 0x17F), (0x391, 0x3C9), (0x410, 0x44F), (0x627, 0x64A), (0x915, 0x939), (0x4E00, 0x9FA5),
+           (0xAC00, 0xD7A3), (0x1F600, 0x1F64F)]
+
+
+def mixed_megabyte() -> str:
+    import random
+
+    r = random.Random(14)
+    words, size = [], 0
+    while size < 1_000_000:
+        lo, hi = r.choice(SCRIPTS)
+        word = "".join(chr(r.randint(lo, hi)) for _ in range(r.randint(1, 8))) + r.choice([" ", " ", " ", ", ", ". ", "\n"])
+        words.append(word)
+        size += len(word.encode())
+    return "".join(words).encode()[:1_000_000].decode("utf-8", errors="ignore")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pare", default=str(REPO / ".build" / "release" / "pare"))
+    parser.add_argument("--text", choices=["english", "mixed"], default="english")
     args = parser.parse_args()
 
-    text = english_megabyte()
+    text = english_megabyte() if args.text == "english" else mixed_megabyte()
     size = len(text.encode())
     work = Path(tempfile.mkdtemp(prefix="pare-bench-tokenize-"))
     path = work / "english.txt"
@@ -63,7 +85,8 @@ def main() -> int:
     folders = [(p.name, p) for p in sorted(FIXTURES.iterdir()) if (p / "tokenizer.json").is_file()]
     if (MINILM / "tokenizer.json").is_file():
         folders.append(("all-MiniLM-L6-v2", MINILM))
-    print(f"text: {size:,} bytes of pydoc_data.topics; {args.rounds} alternating rounds; pare {args.pare}", file=sys.stderr)
+    source = "pydoc_data.topics" if args.text == "english" else "random words in eight scripts"
+    print(f"text: {size:,} bytes of {source}; {args.rounds} alternating rounds; pare {args.pare}", file=sys.stderr)
 
     rows = []
     for name, folder in folders:
