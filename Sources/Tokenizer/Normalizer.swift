@@ -24,10 +24,17 @@ indirect enum Normalizer: Sendable {
             return Self.replace(text, pattern, replacement)
         case .lowercase:
             return Self.lowercased(text)
-        case .nfc: return Self.unicode(Self.tibetanDecomposed(text)) { $0.precomposedStringWithCanonicalMapping }
+        case .nfc: return Self.unicode(text, composing: true) { $0.precomposedStringWithCanonicalMapping }
         case .nfd: return Self.unicode(text) { $0.decomposedStringWithCanonicalMapping }
-        case .nfkc: return Self.unicode(Self.tibetanDecomposed(text)) { $0.precomposedStringWithCompatibilityMapping }
-        case .nfkd: return Self.unicode(text) { $0.decomposedStringWithCompatibilityMapping }
+        case .nfkc:
+            // Decomposed and put in canonical order first: Foundation's NFKC composes
+            // before it orders the marks a compatibility decomposition brings.
+            let decomposed = Self.nfkd.apply(text)
+            return Self.unicode(decomposed, composing: true) { $0.precomposedStringWithCanonicalMapping }
+        case .nfkd:
+            var out = Self.unicode(text, compatibility: true) { $0.decomposedStringWithCompatibilityMapping }
+            Self.restoreCanonicalOrder(&out)
+            return out
         case let .strip(left, right):
             var lo = 0, hi = text.count
             if left { while lo < hi, ScalarClass.of(text[lo]) & ScalarClass.whitespace != 0 { lo += 1 } }
@@ -51,40 +58,133 @@ indirect enum Normalizer: Sendable {
     /// Applies a Foundation normal form as `tokenizers`' older tables do: a scalar those
     /// tables do not know has no decomposition, combining class 0 and composes with
     /// nothing, so it splits the text into stretches normalized apart and stays as it is.
-    private static func unicode(_ text: [UInt32], _ transform: (String) -> String) -> [UInt32] {
+    ///
+    /// The text also goes to Foundation in stretches of a few hundred scalars, because its
+    /// normalization moves the rest of the buffer for each decomposition it inserts, which is
+    /// quadratic in the length. A stretch ends only before a scalar no normal form
+    /// can join to what precedes it (`startsNormalizationSegment`).
+    ///
+    /// Two more faults of Foundation's are worked around: the non-starters that decompose
+    /// are decomposed before it sees them (`nonStarterDecompositionsApplied`), and, when
+    /// `composing`, a Hangul LV syllable is joined to the trailing jamo after it
+    /// (`hangulTrailsComposed`).
+    private static func unicode(_ text: [UInt32], composing: Bool = false, compatibility: Bool = false,
+                                _ transform: (String) -> String) -> [UInt32] {
         // Pure ASCII is already in every normal form.
         if text.allSatisfy({ $0 < 128 }) { return text }
+        let text = nonStarterDecompositionsApplied(text, compatibility: compatibility)
         var out: [UInt32] = []
         out.reserveCapacity(text.count)
         var start = 0
-        func normalize(_ stretch: ArraySlice<UInt32>) {
-            guard !stretch.isEmpty else { return }
-            out.append(contentsOf: transform(String(scalars: stretch)).unicodeScalars.lazy.map(\.value))
+        func normalize(_ range: Range<Int>) {
+            guard !range.isEmpty else { return }
+            let stretch = text[range]
+            if stretch.allSatisfy({ $0 < 128 }) {
+                out.append(contentsOf: stretch)
+            } else {
+                out.append(contentsOf: transform(String(scalars: stretch)).unicodeScalars.lazy.map(\.value))
+            }
         }
-        for (k, v) in text.enumerated() where v >= 0x300 {
-            guard let scalar = Unicode.Scalar(v), scalar.properties.age != nil,
-                  !ScalarClass.Edition.normalization.knows(scalar) else { continue }
-            normalize(text[start..<k])
-            out.append(v)
-            start = k + 1
+        for (k, v) in text.enumerated() {
+            if v >= 0x300, ScalarClass.isNewerThanNormalization(v) {
+                normalize(start..<k)
+                out.append(v)
+                start = k + 1
+            } else if k - start >= 256, startsNormalizationSegment(v) {
+                normalize(start..<k)
+                start = k
+            }
         }
-        normalize(text[start...])
+        normalize(start..<text.count)
+        if composing { hangulTrailsComposed(&out) }
         return out
     }
 
-    /// Tibetan vowel signs II, UU and reversed II decomposed: they are excluded from
-    /// composition, so NFC and NFKC must take them apart, and Foundation's NFC keeps them.
-    private static func tibetanDecomposed(_ text: [UInt32]) -> [UInt32] {
-        guard text.contains(where: { $0 == 0x0F73 || $0 == 0x0F75 || $0 == 0x0F81 }) else { return text }
-        var out: [UInt32] = []
-        out.reserveCapacity(text.count + 4)
-        for v in text {
-            switch v {
-            case 0x0F73: out += [0x0F71, 0x0F72]
-            case 0x0F75: out += [0x0F71, 0x0F74]
-            case 0x0F81: out += [0x0F71, 0x0F80]
-            default: out.append(v)
+    /// Sorts each run of non-starters by combining class, keeping equal classes in order
+    /// (Unicode's canonical ordering). Foundation's NFKD leaves the marks that a
+    /// compatibility decomposition brings (U+FF9F becomes U+309A, U+1FC1 a space and two
+    /// accents) where they fall instead of among the marks after them.
+    static func restoreCanonicalOrder(_ text: inout [UInt32]) {
+        func combiningClass(_ v: UInt32) -> UInt8 {
+            // A mark newer than the normalization edition is a starter to those tables.
+            guard v >= 0x300, !ScalarClass.isNewerThanNormalization(v), let s = Unicode.Scalar(v) else { return 0 }
+            return s.properties.canonicalCombiningClass.rawValue
+        }
+        var k = 0
+        while k < text.count {
+            guard combiningClass(text[k]) != 0 else { k += 1; continue }
+            var end = k + 1
+            while end < text.count, combiningClass(text[end]) != 0 { end += 1 }
+            if end - k > 1 {
+                let run = text[k..<end].enumerated().sorted { a, b in
+                    let (ca, cb) = (combiningClass(a.element), combiningClass(b.element))
+                    return ca != cb ? ca < cb : a.offset < b.offset
+                }
+                for (j, item) in run.enumerated() { text[k + j] = item.element }
             }
+            k = end
+        }
+    }
+
+    /// Joins each Hangul LV syllable to a trailing consonant jamo right after it, the last
+    /// step of Hangul composition, which Foundation's NFC and NFKC skip when the syllable
+    /// came precomposed (it joins L, V and T jamo, but not LV and T).
+    static func hangulTrailsComposed(_ text: inout [UInt32]) {
+        var write = 0
+        var read = 0
+        while read < text.count {
+            let v = text[read]
+            if (0xAC00...0xD7A3).contains(v), (v - 0xAC00) % 28 == 0, read + 1 < text.count,
+               (0x11A8...0x11C2).contains(text[read + 1]) {
+                text[write] = v + (text[read + 1] - 0x11A7)
+                read += 2
+            } else {
+                text[write] = v
+                read += 1
+            }
+            write += 1
+        }
+        text.removeLast(read - write)
+    }
+
+    /// Scalars that begin a stretch no normal form joins to the text before: combining
+    /// class 0, a decomposition (if any) that begins with such a scalar, and never the
+    /// second scalar of a composition. ASCII, CJK unified ideographs and Hangul syllables
+    /// are such scalars, and cover most text.
+    @inline(__always)
+    static func startsNormalizationSegment(_ v: UInt32) -> Bool {
+        v < 128 || (0x4E00...0x9FFF).contains(v) || (0xAC00...0xD7A3).contains(v)
+    }
+
+    /// The scalars whose canonical decomposition begins with a non-starter, decomposed
+    /// before Foundation sees them: the combining grave and acute tone marks, koronis and
+    /// dialytika tonos (U+0340, 0341, 0343, 0344), and the Tibetan vowel signs II, UU and
+    /// reversed II (U+0F73, 0F75, 0F81). Foundation drops scalars when they expand inside a
+    /// run of about 64 marks, keeps the Tibetan ones in NFC though they are excluded from
+    /// composition, and does not reorder the marks they become. Replacing a scalar by its
+    /// canonical decomposition changes no normal form, and no form composes these again.
+    /// For the compatibility forms the same holds of Tibetan vocalic RR and LL (U+0F77,
+    /// 0F79), whose compatibility decompositions end in U+0F81.
+    static func nonStarterDecompositionsApplied(_ text: [UInt32], compatibility: Bool) -> [UInt32] {
+        func expansion(_ v: UInt32) -> [UInt32]? {
+            switch v {
+            case 0x0F77 where compatibility: [0x0FB2, 0x0F71, 0x0F80]
+            case 0x0F79 where compatibility: [0x0FB3, 0x0F71, 0x0F80]
+            case 0x0340: [0x0300]
+            case 0x0341: [0x0301]
+            case 0x0343: [0x0313]
+            case 0x0344: [0x0308, 0x0301]
+            case 0x0F73: [0x0F71, 0x0F72]
+            case 0x0F75: [0x0F71, 0x0F74]
+            case 0x0F81: [0x0F71, 0x0F80]
+            default: nil
+            }
+        }
+        guard text.contains(where: { expansion($0) != nil }) else { return text }
+        var out: [UInt32] = []
+        out.reserveCapacity(text.count + 8)
+        for v in text {
+            if let parts = expansion(v) { out += parts } else { out.append(v) }
         }
         return out
     }
@@ -97,7 +197,12 @@ indirect enum Normalizer: Sendable {
             if v < 128 {
                 out.append(v >= 65 && v <= 90 ? v + 32 : v)
             } else if let s = Unicode.Scalar(v) {
-                out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars.lazy.map(\.value))
+                // The mapping is a String: ask for it only when it changes something.
+                if s.properties.changesWhenLowercased {
+                    out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars.lazy.map(\.value))
+                } else {
+                    out.append(v)
+                }
             }
         }
         return out

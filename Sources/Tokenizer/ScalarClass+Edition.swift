@@ -77,12 +77,22 @@ extension ScalarClass {
     private static let regexPlane = planes[0]
     private static let categoriesPlane = planes[1]
     private static let marksPlane = planes[2]
+    /// 1 where the normalization edition does not know an assigned scalar, else 0.
+    private static let normalizationPlane = planes[3]
 
-    /// The three planes in one pass: Swift's category and age lookups are the cost, and
+    /// Whether the scalar is assigned today but unknown to `Edition.normalization`.
+    @inline(__always)
+    static func isNewerThanNormalization(_ value: UInt32) -> Bool {
+        if value < 0x10000 { return normalizationPlane[Int(value)] != 0 }
+        guard let scalar = Unicode.Scalar(value), scalar.properties.age != nil else { return false }
+        return !Edition.normalization.knows(scalar)
+    }
+
+    /// The planes in one pass: Swift's category and age lookups are the cost, and
     /// each scalar needs them once.
     private static let planes: [[UInt32]] = {
         let editions: [Edition] = [.regex, .categories, .combiningMarks]
-        var planes = editions.map { _ in [UInt32](repeating: 0, count: 0x10000) }
+        var planes = (0...editions.count).map { _ in [UInt32](repeating: 0, count: 0x10000) }
         for value in 0..<UInt32(0x10000) {
             let base = value < 128 ? ascii[Int(value)] : compute(value)
             guard base & (unassigned | 1 << 27) == 0, let scalar = Unicode.Scalar(value), let age = scalar.properties.age else {
@@ -99,6 +109,7 @@ extension ScalarClass {
                 }
                 planes[k][Int(value)] = mask
             }
+            planes[editions.count][Int(value)] = Edition.precedes(Edition.normalization.version, age) ? 1 : 0
         }
         return planes
     }()

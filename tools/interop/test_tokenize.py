@@ -201,6 +201,47 @@ def test_one_megabyte_of_english_equals_tokenizers(folder, minilm, tmp_path):
     assert got == want, first_difference(tok, got, want)
 
 
+# Scripts that decompose, compose and reorder: accented Latin and loose combining marks,
+# Hangul syllables and loose jamo (which NFC joins), Tibetan vowel signs, CJK, Greek with
+# its accents, Devanagari with nukta, emoji, and compatibility forms (ligatures, squared
+# and circled letters, full width). pare hands Foundation the text in stretches; these runs
+# cross many stretch boundaries.
+MIXED_RANGES = [(0xC0, 0x17F), (0x300, 0x36F), (0xAC00, 0xD7A3), (0x1100, 0x1112), (0x1161, 0x1175), (0x11A8, 0x11C2),
+                (0x0F40, 0x0F84), (0x4E00, 0x9FA5), (0x391, 0x3C9), (0x915, 0x93C), (0x1F600, 0x1F64F),
+                (0x1F00, 0x1FFE), (0xFB00, 0xFB4F), (0x3300, 0x3357), (0x2460, 0x24FF), (0x1F100, 0x1F1FF), (0xFF01, 0xFF9F)]
+
+
+def mixed_text(size: int, seed: int) -> str:
+    import random
+
+    r = random.Random(seed)
+    words, total = [], 0
+    while total < size:
+        ranges = r.sample(MIXED_RANGES, r.randint(1, 3))
+        word = "".join(chr(r.randint(*r.choice(ranges))) for _ in range(r.randint(1, 400 if r.random() < 0.05 else 9)))
+        words.append(word + r.choice([" ", " ", "", ", ", "\n"]))
+        total += len(words[-1])
+    return "".join(words)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("name", [*KINDS, "NFD", "NFKC", "NFKD", "NFC", "StripAccents after NFD"])
+def test_long_mixed_script_text_equals_tokenizers(name, seed, tmp_path):
+    if name in KINDS:
+        folder = FIXTURES / name
+    else:
+        kind, change = VARIANTS.get(name) or ("gpt2-bytelevel", _set("normalizer", {"type": name}))
+        folder = edit(tmp_path, kind, change)
+    text = mixed_text(150_000, seed)
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(text.encode())
+    tokenize(folder, path, tmp_path / "ids.safetensors")
+    tok = reference(folder)
+    want = tok.encode(text).ids
+    got = rows(tmp_path / "ids.safetensors")[0]
+    assert got == want, first_difference(tok, got, want)
+
+
 def test_windows_join_documents_and_cut_them(tmp_path):
     folder = FIXTURES / "llama3-split"
     corpus = tmp_path / "docs.jsonl"
