@@ -25,13 +25,18 @@ public struct OutputPlan: Sendable {
         self.format = format
         metadata = Self.outputMetadata(input.shards.first?.metadata)
         writesSingleFile = input.layout == .singleFile && output.hasSuffix(format.fileExtension)
+        // Groups of positions, not of items: an item is a few hundred bytes, and a model of
+        // a million tensors held every one twice while the groups grew.
         let groups = Self.packShards(items, limit: maxShardSize)
         if groups.count == 1 {
             let name = writesSingleFile ? PathName.lastComponent(output) : format.singleFileName
-            shards = [Shard(fileName: name, items: groups[0])]
+            // One group holds every item in order: the plan keeps the caller's array.
+            shards = [Shard(fileName: name, items: items)]
         } else {
             if writesSingleFile { throw .singleFileNeedsShards(path: output, shards: groups.count) }
-            shards = groups.enumerated().map { Shard(fileName: format.shardName($0 + 1, of: groups.count), items: $1) }
+            shards = groups.enumerated().map { k, positions in
+                Shard(fileName: format.shardName(k + 1, of: groups.count), items: positions.map { items[$0] })
+            }
         }
         for shard in shards where format == .safetensors {
             let header = SafeTensorsWriter.headerBytes(entries: shard.items.map(\.entry), metadata: metadata)
@@ -48,15 +53,15 @@ public struct OutputPlan: Sendable {
     /// (which transformers' `save_pretrained` uses): greedy in tensor order, a new shard when
     /// the next tensor would push the current one over the limit, and a tensor larger than
     /// the limit alone in a shard of its own, placed where it was met, while the current
-    /// shard stays open.
-    static func packShards(_ items: [OutputItem], limit: Int) -> [[OutputItem]] {
-        var groups: [[OutputItem]] = []
-        var current: [OutputItem] = []
+    /// shard stays open. Returns each shard's positions in `items`.
+    static func packShards(_ items: [OutputItem], limit: Int) -> [[Int]] {
+        var groups: [[Int]] = []
+        var current: [Int] = []
         var currentSize = 0
-        for item in items {
+        for (position, item) in items.enumerated() {
             let size = item.entry.byteCount
             if size > limit {
-                groups.append([item])
+                groups.append([position])
                 continue
             }
             if currentSize + size > limit {
@@ -64,7 +69,7 @@ public struct OutputPlan: Sendable {
                 current = []
                 currentSize = 0
             }
-            current.append(item)
+            current.append(position)
             currentSize += size
         }
         if !current.isEmpty || groups.isEmpty { groups.append(current) }

@@ -165,14 +165,23 @@ public final class ModelFolder: Sendable {
         }
         shards = opened
 
+        // Sized once: growing by doubling held two copies of each at the peak.
+        let count = opened.reduce(0) { $0 + $1.tensors.count }
         var all: [Tensor] = []
+        all.reserveCapacity(count)
+        // Which shard holds each name: needed to find a name in two shards and to check the
+        // index. A lone file's header has already refused a repeated name.
+        let needsOwners = opened.count > 1 || index != nil
         var owner: [String: Int] = [:]
+        if needsOwners { owner.reserveCapacity(count) }
         for (i, shard) in opened.enumerated() {
             for info in shard.tensors {
-                if let first = owner[info.name] {
-                    throw .safeTensors(.tensorInTwoShards(tensor: info.name, first: shardNames[first], second: shardNames[i]))
+                if needsOwners {
+                    if let first = owner[info.name] {
+                        throw .safeTensors(.tensorInTwoShards(tensor: info.name, first: shardNames[first], second: shardNames[i]))
+                    }
+                    owner[info.name] = i
                 }
-                owner[info.name] = i
                 all.append(Tensor(info: info, shard: i))
             }
         }

@@ -60,6 +60,12 @@ extension JSONValue {
 
     private static let hexDigits = Array("0123456789abcdef")
 
+    /// Appends `s` as the compact layout writes a string: quoted, escaped, non-ASCII raw.
+    /// For writers that lay out large documents without building a tree first.
+    public static func appendCompactString(_ s: String, to out: inout String) {
+        writeString(s, to: &out, escapeNonASCII: false)
+    }
+
     private static func writeString(_ s: String, to out: inout String, escapeNonASCII: Bool) {
         out += "\""
         for scalar in s.unicodeScalars {

@@ -1,3 +1,4 @@
+import Synchronization
 import Tensors
 
 /// A safetensors file opened for reading: mapped, header validated, data untouched.
@@ -8,7 +9,9 @@ public final class SafeTensorsFile: Sendable {
     public let path: String
     public let header: SafeTensorsHeader
     public let mapping: MappedFile
-    private let indexByName: [String: Int]
+    /// Built by the first `info(_:)`: a weight file read whole never needs it, and for a
+    /// header of a million tensors it cost as much as the tensor list.
+    private let indexByName = Mutex<[String: Int]?>(nil)
 
     public init(path: String) throws(SafeTensorsError) {
         let file: MappedFile
@@ -16,18 +19,24 @@ public final class SafeTensorsFile: Sendable {
         let header = try file.withBytes { bytes throws(SafeTensorsError) in
             try SafeTensorsHeader.parse(file: bytes, path: path)
         }
-        var index: [String: Int] = [:]
-        for (i, tensor) in header.tensors.enumerated() { index[tensor.name] = i }
         self.path = path
         self.mapping = file
         self.header = header
-        self.indexByName = index
     }
 
     public var tensors: [TensorInfo] { header.tensors }
 
     public func info(_ name: String) -> TensorInfo? {
-        indexByName[name].map { header.tensors[$0] }
+        let position = indexByName.withLock { index -> Int? in
+            if index == nil {
+                var built: [String: Int] = [:]
+                built.reserveCapacity(header.tensors.count)
+                for (i, tensor) in header.tensors.enumerated() { built[tensor.name] = i }
+                index = built
+            }
+            return index![name]
+        }
+        return position.map { header.tensors[$0] }
     }
 
     /// The absolute byte range of a tensor's data within the file.

@@ -51,20 +51,18 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         // comes first, as when the tree was built first.
         var tensors: [TensorInfo] = []
         var metadata: [(key: String, value: String)]?
-        var seen = Set<String>()
+        var sawMetadata = false
         var entryError: SafeTensorsError?
         let isObject: Bool
         do {
             isObject = try JSONParser.forEachMember(text) { name, value in
                 guard entryError == nil else { return }
                 do throws(SafeTensorsError) {
-                    guard seen.insert(name).inserted else {
-                        if name == "__metadata__" {
+                    if name == "__metadata__" {
+                        guard !sawMetadata else {
                             throw .metadataNotStringMap(path: path, problem: "the header has two __metadata__ entries")
                         }
-                        throw .duplicateTensor(path: path, tensor: name)
-                    }
-                    if name == "__metadata__" {
+                        sawMetadata = true
                         // The reference reads a null __metadata__ as no metadata.
                         metadata = value.isNull ? nil : try parseMetadata(value, path: path)
                     } else {
@@ -78,8 +76,11 @@ public struct SafeTensorsHeader: Sendable, Equatable {
             throw .headerNotJSON(path: path, reason: error.description)
         }
         guard isObject else { throw .headerNotObject(path: path) }
+        // A name given twice is looked for once the entries are read, in a table of
+        // positions rather than a set of names; the first problem in header order wins, as
+        // if each entry had been checked as it was read.
+        if let second = firstRepeatedName(tensors) { throw .duplicateTensor(path: path, tensor: tensors[second].name) }
         if let entryError { throw entryError }
-        seen = []
 
         // The reference sorts by offsets: header order is free, byte order is not.
         tensors.sort { ($0.dataOffsets.lowerBound, $0.dataOffsets.upperBound) < ($1.dataOffsets.lowerBound, $1.dataOffsets.upperBound) }
@@ -113,6 +114,25 @@ public struct SafeTensorsHeader: Sendable, Equatable {
             throw .dataSizeMismatch(path: path, dataSize: dataSize, lastOffset: expectedStart)
         }
         return SafeTensorsHeader(tensors: tensors, metadata: metadata, dataStart: 8 + headerLength)
+    }
+
+    /// The position of the first entry whose name an earlier entry already has, found with
+    /// an open-addressing table of positions (4 bytes a slot).
+    static func firstRepeatedName(_ tensors: [TensorInfo]) -> Int? {
+        guard tensors.count > 1 else { return nil }
+        var capacity = 1
+        while capacity < 2 * tensors.count { capacity <<= 1 }
+        var slots = [Int32](repeating: -1, count: capacity)
+        let mask = capacity - 1
+        for (k, tensor) in tensors.enumerated() {
+            var slot = tensor.name.hashValue & mask
+            while slots[slot] >= 0 {
+                if tensors[Int(slots[slot])].name == tensor.name { return k }
+                slot = (slot + 1) & mask
+            }
+            slots[slot] = Int32(k)
+        }
+        return nil
     }
 
     private static func parseMetadata(_ value: JSONValue, path: String) throws(SafeTensorsError) -> [(key: String, value: String)] {

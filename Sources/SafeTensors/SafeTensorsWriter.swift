@@ -37,21 +37,35 @@ public final class SafeTensorsWriter {
 
     /// Bytes of header (length prefix + JSON + padding) for these entries and metadata.
     public static func headerBytes(entries: [Entry], metadata: [(key: String, value: String)]) -> [UInt8] {
-        var members: [(key: String, value: JSONValue)] = []
+        // Written straight as text, as `JSONValue.serialized(.compact)` would lay out the
+        // same object: a tree of a million entries cost several times the header's size.
+        var text = "{"
+        text.reserveCapacity(16 + entries.count * 64)
         if !metadata.isEmpty {
-            members.append(("__metadata__", .object(metadata.map { ($0.key, .string($0.value)) })))
+            text += "\"__metadata__\":"
+            text += JSONValue.object(metadata.map { ($0.key, .string($0.value)) }).serialized(.compact)
         }
         var offset = 0
-        for entry in entries {
+        for (k, entry) in entries.enumerated() {
+            if k > 0 || !metadata.isEmpty { text += "," }
             let end = offset + entry.byteCount
-            members.append((entry.name, .object([
-                ("dtype", .string(entry.dtype.name)),
-                ("shape", .array(entry.shape.map { .integer($0) })),
-                ("data_offsets", .array([.integer(offset), .integer(end)])),
-            ])))
+            JSONValue.appendCompactString(entry.name, to: &text)
+            text += ":{\"dtype\":"
+            JSONValue.appendCompactString(entry.dtype.name, to: &text)
+            text += ",\"shape\":["
+            for (d, size) in entry.shape.enumerated() {
+                if d > 0 { text += "," }
+                text += String(size)
+            }
+            text += "],\"data_offsets\":["
+            text += String(offset)
+            text += ","
+            text += String(end)
+            text += "]}"
             offset = end
         }
-        var json = Array(JSONValue.object(members).serialized(.compact).utf8)
+        text += "}"
+        var json = Array(text.utf8)
         let padding = (8 - json.count % 8) % 8
         json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: padding))
         var bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) }

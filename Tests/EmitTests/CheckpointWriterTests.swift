@@ -183,8 +183,9 @@ import Tensors
         let model = try ModelFolder(path: Fixtures.model("llama-gqa-f32"))
         let items = model.tensors.map { OutputItem(source: $0, entry: .init(name: $0.info.name, dtype: $0.info.dtype, shape: $0.info.shape)) }
         let limit = 60_000
-        let groups = OutputPlan.packShards(items, limit: limit)
-        #expect(groups.flatMap { $0 }.count == items.count)
+        let positions = OutputPlan.packShards(items, limit: limit)
+        #expect(positions.flatMap { $0 }.sorted() == Array(items.indices))
+        let groups = positions.map { $0.map { items[$0] } }
         for group in groups where group.count > 1 {
             #expect(group.reduce(0) { $0 + $1.entry.byteCount } <= limit)
         }
