@@ -73,7 +73,9 @@ struct AddedVocabulary: Sendable {
                 while stop < text.count, ScalarClass.of(text[stop]) & ScalarClass.whitespace != 0 { stop += 1 }
             }
             if startOffset < start { emitText(startOffset..<start) }
-            out.append(Piece(scalars: Array(text[start..<stop]), token: entry.id, atOrigin: false))
+            // `tokenizers` drops empty splits, a token's too: lstrip can reach the stop of
+            // a match that the previous token's rstrip swallowed.
+            if start < stop { out.append(Piece(scalars: Array(text[start..<stop]), token: entry.id, atOrigin: false)) }
             startOffset = stop
         }
         emitText(startOffset..<text.count)
@@ -85,7 +87,8 @@ struct AddedVocabulary: Sendable {
         if value < 128 {
             return (value >= 48 && value <= 57) || (value >= 65 && value <= 90) || (value >= 97 && value <= 122) || value == 95
         }
-        guard let scalar = Unicode.Scalar(value) else { return false }
+        // Rust's tables are those of the regex edition: later scalars are no word characters.
+        guard let scalar = Unicode.Scalar(value), ScalarClass.Edition.regex.knows(scalar) else { return false }
         let p = scalar.properties
         if p.isAlphabetic || p.isJoinControl { return true }
         return ScalarClass.of(value) & (ScalarClass.mark | ScalarClass.decimal | ScalarClass.bits(.connectorPunctuation)) != 0

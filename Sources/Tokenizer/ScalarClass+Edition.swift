@@ -77,15 +77,23 @@ extension ScalarClass {
     private static let regexPlane = planes[0]
     private static let categoriesPlane = planes[1]
     private static let marksPlane = planes[2]
-    /// 1 where the normalization edition does not know an assigned scalar, else 0.
+    /// 1 where the normalization tables do not know an assigned scalar, else 0.
     private static let normalizationPlane = planes[3]
 
-    /// Whether the scalar is assigned today but unknown to `Edition.normalization`.
+    /// Whether the scalar is assigned today but unknown to the normalization tables: newer
+    /// than `Edition.normalization`, or a mark newer than its combining classes, which
+    /// stop at Unicode 9.0 (a 10.0 or 11.0 mark has class 0 there; none has a
+    /// decomposition).
     @inline(__always)
     static func isNewerThanNormalization(_ value: UInt32) -> Bool {
         if value < 0x10000 { return normalizationPlane[Int(value)] != 0 }
-        guard let scalar = Unicode.Scalar(value), scalar.properties.age != nil else { return false }
-        return !Edition.normalization.knows(scalar)
+        guard let scalar = Unicode.Scalar(value), let age = scalar.properties.age else { return false }
+        return isUnknownToNormalization(scalar, age: age)
+    }
+
+    private static func isUnknownToNormalization(_ scalar: Unicode.Scalar, age: Unicode.Version) -> Bool {
+        if Edition.precedes(Edition.normalization.version, age) { return true }
+        return Edition.precedes(Edition.combiningMarks.version, age) && scalar.properties.canonicalCombiningClass.rawValue != 0
     }
 
     /// The planes in one pass: Swift's category and age lookups are the cost, and
@@ -109,7 +117,7 @@ extension ScalarClass {
                 }
                 planes[k][Int(value)] = mask
             }
-            planes[editions.count][Int(value)] = Edition.precedes(Edition.normalization.version, age) ? 1 : 0
+            planes[editions.count][Int(value)] = isUnknownToNormalization(scalar, age: age) ? 1 : 0
         }
         return planes
     }()

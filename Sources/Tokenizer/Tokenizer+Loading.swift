@@ -54,8 +54,8 @@ extension Tokenizer {
         }
 
         // `tokenizers` adds the added tokens again on load, in file order: a token already
-        // added or in the model's vocabulary keeps that id, any other takes the next id after
-        // the vocabulary, whatever id the file writes beside it.
+        // added or in the model's vocabulary keeps that id, any other takes the next id from
+        // the vocabulary's entry count on, whatever id the file writes beside it.
         struct Declared { let entry: AddedVocabulary.Entry; let normalized: Bool }
         var idOfContent: [[UInt32]: Int32] = [:]
         var declared: [Int32: Declared] = [:]

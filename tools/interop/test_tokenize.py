@@ -709,6 +709,34 @@ def test_added_token_flags_equal_tokenizers(kind, tmp_path):
     assert not bad, "\n".join(bad)
 
 
+def test_lstrip_into_a_swallowed_match_gives_no_token(tmp_path):
+    """An rstrip token's spaces can swallow the next match whole; lstrip then leaves it
+    empty, and `tokenizers` drops the empty split with its id."""
+    folder = with_added_tokens("gpt2-bytelevel", tmp_path, [("<a>", dict(rstrip=True, special=True, normalized=False)),
+                                                            ("\n", dict(lstrip=True, special=True, normalized=False))])
+    # (a swallowed match that lstrip would push past its own stop makes the library panic)
+    texts = ["<a>\n", "x<a>\nb", "<a>\ny <a>\n"]
+    bad = mismatches(reference(folder), texts, encode_lines(folder, texts, tmp_path))
+    assert not bad, "\n".join(bad)
+
+
+def test_single_word_ignores_letters_newer_than_the_regex_tables(tmp_path):
+    folder = with_added_tokens("gpt2-bytelevel", tmp_path, [("word", dict(single_word=True, special=False, normalized=False))])
+    texts = ["\U00010940word", "word\U00011DB0", "\U000323B0word x"]
+    bad = mismatches(reference(folder), texts, encode_lines(folder, texts, tmp_path))
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("form", ["NFD", "NFC", "NFKD", "NFKC"])
+def test_marks_newer_than_the_combining_classes_are_not_reordered(form, tmp_path):
+    """`tokenizers`' combining classes stop at Unicode 9.0: a 10.0 or 11.0 mark is a
+    starter to them."""
+    folder = edit(tmp_path, "gpt2-bytelevel", _set("normalizer", {"type": form}))
+    texts = ["a\u0301\u1DF8", "e\u0301\u0D3B", "a\u0323\u1DF6\u0301", "o\u07FD\u0301", "\u1DF9\u0316x"]
+    bad = mismatches(reference(folder), texts, encode_lines(folder, texts, tmp_path))
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.parametrize("kind", ["gpt2-bytelevel", "bert-wordpiece"])
 def test_rstrip_spaces_that_begin_the_next_added_token(kind, tmp_path):
     """`tokenizers` finds every added token in the text first and strips afterwards: an
@@ -723,8 +751,7 @@ def test_rstrip_spaces_that_begin_the_next_added_token(kind, tmp_path):
 def test_added_token_ids_are_the_librarys_not_the_files(tmp_path):
     """Loading tokenizer.json, `tokenizers` adds the added_tokens again in file order: one
     already in the model's vocabulary keeps that id, the others take the next free ids
-    after the vocabulary, whatever ids the file writes. pare gives those ids or refuses a
-    file whose ids disagree."""
+    after the vocabulary, whatever ids the file writes. pare gives those ids."""
     def change(d):
         d["added_tokens"] += [
             dict(id=1600, content="<gap>", single_word=False, lstrip=False, rstrip=False, normalized=False, special=True),
@@ -738,8 +765,6 @@ def test_added_token_ids_are_the_librarys_not_the_files(tmp_path):
     texts = ["a<gap>b<gap2><clash>", "<clash>"]
     text.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     proc = run_pare(["tokenize", folder, "--text", text, "-o", tmp_path / "ids.safetensors"])
-    if proc.returncode != 0:
-        expect_error(proc, 1, "added_tokens")
-        return
+    assert proc.returncode == 0, proc.stderr
     bad = mismatches(tok, texts, rows(tmp_path / "ids.safetensors"))
     assert not bad, "\n".join(bad)
