@@ -24,17 +24,13 @@ indirect enum Normalizer: Sendable {
             return Self.replace(text, pattern, replacement)
         case .lowercase:
             return Self.lowercased(text)
-        case .nfc: return Self.unicode(text, composing: true) { $0.precomposedStringWithCanonicalMapping }
-        case .nfd: return Self.unicode(text) { $0.decomposedStringWithCanonicalMapping }
+        case .nfc: return Self.unicode(text, .composed)
+        case .nfd: return Self.unicode(text, .decomposed)
         case .nfkc:
             // Decomposed and put in canonical order first: Foundation's NFKC composes
             // before it orders the marks a compatibility decomposition brings.
-            let decomposed = Self.nfkd.apply(text)
-            return Self.unicode(decomposed, composing: true) { $0.precomposedStringWithCanonicalMapping }
-        case .nfkd:
-            var out = Self.unicode(text, compatibility: true) { $0.decomposedStringWithCompatibilityMapping }
-            Self.restoreCanonicalOrder(&out)
-            return out
+            return Self.unicode(Self.unicode(text, .compatibilityDecomposed), .composed)
+        case .nfkd: return Self.unicode(text, .compatibilityDecomposed)
         case let .strip(left, right):
             var lo = 0, hi = text.count
             if left { while lo < hi, ScalarClass.of(text[lo]) & ScalarClass.whitespace != 0 { lo += 1 } }
@@ -47,7 +43,7 @@ indirect enum Normalizer: Sendable {
             if cleanText { out = Self.clean(out) }
             if chinese { out = Self.spaceChinese(out) }
             if stripAccents {
-                out = Self.unicode(out) { $0.decomposedStringWithCanonicalMapping }
+                out = Self.unicode(out, .decomposed)
                 out.removeAll { ScalarClass.of($0, edition: .categories) & ScalarClass.nonspacingMark != 0 }
             }
             if lowercase { out = Self.lowercased(out) }
@@ -64,15 +60,15 @@ indirect enum Normalizer: Sendable {
     /// quadratic in the length. A stretch ends only before a scalar no normal form
     /// can join to what precedes it (`startsNormalizationSegment`).
     ///
-    /// Two more faults of Foundation's are worked around: the non-starters that decompose
-    /// are decomposed before it sees them (`nonStarterDecompositionsApplied`), and, when
-    /// `composing`, a Hangul LV syllable is joined to the trailing jamo after it
-    /// (`hangulTrailsComposed`).
-    private static func unicode(_ text: [UInt32], composing: Bool = false, compatibility: Bool = false,
-                                _ transform: (String) -> String) -> [UInt32] {
+    /// Three more faults of Foundation's are worked around: the non-starters that decompose
+    /// are decomposed before it sees them (`nonStarterDecompositionsApplied`), a composed
+    /// Hangul LV syllable is joined to the trailing jamo after it (`hangulTrailsComposed`),
+    /// and the marks of compatibility decompositions are put in order
+    /// (`restoreCanonicalOrder`).
+    private static func unicode(_ text: [UInt32], _ form: Form) -> [UInt32] {
         // Pure ASCII is already in every normal form.
         if text.allSatisfy({ $0 < 128 }) { return text }
-        let text = nonStarterDecompositionsApplied(text, compatibility: compatibility)
+        let text = nonStarterDecompositionsApplied(text, compatibility: form == .compatibilityDecomposed)
         var out: [UInt32] = []
         out.reserveCapacity(text.count)
         var start = 0
@@ -82,7 +78,7 @@ indirect enum Normalizer: Sendable {
             if stretch.allSatisfy({ $0 < 128 }) {
                 out.append(contentsOf: stretch)
             } else {
-                out.append(contentsOf: transform(String(scalars: stretch)).unicodeScalars.lazy.map(\.value))
+                out.append(contentsOf: form.apply(String(scalars: stretch)).unicodeScalars.lazy.map(\.value))
             }
         }
         for (k, v) in text.enumerated() {
@@ -96,8 +92,25 @@ indirect enum Normalizer: Sendable {
             }
         }
         normalize(start..<text.count)
-        if composing { hangulTrailsComposed(&out) }
+        switch form {
+        case .composed: hangulTrailsComposed(&out)
+        case .compatibilityDecomposed: restoreCanonicalOrder(&out)
+        case .decomposed: break
+        }
         return out
+    }
+
+    /// The three Foundation normal forms pare calls; NFKC is NFC of NFKD.
+    private enum Form {
+        case composed, decomposed, compatibilityDecomposed
+
+        func apply(_ text: String) -> String {
+            switch self {
+            case .composed: text.precomposedStringWithCanonicalMapping
+            case .decomposed: text.decomposedStringWithCanonicalMapping
+            case .compatibilityDecomposed: text.decomposedStringWithCompatibilityMapping
+            }
+        }
     }
 
     /// Sorts each run of non-starters by combining class, keeping equal classes in order
@@ -116,11 +129,10 @@ indirect enum Normalizer: Sendable {
             var end = k + 1
             while end < text.count, combiningClass(text[end]) != 0 { end += 1 }
             if end - k > 1 {
-                let run = text[k..<end].enumerated().sorted { a, b in
-                    let (ca, cb) = (combiningClass(a.element), combiningClass(b.element))
-                    return ca != cb ? ca < cb : a.offset < b.offset
-                }
-                for (j, item) in run.enumerated() { text[k + j] = item.element }
+                // Classes looked up once; the position keeps equal classes in order.
+                let run = text[k..<end].enumerated().map { (class: combiningClass($0.element), offset: $0.offset, value: $0.element) }
+                let sorted = run.sorted { ($0.class, $0.offset) < ($1.class, $1.offset) }
+                for (j, item) in sorted.enumerated() { text[k + j] = item.value }
             }
             k = end
         }

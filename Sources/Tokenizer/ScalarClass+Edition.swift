@@ -103,32 +103,29 @@ extension ScalarClass {
         var planes = (0...editions.count).map { _ in [UInt32](repeating: 0, count: 0x10000) }
         for value in 0..<UInt32(0x10000) {
             let base = value < 128 ? ascii[Int(value)] : compute(value)
-            guard base & (unassigned | 1 << 27) == 0, let scalar = Unicode.Scalar(value), let age = scalar.properties.age else {
-                for k in editions.indices { planes[k][Int(value)] = base }
-                continue
-            }
-            let change = categoryBefore(value)
+            let scalar = Unicode.Scalar(value)
+            let age = scalar?.properties.age
             for (k, edition) in editions.enumerated() {
-                var mask = base
-                if Edition.precedes(edition.version, age) {
-                    mask = unassigned | base & whitespace
-                } else if let change, Edition.precedes(edition.version, change.changedIn) {
-                    mask = 1 << index(change.category) | base & whitespace
-                }
-                planes[k][Int(value)] = mask
+                planes[k][Int(value)] = mask(value, base: base, age: age, edition: edition)
             }
-            planes[editions.count][Int(value)] = isUnknownToNormalization(scalar, age: age) ? 1 : 0
+            if let scalar, let age, isUnknownToNormalization(scalar, age: age) { planes[editions.count][Int(value)] = 1 }
         }
         return planes
     }()
 
     private static func compute(_ value: UInt32, edition: Edition) -> UInt32 {
-        guard let scalar = Unicode.Scalar(value) else { return 1 << 27 }
-        let space = scalar.properties.isWhitespace ? whitespace : 0
-        guard edition.knows(scalar) else { return unassigned | space }
+        mask(value, base: compute(value), age: Unicode.Scalar(value)?.properties.age, edition: edition)
+    }
+
+    /// The rule of every edition: Swift's mask (`base`) for a scalar the edition knows, with
+    /// its category from before a later change; unassigned, keeping White_Space, for one
+    /// assigned later (`age` after the edition's version).
+    private static func mask(_ value: UInt32, base: UInt32, age: Unicode.Version?, edition: Edition) -> UInt32 {
+        guard let age else { return base }
+        if Edition.precedes(edition.version, age) { return unassigned | base & whitespace }
         if let change = categoryBefore(value), Edition.precedes(edition.version, change.changedIn) {
-            return 1 << index(change.category) | space
+            return 1 << index(change.category) | base & whitespace
         }
-        return compute(value)
+        return base
     }
 }
