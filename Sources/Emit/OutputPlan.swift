@@ -39,9 +39,9 @@ public struct OutputPlan: Sendable {
             }
         }
         for shard in shards where format == .safetensors {
-            let header = SafeTensorsWriter.headerBytes(entries: shard.items.map(\.entry), metadata: metadata)
-            if UInt64(header.count - 8) > SafeTensorsHeader.maximumHeaderLength {
-                throw .headerTooLarge(shard: shard.fileName, bytes: header.count - 8)
+            let length = SafeTensorsWriter.headerLength(entries: shard.items.map(\.entry), metadata: metadata)
+            if UInt64(length) > SafeTensorsHeader.maximumHeaderLength {
+                throw .headerTooLarge(shard: shard.fileName, bytes: length)
             }
         }
     }

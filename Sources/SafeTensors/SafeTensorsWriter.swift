@@ -37,6 +37,28 @@ public final class SafeTensorsWriter {
 
     /// Bytes of header (length prefix + JSON + padding) for these entries and metadata.
     public static func headerBytes(entries: [Entry], metadata: [(key: String, value: String)]) -> [UInt8] {
+        let text = headerText(entries: entries, metadata: metadata)
+        let length = paddedLength(text)
+        // One copy of the text's bytes, after the length prefix, padded in place.
+        var bytes = withUnsafeBytes(of: UInt64(length).littleEndian) { Array($0) }
+        bytes.reserveCapacity(8 + length)
+        bytes.append(contentsOf: text.utf8)
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 8 + length - bytes.count))
+        return bytes
+    }
+
+    /// The length of the header's JSON with its padding (without the 8-byte prefix): what a
+    /// plan checks against the largest header readers accept, without the bytes.
+    public static func headerLength(entries: [Entry], metadata: [(key: String, value: String)]) -> Int {
+        paddedLength(headerText(entries: entries, metadata: metadata))
+    }
+
+    private static func paddedLength(_ text: String) -> Int {
+        let count = text.utf8.count
+        return count + (8 - count % 8) % 8
+    }
+
+    private static func headerText(entries: [Entry], metadata: [(key: String, value: String)]) -> String {
         // Written straight as text, as `JSONValue.serialized(.compact)` would lay out the
         // same object: a tree of a million entries cost several times the header's size.
         var text = "{"
@@ -65,17 +87,7 @@ public final class SafeTensorsWriter {
             offset = end
         }
         text += "}"
-        var json = Array(text.utf8)
-        let padding = (8 - json.count % 8) % 8
-        json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: padding))
-        var bytes = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) }
-        bytes.append(contentsOf: json)
-        return bytes
-    }
-
-    /// The size the finished file will have.
-    public static func fileSize(entries: [Entry], metadata: [(key: String, value: String)]) -> Int {
-        headerBytes(entries: entries, metadata: metadata).count + entries.reduce(0) { $0 + $1.byteCount }
+        return text
     }
 
     /// Creates `path` (which must not exist) and writes the header. `writeBehind` writes
