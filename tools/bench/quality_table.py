@@ -200,10 +200,13 @@ def rows_for(config: dict) -> list[dict]:
     return rows
 
 
-def measure_model(pare: Pare, name: str, seeds: int, reconstruction: bool) -> dict:
-    model = os.path.relpath(os.path.join(FIXTURES, "models", name), REPO)
-    calibration = os.path.relpath(os.path.join(FIXTURES, "calibration", f"{name}.safetensors"), REPO)
-    heldout = os.path.relpath(os.path.join(FIXTURES, "heldout", f"{name}.safetensors"), REPO)
+def measure_model(pare: Pare, name: str, seeds: int, reconstruction: bool, fixtures: str = FIXTURES,
+                  only: list[str] | None = None) -> dict:
+    """Every row of `rows_for` (or those whose key is in `only`) for the model `name` under
+    `fixtures` (models/NAME, calibration/NAME.safetensors, heldout/NAME.safetensors)."""
+    model = os.path.relpath(os.path.join(fixtures, "models", name), REPO)
+    calibration = os.path.relpath(os.path.join(fixtures, "calibration", f"{name}.safetensors"), REPO)
+    heldout = os.path.relpath(os.path.join(fixtures, "heldout", f"{name}.safetensors"), REPO)
     for p in (model, calibration, heldout):
         if not os.path.exists(os.path.join(REPO, p)):
             sys.exit(f"missing {p}")
@@ -220,6 +223,8 @@ def measure_model(pare: Pare, name: str, seeds: int, reconstruction: bool) -> di
               "untrimmed": pare.perplexity(model, heldout), "rows": []}
 
     for row in rows_for(config):
+        if only is not None and row["key"] not in only:
+            continue
         print(f"{name}: {row['label']}", file=sys.stderr)
         folder = os.path.join(work, row["key"])
         os.makedirs(folder)
