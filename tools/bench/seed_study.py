@@ -31,22 +31,23 @@ removing them computes; perplexity by transformers on the held-out windows):
                   calibration tokens (NAEE's reconstruction loss applied to heads; the
                   subsets are enumerated).
   magnitude       pare's choice, re-measured with the torch mask as a cross-check of the
-                  two paths (the script stops if they differ by more than 1e-3 relative).
+                  two paths (the script stops if they differ by more than 1e-6 relative).
 
 Output: per row and criterion, the mean over the models, and the wins-ties-losses of each
 model's data-aware choice against magnitude (last, for the layer drop) and against that
-model's random mean; then every model's numbers. Runtime: about 10 minutes of training
+model's random mean (a tie is the same keep lists; no count against random for the layer
+drop, where 5 draws among 4 layers say little); then every model's numbers. Runtime: about 10 minutes of training
 on 2 cores for the default 10 models (reused from --work when there), then about 5
 minutes of measuring.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -81,19 +82,32 @@ def train_one(work: str, heads: int, kv: int, seed: int) -> str:
     transformers.utils.logging.disable_progress_bar()
     name = f"llama-{heads}x{kv}-s{seed}"
     folder = os.path.join(work, "models", name)
-    if os.path.exists(os.path.join(folder, "model.safetensors")):
-        return name
-    train_topics, heldout_topics = tf.split_topics(tf.corpus_topics())
+    _, _, _, steps, lr = tf.MODELS["trained-llama"]
+    topics = tf.corpus_topics()
+    digest = hashlib.sha256("".join(text for _, text in topics).encode("utf-8")).hexdigest()
+    if digest != tf.CORPUS_SHA256:
+        raise SystemExit(f"pydoc_data.topics of this Python has sha256 {digest}, not the fixtures' "
+                         f"{tf.CORPUS_SHA256}: the models would not be trained-llama's recipe")
+    recipe = {"heads": heads, "kv_heads": kv, "seed": seed, "corpus_sha256": digest, "steps": steps, "lr": lr,
+              "torch": torch.__version__, "transformers": transformers.__version__}
+    marker = os.path.join(folder, "seed-study.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f) == recipe:
+                return name
+        raise SystemExit(f"{folder} was trained with another recipe ({marker}); remove it or use another --work")
+    train_topics, heldout_topics = tf.split_topics(topics)
     tok = tf.train_tokenizer([t for _, t in train_topics])
     stream = tf.token_stream(tok, [t for _, t in train_topics])
     held = tf.token_stream(tok, [t for _, t in heldout_topics])
     windows = held[: tf.HELDOUT_WINDOWS * tf.SEQ_LEN].reshape(tf.HELDOUT_WINDOWS, tf.SEQ_LEN).clone()
-    config = tf.llama_config(tok.get_vocab_size(), tok.token_to_id(tf.EOS))
+    vocab, eos = tok.get_vocab_size(), tok.token_to_id(tf.EOS)
+    assert vocab == tf.VOCAB_SIZE and eos == 0, (vocab, eos)
+    config = tf.llama_config(vocab, eos)
     config.num_attention_heads, config.num_key_value_heads = heads, kv
     config.head_dim = config.hidden_size // heads
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config)
-    _, _, _, steps, lr = tf.MODELS["trained-llama"]
     with open(os.devnull, "w") as quiet:  # the trainer prints its progress every 50 steps
         stdout, sys.stdout = sys.stdout, quiet
         try:
@@ -107,6 +121,9 @@ def train_one(work: str, heads: int, kv: int, seed: int) -> str:
     model.save_pretrained(staging, safe_serialization=True)
     tf.write_heldout(windows, Path(work, "heldout"), name)
     tf.write_calibration(tf.calibration_windows(stream), Path(work, "calibration"), name)
+    with open(os.path.join(staging, "seed-study.json"), "w") as f:
+        json.dump(recipe, f)
+    shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
     print(f"trained {name}", file=sys.stderr, flush=True)
     return name
@@ -116,8 +133,8 @@ def train_one(work: str, heads: int, kv: int, seed: int) -> str:
 
 
 def torch_head_choices(work: str, name: str, magnitude_plan: dict) -> dict:
-    """Held-out perplexity of the ablation and reconstruction head choices, and of pare's
-    magnitude choice under the same torch masking."""
+    """For the ablation and reconstruction head choices and pare's magnitude choice: the
+    held-out perplexity under torch masking and the kept heads per layer."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -183,53 +200,63 @@ def torch_head_choices(work: str, name: str, magnitude_plan: dict) -> dict:
 
     magnitude = {int(l): [k * group + q for k, qs in zip(a["kv_heads"], a["query_heads"]) for q in qs]
                  for l, a in magnitude_plan["attention"].items()}
-    return {"ablation": perplexity(ablation), "reconstruction": perplexity(reconstruction),
-            "magnitude (torch)": perplexity(magnitude)}
+    return {key: {"perplexity": perplexity(keep), "keep": keep}
+            for key, keep in (("ablation", ablation), ("reconstruction", reconstruction), ("magnitude", magnitude))}
 
 
 # --------------------------------------------------------------------------- report
 
 
-def record(ours: list[float], theirs: list[float]) -> str:
+def record(ours: list[float], theirs: list[float], same: list[bool]) -> str:
     """Wins-ties-losses of `ours` against `theirs`, lower perplexity winning; a tie is the
-    same perplexity (in practice, the same keep lists)."""
-    wins = sum(a < b for a, b in zip(ours, theirs))
-    ties = sum(a == b for a, b in zip(ours, theirs))
+    same keep lists (`same`), never a float comparison."""
+    wins = sum(not t and a < b for a, b, t in zip(ours, theirs, same))
+    ties = sum(same)
     return f"{wins}–{ties}–{len(ours) - wins - ties}"
 
 
-def row_cells(results: list[dict], key: str) -> dict:
-    rows = [next(r for r in res["rows"] if r["key"] == key)["cells"] for res in results]
-    return {"magnitude": [c["magnitude"] for c in rows], "data": [c["data"] for c in rows],
-            "random": [sum(c["random"]) / len(c["random"]) for c in rows]}
+def row_of(res: dict, key: str) -> dict:
+    return next(r for r in res["rows"] if r["key"] == key)
+
+
+def random_mean(row: dict) -> float:
+    return sum(row["cells"]["random"]) / len(row["cells"]["random"])
+
+
+LABELS = {"ffn": "FFN 50 %", "heads": "query heads 50 %", "kv_heads": "kv heads 50 %", "depth": "drop 1 of 4 layers"}
 
 
 def summarise(results: list[dict], markdown: bool) -> str:
-    labels = {"ffn": "FFN 50 %", "heads": "query heads 50 %", "kv_heads": "kv heads 50 %",
-              "depth": "drop 1 of 4 layers"}
     mean = lambda xs: f"{sum(xs) / len(xs):.2f}"  # noqa: E731
+    never = [False] * len(results)
     header = ["what is cut", "criterion", "mean perplexity", "against magnitude / last (W–T–L)",
               "against the random mean (W–T–L)"]
     body = []
     for key in ROWS:
-        c = row_cells(results, key)
-        data_name = "bi" if key == "depth" else "activation"
-        body.append([labels[key], "magnitude / last", mean(c["magnitude"]), "", record(c["magnitude"], c["random"])])
-        body.append(["", data_name, mean(c["data"]), record(c["data"], c["magnitude"]), record(c["data"], c["random"])])
+        rows = [row_of(res, key) for res in results]
+        mag = [r["cells"]["magnitude"] for r in rows]
+        data = [r["cells"]["data"] for r in rows]
+        rnd = [random_mean(r) for r in rows]
+        # Five draws among four layers say little about the mean layer drop: no count there.
+        vs_random = (lambda xs: "") if key == "depth" else (lambda xs: record(xs, rnd, never))  # noqa: E731
+        body.append([LABELS[key], rows[0]["criteria"]["magnitude"], mean(mag), "", vs_random(mag)])
+        body.append(["", rows[0]["criteria"]["data"], mean(data),
+                     record(data, mag, ["data" in r["same"] for r in rows]), vs_random(data)])
         if key == "heads":
             for name in ("ablation", "reconstruction"):
-                vals = [res["torch"][name] for res in results]
-                body.append(["", f"{name} (torch)", mean(vals), record(vals, c["magnitude"]), record(vals, c["random"])])
-        body.append(["", "random", mean(c["random"]), "", ""])
-    per_header = ["model", "untrimmed"] + [f"{labels[k]}: magnitude / data / random" for k in ROWS] + \
+                vals = [res["torch"][name]["perplexity"] for res in results]
+                same = [res["torch"][name]["keep"] == res["torch"]["magnitude"]["keep"] for res in results]
+                body.append(["", f"{name} (torch)", mean(vals), record(vals, mag, same), vs_random(vals)])
+        body.append(["", "random", mean(rnd), "", ""])
+    per_header = ["model", "untrimmed"] + [f"{LABELS[k]}: magnitude / data / random" for k in ROWS] + \
                  ["heads: ablation / reconstruction"]
     per = []
     for res in results:
         cells = [res["name"], f"{res['untrimmed']:.2f}"]
         for key in ROWS:
-            c = next(r for r in res["rows"] if r["key"] == key)["cells"]
-            cells.append(f"{c['magnitude']:.2f} / {c['data']:.2f} / {sum(c['random']) / len(c['random']):.2f}")
-        cells.append(f"{res['torch']['ablation']:.2f} / {res['torch']['reconstruction']:.2f}")
+            r = row_of(res, key)
+            cells.append(f"{r['cells']['magnitude']:.2f} / {r['cells']['data']:.2f} / {random_mean(r):.2f}")
+        cells.append(f"{res['torch']['ablation']['perplexity']:.2f} / {res['torch']['reconstruction']['perplexity']:.2f}")
         per.append(cells)
     return render(header, body, markdown) + "\n\n" + render(per_header, per, markdown)
 
@@ -254,11 +281,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="models trained at once (default 2)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
+    import train_fixtures as tf
+
+    hidden = tf.llama_config(tf.VOCAB_SIZE, 0).hidden_size
     shapes = []
     for s in args.shapes:
         h, _, kv = s.partition("x")
-        if not (h.isdigit() and kv.isdigit() and int(kv) > 0 and int(h) % int(kv) == 0 and 128 % int(h) == 0):
-            ap.error(f"--shapes {s}: expected HxKV with KV dividing H and H dividing 128")
+        # Both head rows must be possible: --heads H/2 keeps whole groups' worth per kv head,
+        # --kv-heads KV/2 keeps at least one.
+        if not (h.isdigit() and kv.isdigit() and int(kv) >= 2 and int(kv) % 2 == 0
+                and (int(h) // 2) % int(kv) == 0 and int(h) % 2 == 0 and hidden % int(h) == 0):
+            ap.error(f"--shapes {s}: expected HxKV with KV even and at least 2, H/2 a multiple of KV, "
+                     f"and H dividing the hidden size {hidden}")
         shapes.append((int(h), int(kv)))
 
     os.chdir(REPO)
@@ -274,15 +308,17 @@ def main() -> None:
         results = []
         for name in names:
             res = measure_model(pare, name, args.random, False, fixtures=work, only=ROWS)
-            heads = next(r for r in res["rows"] if r["key"] == "heads")
+            heads = row_of(res, "heads")
             with open(os.path.join(measure_dir, name, "heads", "magnitude", "pare-trim.json")) as f:
                 plan = json.load(f)["plan"]
             res["torch"] = torch_head_choices(work, name, plan)
-            ours, theirs = heads["cells"]["magnitude"], res["torch"]["magnitude (torch)"]
-            if abs(ours - theirs) > 1e-3 * theirs:
+            # Choices differ by as little as 0.1 %; the two paths agree to about 1e-7.
+            ours, theirs = heads["cells"]["magnitude"], res["torch"]["magnitude"]["perplexity"]
+            if abs(ours - theirs) > 1e-6 * theirs:
                 sys.exit(f"{name}: pare's magnitude trim evaluates to {ours}, the torch mask of its heads to {theirs}")
             print(f"{name}: heads magnitude {ours:.2f}, activation {heads['cells']['data']:.2f}, "
-                  f"ablation {res['torch']['ablation']:.2f}, reconstruction {res['torch']['reconstruction']:.2f}",
+                  f"ablation {res['torch']['ablation']['perplexity']:.2f}, "
+                  f"reconstruction {res['torch']['reconstruction']['perplexity']:.2f}",
                   file=sys.stderr, flush=True)
             results.append(res)
     finally:
